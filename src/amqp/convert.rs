@@ -1,0 +1,257 @@
+//! wharf messages to and from AMQP properties and headers (the mapping is
+//! documented in `docs/wire-format.md`).
+
+use crate::headers::{Headers, names};
+use crate::message::Message;
+use bytes::Bytes;
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+
+/// Persistent delivery mode: messages survive a broker restart.
+const PERSISTENT: u8 = 2;
+
+/// A received message, with its properties kept for faithful copies.
+pub(crate) fn to_message(properties: &BasicProperties, data: Vec<u8>) -> Message {
+    let text = |v: &Option<ShortString>| v.as_ref().map(|s| s.as_str().to_owned());
+    Message {
+        body: Bytes::from(data),
+        content_type: text(properties.content_type()),
+        message_id: text(properties.message_id()),
+        correlation_id: text(properties.correlation_id()),
+        reply_to: text(properties.reply_to()),
+        priority: *properties.priority(),
+        headers: properties.headers().as_ref().map(to_headers).unwrap_or_default(),
+    }
+}
+
+/// Headers as text. Nothing a publisher sent is dropped: byte arrays (what
+/// pika sends for Python `bytes`) are read as UTF-8, other structured values
+/// are written out, so that a malformed wharf header is rejected by the
+/// pipeline instead of silently ignored. Only the broker's own structured
+/// `x-` headers (such as `x-death`) are left out; they stay in the original
+/// properties, which copies keep.
+fn to_headers(table: &FieldTable) -> Headers {
+    table
+        .inner()
+        .iter()
+        .filter_map(|(name, value)| {
+            let text = match scalar_text(value) {
+                Some(text) => text,
+                None if name.as_str().starts_with("x-") => return None,
+                None => structured_text(value),
+            };
+            Some((name.as_str().to_owned(), text))
+        })
+        .collect()
+}
+
+/// A non-scalar header value as text.
+fn structured_text(value: &AMQPValue) -> String {
+    match value {
+        AMQPValue::ByteArray(bytes) => String::from_utf8_lossy(bytes.as_slice()).into_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The text of a scalar header value; integers in decimal.
+pub(crate) fn scalar_text(value: &AMQPValue) -> Option<String> {
+    Some(match value {
+        AMQPValue::Boolean(b) => b.to_string(),
+        AMQPValue::ShortShortInt(n) => n.to_string(),
+        AMQPValue::ShortShortUInt(n) => n.to_string(),
+        AMQPValue::ShortInt(n) => n.to_string(),
+        AMQPValue::ShortUInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        AMQPValue::LongUInt(n) => n.to_string(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        AMQPValue::Timestamp(n) => n.to_string(),
+        AMQPValue::Float(n) => n.to_string(),
+        AMQPValue::Double(n) => n.to_string(),
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ByteArray(_)
+        | AMQPValue::FieldArray(_)
+        | AMQPValue::FieldTable(_)
+        | AMQPValue::DecimalValue(_)
+        | AMQPValue::Void => return None,
+    })
+}
+
+/// An integer header, whichever integer type or decimal string a publisher used.
+fn integer(table: Option<&FieldTable>, name: &str) -> Option<u64> {
+    let value = table?.inner().get(name)?;
+    scalar_text(value)?.trim().parse().ok()
+}
+
+/// The delivery count: wharf's attempts so far (on retry copies) plus this
+/// delivery, plus the broker's redeliveries of this copy (quorum queues'
+/// `x-delivery-count`, or one for a classic queue's `redelivered` flag).
+pub(crate) fn delivery_count(properties: &BasicProperties, redelivered: bool) -> u32 {
+    let headers = properties.headers().as_ref();
+    let attempts = integer(headers, names::ATTEMPT).unwrap_or(0);
+    let redeliveries = match integer(headers, "x-delivery-count") {
+        Some(count) => count,
+        None => u64::from(redelivered),
+    };
+    u32::try_from(attempts + 1 + redeliveries).unwrap_or(u32::MAX)
+}
+
+fn short(value: &str) -> ShortString {
+    ShortString::from(value)
+}
+
+fn long(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+/// Properties for a message wharf publishes (persistent).
+pub(crate) fn properties(message: &Message) -> BasicProperties {
+    let mut properties = BasicProperties::default().with_delivery_mode(PERSISTENT);
+    if let Some(v) = &message.content_type {
+        properties = properties.with_content_type(short(v));
+    }
+    if let Some(v) = &message.message_id {
+        properties = properties.with_message_id(short(v));
+    }
+    if let Some(v) = &message.correlation_id {
+        properties = properties.with_correlation_id(short(v));
+    }
+    if let Some(v) = &message.reply_to {
+        properties = properties.with_reply_to(short(v));
+    }
+    if let Some(v) = message.priority {
+        properties = properties.with_priority(v);
+    }
+    if !message.headers.is_empty() {
+        let mut table = FieldTable::default();
+        for (name, value) in message.headers.iter() {
+            table.insert(short(name), header_value(name, value));
+        }
+        properties = properties.with_headers(table);
+    }
+    properties
+}
+
+/// `sequence` and `wharf-attempt` go out as integers (what other clients
+/// expect to read); everything else as a string.
+fn header_value(name: &str, value: &str) -> AMQPValue {
+    let numeric = name.eq_ignore_ascii_case(names::SEQUENCE) || name.eq_ignore_ascii_case(names::ATTEMPT);
+    match value.parse::<i64>() {
+        Ok(n) if numeric => AMQPValue::LongLongInt(n),
+        _ => long(value),
+    }
+}
+
+/// A copy of a received message, properties and headers as received, with
+/// `set` headers added or replaced: for retry, deferral and dead-letter copies.
+pub(crate) fn copy_with(original: &BasicProperties, set: &[(&str, String)]) -> BasicProperties {
+    let mut table = original.headers().clone().unwrap_or_default();
+    for (name, value) in set {
+        table.insert(short(name), header_value(name, value));
+    }
+    original
+        .clone()
+        .with_headers(table)
+        .with_delivery_mode(PERSISTENT)
+}
+
+/// The `wharf-*` headers of a message, for adding to a copy.
+pub(crate) fn wharf_headers(message: &Message) -> Vec<(&str, String)> {
+    message
+        .headers
+        .iter()
+        .filter(|(name, _)| name.starts_with("wharf-"))
+        .map(|(name, value)| (name, value.to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_survives_the_round_trip() {
+        let message = Message::new(&b"{\"id\":1}"[..])
+            .with_content_type("application/json")
+            .with_message_id("m1")
+            .with_correlation_id("c1")
+            .with_reply_to("replies")
+            .with_priority(7)
+            .with_idempotency_key("k")
+            .with_session("s", 3);
+        let properties = properties(&message);
+        assert_eq!(*properties.delivery_mode(), Some(PERSISTENT));
+        let sequence = properties
+            .headers()
+            .as_ref()
+            .unwrap()
+            .inner()
+            .get("sequence")
+            .cloned();
+        assert_eq!(
+            sequence,
+            Some(AMQPValue::LongLongInt(3)),
+            "sequence goes out as an integer"
+        );
+        let back = to_message(&properties, message.body.to_vec());
+        // AMQP field tables are sorted by name; compare headers as sets.
+        let sorted = |m: &Message| {
+            let mut h: Vec<(String, String)> = m.headers.iter().map(|(k, v)| (k.into(), v.into())).collect();
+            h.sort();
+            h
+        };
+        assert_eq!(sorted(&back), sorted(&message));
+        assert_eq!(
+            Message {
+                headers: Headers::new(),
+                ..back
+            },
+            Message {
+                headers: Headers::new(),
+                ..message
+            }
+        );
+    }
+
+    #[test]
+    fn integer_headers_of_any_type_read_as_decimal_text() {
+        let mut table = FieldTable::default();
+        table.insert("sequence".into(), AMQPValue::ShortShortUInt(4));
+        table.insert("x-death".into(), AMQPValue::FieldArray(Default::default()));
+        let properties = BasicProperties::default().with_headers(table);
+        let message = to_message(&properties, Vec::new());
+        assert_eq!(message.sequence(), Some("4"));
+        assert_eq!(
+            message.headers.get("x-death"),
+            None,
+            "structured values stay in the properties"
+        );
+    }
+
+    #[test]
+    fn byte_array_headers_are_read_as_text() {
+        let mut table = FieldTable::default();
+        table.insert(
+            "idempotency-key".into(),
+            AMQPValue::ByteArray(b"k-bytes".to_vec().into()),
+        );
+        table.insert("session-id".into(), AMQPValue::FieldArray(Default::default()));
+        let message = to_message(&BasicProperties::default().with_headers(table), Vec::new());
+        assert_eq!(message.idempotency_key(), Some("k-bytes"));
+        assert!(
+            message.session_id().is_some(),
+            "a malformed session id is kept for the pipeline to reject"
+        );
+    }
+
+    #[test]
+    fn delivery_count_adds_attempts_and_redeliveries() {
+        let plain = BasicProperties::default();
+        assert_eq!(delivery_count(&plain, false), 1);
+        assert_eq!(delivery_count(&plain, true), 2);
+        let retried = copy_with(&plain, &[(names::ATTEMPT, "2".to_owned())]);
+        assert_eq!(delivery_count(&retried, false), 3);
+        let quorum = copy_with(&retried, &[("x-delivery-count", "4".to_owned())]);
+        assert_eq!(delivery_count(&quorum, true), 7);
+    }
+}

@@ -1,0 +1,429 @@
+//! Publishing and request/reply from outside a handler (a web back end, a
+//! script, a test).
+
+use crate::codec::{Codec, CodecError};
+use crate::error::{BrokerError, BrokerErrorKind};
+use crate::headers::names;
+use crate::message::Message;
+use crate::pipeline::ErrorBody;
+use crate::transport::{RequestSender, Transport};
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+/// Default time a request waits for its reply.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Message>>>>;
+
+/// Publishes messages and makes requests. Cheap to clone; all clones share
+/// one reply address, so any number of requests can be in flight at once.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use wharf::{App, Broker};
+/// async fn double(n: u64) -> wharf::Reply<u64> { wharf::Reply(n * 2) }
+///
+/// let broker = Broker::memory();
+/// let running = App::new(broker.clone()).route("double", double).start().await?;
+/// let four: u64 = broker.client().request("double", &2u64).await?;
+/// assert_eq!(four, 4);
+/// running.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    transport: Arc<dyn Transport>,
+    timeout: Duration,
+    inbox: tokio::sync::Mutex<Option<Arc<Inbox>>>,
+    id_prefix: String,
+    next_id: AtomicU64,
+}
+
+/// One reply address and the requests waiting for replies on it.
+struct Inbox {
+    address: String,
+    requests: Box<dyn RequestSender>,
+    pending: Pending,
+    /// Cleared by the dispatcher task's guard however that task ends (its
+    /// stream closed, or its runtime went away).
+    alive: Arc<AtomicBool>,
+    _dispatcher: DropGuard,
+}
+
+/// Held by an inbox's dispatcher task: when the task ends, for any reason,
+/// the inbox is dead and its waiting requests learn it at once.
+struct DispatcherAlive {
+    alive: Arc<AtomicBool>,
+    pending: Pending,
+}
+
+impl Drop for DispatcherAlive {
+    fn drop(&mut self) {
+        self.alive.store(false, Ordering::Release);
+        lock(&self.pending).clear();
+    }
+}
+
+/// Removes a request's waiter however the request ends — reply, timeout,
+/// error, or the caller dropping the request future.
+struct Waiting<'a> {
+    pending: &'a Pending,
+    id: &'a str,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        lock(self.pending).remove(self.id);
+    }
+}
+
+impl Client {
+    pub(crate) fn new(transport: Arc<dyn Transport>) -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        Client {
+            inner: Arc::new(Inner {
+                transport,
+                timeout: DEFAULT_REQUEST_TIMEOUT,
+                inbox: tokio::sync::Mutex::new(None),
+                id_prefix: format!("{:x}-{:x}", std::process::id(), nanos),
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// A client whose requests wait at most `timeout` by default.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Client {
+            inner: Arc::new(Inner {
+                transport: self.inner.transport.clone(),
+                timeout,
+                inbox: tokio::sync::Mutex::new(None),
+                id_prefix: format!("{}-t", self.inner.id_prefix),
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// Publishes `value` as JSON to `queue`, confirmed by the broker.
+    pub async fn publish<T: Serialize + ?Sized>(&self, queue: &str, value: &T) -> Result<(), BrokerError> {
+        let message = Message::json(value).map_err(|e| {
+            BrokerError::new(BrokerErrorKind::Publish, "cannot encode message").with_source(e)
+        })?;
+        self.send(queue, message).await
+    }
+
+    /// Publishes a message to `queue`, confirmed by the broker.
+    pub async fn send(&self, queue: &str, message: Message) -> Result<(), BrokerError> {
+        self.inner.transport.publish(queue, message).await
+    }
+
+    /// Sends `request` as JSON to `queue` and waits for the typed reply, up
+    /// to the client's timeout (30 s unless set with [`with_timeout`](Client::with_timeout)).
+    pub async fn request<Req, Resp>(&self, queue: &str, request: &Req) -> Result<Resp, RequestError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        self.request_timeout(queue, request, self.inner.timeout).await
+    }
+
+    /// Like [`request`](Client::request) with its own timeout.
+    pub async fn request_timeout<Req, Resp>(
+        &self,
+        queue: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RequestError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let message = Message::json(request).map_err(RequestError::Encode)?;
+        let reply = self.request_message(queue, message, timeout).await?;
+        decode_reply(&reply)
+    }
+
+    /// Sends a prepared message as a request and returns the raw reply. The
+    /// correlation id and reply address are set here. An error reply is
+    /// returned as `Err(RequestError::Remote)`.
+    pub async fn request_message(
+        &self,
+        queue: &str,
+        mut message: Message,
+        timeout: Duration,
+    ) -> Result<Message, RequestError> {
+        let inbox = self.inbox().await.map_err(RequestError::Broker)?;
+        let id = format!(
+            "{}-{}",
+            self.inner.id_prefix,
+            self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        message.correlation_id = Some(id.clone());
+        message.reply_to = Some(inbox.address.clone());
+        if message.message_id.is_none() {
+            message.message_id = Some(id.clone());
+        }
+        let (sender, receiver) = oneshot::channel();
+        lock(&inbox.pending).insert(id.clone(), sender);
+        let _waiting = Waiting {
+            pending: &inbox.pending,
+            id: &id,
+        };
+        if let Err(error) = inbox.requests.send(queue, message).await {
+            return Err(RequestError::Broker(error));
+        }
+        match tokio::time::timeout(timeout, receiver).await {
+            Ok(Ok(reply)) => match reply.header(names::STATUS) {
+                Some("error") => Err(RequestError::Remote(remote_error(&reply))),
+                _ => Ok(reply),
+            },
+            Ok(Err(_)) => Err(RequestError::Broker(BrokerError::new(
+                BrokerErrorKind::Connection,
+                "the reply address was closed before the reply arrived",
+            ))),
+            Err(_) => Err(RequestError::Timeout {
+                queue: queue.to_owned(),
+                after: timeout,
+            }),
+        }
+    }
+
+    /// The shared reply address, opened on first use and again after the
+    /// broker closed it.
+    async fn inbox(&self) -> Result<Arc<Inbox>, BrokerError> {
+        let mut slot = self.inner.inbox.lock().await;
+        if let Some(inbox) = slot.as_ref().filter(|i| i.alive.load(Ordering::Acquire)) {
+            return Ok(inbox.clone());
+        }
+        let opened = self.inner.transport.reply_inbox().await?;
+        let cancel = CancellationToken::new();
+        let pending = Pending::default();
+        let alive = Arc::new(AtomicBool::new(true));
+        let guard = DispatcherAlive {
+            alive: alive.clone(),
+            pending: pending.clone(),
+        };
+        let mut replies = opened.replies;
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            let guard = guard;
+            loop {
+                let reply = tokio::select! {
+                    () = stop.cancelled() => break,
+                    reply = replies.next() => reply,
+                };
+                let Some(reply) = reply else { break };
+                let waiter = reply
+                    .correlation_id
+                    .as_deref()
+                    .and_then(|id| lock(&guard.pending).remove(id));
+                match waiter {
+                    Some(waiter) => drop(waiter.send(reply)),
+                    None => tracing::debug!(
+                        correlation_id = reply.correlation_id.as_deref(),
+                        "reply for no waiting request (timed out?); dropped"
+                    ),
+                }
+            }
+        });
+        let inbox = Arc::new(Inbox {
+            address: opened.address,
+            requests: opened.requests,
+            pending,
+            alive,
+            _dispatcher: cancel.drop_guard(),
+        });
+        *slot = Some(inbox.clone());
+        Ok(inbox)
+    }
+}
+
+fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Message>>> {
+    pending.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn codec_of(message: &Message) -> Result<Codec, CodecError> {
+    Codec::from_content_type(message.content_type.as_deref())
+}
+
+fn decode_reply<T: DeserializeOwned>(reply: &Message) -> Result<T, RequestError> {
+    codec_of(reply)
+        .and_then(|codec| codec.decode(&reply.body))
+        .map_err(RequestError::Decode)
+}
+
+fn remote_error(reply: &Message) -> RemoteError {
+    let body: Result<ErrorBody, _> = codec_of(reply).and_then(|c| c.decode(&reply.body));
+    match body {
+        Ok(body) => RemoteError {
+            kind: body.kind,
+            message: body.message,
+            details: body.details,
+        },
+        Err(e) => RemoteError {
+            kind: reply.header(names::ERROR_KIND).unwrap_or("unknown").to_owned(),
+            message: format!("error reply with an unreadable body: {e}"),
+            details: None,
+        },
+    }
+}
+
+/// A request failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// No reply within the timeout.
+    Timeout {
+        /// The queue the request went to.
+        queue: String,
+        /// How long it waited.
+        after: Duration,
+    },
+    /// The handler failed and sent an error reply.
+    Remote(RemoteError),
+    /// The broker could not be reached or refused the request.
+    Broker(BrokerError),
+    /// The request could not be encoded.
+    Encode(CodecError),
+    /// The reply does not decode into the expected type.
+    Decode(CodecError),
+}
+
+impl RequestError {
+    /// The remote error, if the handler sent one.
+    pub fn remote(&self) -> Option<&RemoteError> {
+        match self {
+            RequestError::Remote(remote) => Some(remote),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::Timeout { queue, after } => write!(f, "no reply from {queue:?} within {after:?}"),
+            RequestError::Remote(e) => write!(f, "request failed: {e}"),
+            RequestError::Broker(e) => write!(f, "request not delivered: {e}"),
+            RequestError::Encode(e) => write!(f, "request not sent: {e}"),
+            RequestError::Decode(e) => write!(f, "reply unusable: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+/// An error reply: the handler's error kind, message and details.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RemoteError {
+    /// Machine-readable kind: the handler's [`Error::with_kind`](crate::Error::with_kind),
+    /// `handler`, or wharf's (`decode`, `content-type`, `timeout`, `panic`, …).
+    pub kind: String,
+    /// Human-readable message.
+    pub message: String,
+    /// Structured details from [`Error::with_details`](crate::Error::with_details).
+    pub details: Option<serde_json::Value>,
+}
+
+impl RemoteError {
+    /// The details decoded into `T`.
+    pub fn details_as<T: DeserializeOwned>(&self) -> Option<T> {
+        serde_json::from_value(self.details.clone()?).ok()
+    }
+}
+
+impl fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryTransport;
+
+    #[tokio::test]
+    async fn timed_out_request_leaves_nothing_pending() {
+        let client = Client::new(Arc::new(MemoryTransport::new()));
+        let error = client
+            .request_timeout::<_, u64>("nobody-listens", &1u64, Duration::from_millis(20))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, RequestError::Timeout { .. }), "{error}");
+        let inbox = client.inbox().await.unwrap();
+        assert!(lock(&inbox.pending).is_empty(), "the timed-out waiter is removed");
+    }
+}
+
+#[cfg(test)]
+mod lifetime_tests {
+    use super::*;
+    use crate::memory::MemoryTransport;
+
+    #[tokio::test]
+    async fn cancelled_requests_leave_nothing_pending() {
+        let client = Client::new(Arc::new(MemoryTransport::new()));
+        for _ in 0..100 {
+            // The caller gives up: an HTTP request cancelled, a select! lost.
+            let _ = tokio::time::timeout(
+                Duration::from_millis(1),
+                client.request::<_, u64>("nobody-listens", &1u64),
+            )
+            .await;
+        }
+        let inbox = client.inbox().await.unwrap();
+        assert!(lock(&inbox.pending).is_empty());
+    }
+
+    /// Answers one request on `queue` by hand: take it, reply to its address.
+    async fn answer_one(transport: Arc<dyn Transport>, queue: &str) {
+        loop {
+            if let Some(request) = transport.fetch(queue, 1).await.unwrap().pop() {
+                let message = request.message.clone();
+                request.settle(crate::transport::Settlement::Ack).await.unwrap();
+                let reply = Message::new(message.body.clone())
+                    .with_correlation_id(message.correlation_id.clone().unwrap());
+                let address = message.reply_to.as_deref().unwrap();
+                transport.reply(address, reply).await.unwrap();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[test]
+    fn a_client_outlives_the_runtime_that_opened_its_reply_address() {
+        let transport: Arc<dyn Transport> = Arc::new(MemoryTransport::new());
+        let client = Client::new(transport.clone());
+        for n in [1u64, 2] {
+            // A new runtime each time; the first one's reply task dies with it.
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            let reply: u64 = runtime.block_on(async {
+                let answer = tokio::spawn(answer_one(transport.clone(), "echo"));
+                let reply = client
+                    .request_timeout("echo", &n, Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                answer.await.unwrap();
+                reply
+            });
+            assert_eq!(reply, n);
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Dead letters: why a message was dead-lettered, and inspecting, replaying
+//! and purging a queue's dead-letter queue.
+
+use crate::error::BrokerError;
+use crate::headers::names;
+use crate::message::Message;
+use crate::transport::{Settlement, Transport, dead_letter_queue};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// Why a message went to the dead-letter queue (header `wharf-dead-letter-reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DeadLetterReason {
+    /// The body does not decode into the handler's payload type.
+    Decode,
+    /// The content type is neither JSON nor MessagePack.
+    ContentType,
+    /// The body is larger than the route's limit.
+    TooLarge,
+    /// A wharf header is malformed: priority out of range, non-numeric
+    /// sequence, session without sequence, oversized key.
+    InvalidHeader,
+    /// The handler returned a permanent error.
+    Permanent,
+    /// Every attempt failed (errors, panics or timeouts).
+    MaxAttempts,
+    /// The message waited for a missing session sequence number too long.
+    SessionGap,
+}
+
+impl DeadLetterReason {
+    /// Every reason, for pre-registering metrics.
+    pub const ALL: [DeadLetterReason; 7] = [
+        DeadLetterReason::Decode,
+        DeadLetterReason::ContentType,
+        DeadLetterReason::TooLarge,
+        DeadLetterReason::InvalidHeader,
+        DeadLetterReason::Permanent,
+        DeadLetterReason::MaxAttempts,
+        DeadLetterReason::SessionGap,
+    ];
+
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::Decode => "decode",
+            DeadLetterReason::ContentType => "content-type",
+            DeadLetterReason::TooLarge => "too-large",
+            DeadLetterReason::InvalidHeader => "invalid-header",
+            DeadLetterReason::Permanent => "permanent",
+            DeadLetterReason::MaxAttempts => "max-attempts",
+            DeadLetterReason::SessionGap => "session-gap",
+        }
+    }
+
+    /// True for bad input that never reached a handler run.
+    pub fn is_bad_input(self) -> bool {
+        matches!(
+            self,
+            DeadLetterReason::Decode
+                | DeadLetterReason::ContentType
+                | DeadLetterReason::TooLarge
+                | DeadLetterReason::InvalidHeader
+        )
+    }
+}
+
+impl fmt::Display for DeadLetterReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DeadLetterReason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DeadLetterReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown dead-letter reason {s:?}"))
+    }
+}
+
+/// A message in a dead-letter queue: the original body and headers plus
+/// wharf's record of what went wrong.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadLetter {
+    /// The message as stored, including the `wharf-*` headers.
+    pub message: Message,
+}
+
+impl DeadLetter {
+    /// Why it was dead-lettered.
+    pub fn reason(&self) -> Option<DeadLetterReason> {
+        self.message.header(names::DEAD_LETTER_REASON)?.parse().ok()
+    }
+
+    /// Kind of the last failure (`decode`, `handler`, `panic`, `timeout`, …).
+    pub fn error_kind(&self) -> Option<&str> {
+        self.message.header(names::ERROR_KIND)
+    }
+
+    /// Message of the last failure.
+    pub fn error_message(&self) -> Option<&str> {
+        self.message.header(names::ERROR_MESSAGE)
+    }
+
+    /// The queue it came from.
+    pub fn origin_queue(&self) -> Option<&str> {
+        self.message.header(names::ORIGIN_QUEUE)
+    }
+
+    /// Attempts made before it was dead-lettered.
+    pub fn attempts(&self) -> Option<u32> {
+        self.message.header(names::ATTEMPT)?.parse().ok()
+    }
+
+    /// When it was dead-lettered (RFC 3339).
+    pub fn failed_at(&self) -> Option<&str> {
+        self.message.header(names::FAILED_AT)
+    }
+
+    /// The original message, as it was before it was dead-lettered.
+    pub fn original(&self) -> Message {
+        let mut original = self.message.clone();
+        for name in [
+            names::DEAD_LETTER_REASON,
+            names::ERROR_KIND,
+            names::ERROR_MESSAGE,
+            names::ORIGIN_QUEUE,
+            names::HANDLER,
+            names::FAILED_AT,
+            names::ATTEMPT,
+            names::REPLAYED_AT,
+        ] {
+            original.headers.remove(name);
+        }
+        original
+    }
+}
+
+/// The dead-letter queue of one queue; from [`Broker::dead_letters`](crate::Broker::dead_letters).
+#[derive(Clone)]
+pub struct DeadLetters {
+    transport: Arc<dyn Transport>,
+    queue: String,
+}
+
+impl DeadLetters {
+    pub(crate) fn new(transport: Arc<dyn Transport>, queue: &str) -> Self {
+        DeadLetters {
+            transport,
+            queue: queue.to_owned(),
+        }
+    }
+
+    /// Name of the dead-letter queue.
+    pub fn queue(&self) -> String {
+        dead_letter_queue(&self.queue)
+    }
+
+    /// Up to `max` dead letters, left in the queue.
+    pub async fn list(&self, max: usize) -> Result<Vec<DeadLetter>, BrokerError> {
+        let deliveries = self.transport.fetch(&self.queue(), max).await?;
+        let letters = deliveries
+            .iter()
+            .map(|d| DeadLetter {
+                message: d.message.as_ref().clone(),
+            })
+            .collect();
+        // Put them back last-first so the queue keeps its order.
+        for delivery in deliveries.into_iter().rev() {
+            delivery.settle(Settlement::Return).await?;
+        }
+        Ok(letters)
+    }
+
+    /// Removes and returns up to `max` dead letters.
+    pub async fn take(&self, max: usize) -> Result<Vec<DeadLetter>, BrokerError> {
+        let deliveries = self.transport.fetch(&self.queue(), max).await?;
+        let mut letters = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            letters.push(DeadLetter {
+                message: delivery.message.as_ref().clone(),
+            });
+            delivery.settle(Settlement::Ack).await?;
+        }
+        Ok(letters)
+    }
+
+    /// Publishes up to `max` dead letters back to the queue they came from,
+    /// without wharf's failure headers, so they get a fresh set of attempts.
+    /// They carry `wharf-replayed-at`, which lets a session message run
+    /// although its session has moved past it. Returns how many were replayed.
+    pub async fn replay(&self, max: usize) -> Result<usize, BrokerError> {
+        let deliveries = self.transport.fetch(&self.queue(), max).await?;
+        let count = deliveries.len();
+        for delivery in deliveries {
+            let letter = DeadLetter {
+                message: delivery.message.as_ref().clone(),
+            };
+            let target = letter.origin_queue().unwrap_or(&self.queue).to_owned();
+            let mut original = letter.original();
+            original.headers.insert(
+                names::REPLAYED_AT,
+                crate::timestamp::rfc3339(std::time::SystemTime::now()),
+            );
+            self.transport.publish(&target, original).await?;
+            delivery.settle(Settlement::Ack).await?;
+        }
+        Ok(count)
+    }
+
+    /// Deletes every dead letter; returns how many.
+    pub async fn purge(&self) -> Result<usize, BrokerError> {
+        let mut purged = 0;
+        loop {
+            let batch = self.transport.fetch(&self.queue(), 256).await?;
+            if batch.is_empty() {
+                return Ok(purged);
+            }
+            purged += batch.len();
+            for delivery in batch {
+                delivery.settle(Settlement::Ack).await?;
+            }
+        }
+    }
+}

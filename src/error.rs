@@ -1,0 +1,304 @@
+//! Errors: what handlers return ([`Error`]) and what wharf's own operations
+//! return ([`BrokerError`]).
+
+use serde::Serialize;
+use std::borrow::Cow;
+use std::error::Error as StdError;
+use std::fmt;
+
+type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// The error a handler returns.
+///
+/// Retryable by default: the message is redelivered after a backoff delay,
+/// up to the route's `max_attempts`. [`Error::permanent`] sends the message
+/// to the dead-letter queue at once. Any `std::error::Error` converts into it
+/// with `?`.
+///
+/// ```
+/// use wharf::Error;
+/// #[derive(serde::Serialize)]
+/// struct Shortfall { missing: u32 }
+///
+/// fn check(stock: u32, wanted: u32) -> Result<(), Error> {
+///     if stock < wanted {
+///         return Err(Error::permanent("not enough stock")
+///             .with_kind("out-of-stock")
+///             .with_details(&Shortfall { missing: wanted - stock }));
+///     }
+///     Ok(())
+/// }
+/// let err = check(1, 3).unwrap_err();
+/// assert!(err.is_permanent());
+/// assert_eq!(err.kind(), "out-of-stock");
+/// ```
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    permanent: bool,
+    kind: Cow<'static, str>,
+    source: BoxError,
+    details: Option<serde_json::Value>,
+}
+
+impl Error {
+    /// A retryable error.
+    pub fn new(error: impl Into<BoxError>) -> Self {
+        Error {
+            inner: Box::new(Inner {
+                permanent: false,
+                kind: Cow::Borrowed("handler"),
+                source: error.into(),
+                details: None,
+            }),
+        }
+    }
+
+    /// A permanent error: the message is dead-lettered without retries, and a
+    /// request gets an error reply.
+    pub fn permanent(error: impl Into<BoxError>) -> Self {
+        Error::new(error).into_permanent()
+    }
+
+    /// Marks this error permanent.
+    pub fn into_permanent(mut self) -> Self {
+        self.inner.permanent = true;
+        self
+    }
+
+    /// Sets a short machine-readable kind (default `handler`), sent in error
+    /// replies and dead-letter headers so callers can match on it.
+    pub fn with_kind(mut self, kind: impl Into<Cow<'static, str>>) -> Self {
+        self.inner.kind = kind.into();
+        self
+    }
+
+    /// Attaches structured details, sent in the error reply's `details` field.
+    /// A value that cannot be serialised is recorded as its error text.
+    pub fn with_details<T: Serialize + ?Sized>(mut self, details: &T) -> Self {
+        self.inner.details = Some(
+            serde_json::to_value(details)
+                .unwrap_or_else(|e| serde_json::Value::String(format!("unserialisable details: {e}"))),
+        );
+        self
+    }
+
+    /// True when the message should not be retried.
+    pub fn is_permanent(&self) -> bool {
+        self.inner.permanent
+    }
+
+    /// The kind given with [`with_kind`](Error::with_kind), or `handler`.
+    pub fn kind(&self) -> &str {
+        &self.inner.kind
+    }
+
+    /// The details given with [`with_details`](Error::with_details).
+    pub fn details(&self) -> Option<&serde_json::Value> {
+        self.inner.details.as_ref()
+    }
+}
+
+impl<E: StdError + Send + Sync + 'static> From<E> for Error {
+    fn from(error: E) -> Self {
+        Error::new(error)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.inner.source)?;
+        let mut source = self.inner.source.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("permanent", &self.inner.permanent)
+            .field("kind", &self.inner.kind)
+            .field("message", &self.to_string())
+            .field("details", &self.inner.details)
+            .finish()
+    }
+}
+
+/// A handler failure reduced to what wharf needs: retry or not, and what to
+/// tell the caller and the dead-letter queue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Failure {
+    /// Dead-letter at once instead of retrying.
+    pub permanent: bool,
+    /// Short machine-readable kind.
+    pub kind: Cow<'static, str>,
+    /// Human-readable message.
+    pub message: String,
+    /// Structured details for the error reply.
+    pub details: Option<serde_json::Value>,
+}
+
+impl Failure {
+    pub(crate) fn new(permanent: bool, kind: &'static str, message: impl Into<String>) -> Self {
+        Failure {
+            permanent,
+            kind: Cow::Borrowed(kind),
+            message: message.into(),
+            details: None,
+        }
+    }
+}
+
+/// Error types a handler may return in `Result<T, E>`.
+///
+/// Implemented for [`Error`] and for every `std::error::Error` (retryable).
+/// Implement it for your own error type to decide per variant what is
+/// permanent.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be returned as a wharf handler error",
+    note = "return `wharf::Error`, any type implementing `std::error::Error`, or implement `wharf::IntoFailure` for `{Self}`"
+)]
+pub trait IntoFailure {
+    /// Converts the error.
+    fn into_failure(self) -> Failure;
+}
+
+impl IntoFailure for Error {
+    fn into_failure(self) -> Failure {
+        let message = self.to_string();
+        let inner = *self.inner;
+        Failure {
+            permanent: inner.permanent,
+            kind: inner.kind,
+            message,
+            details: inner.details,
+        }
+    }
+}
+
+impl<E: StdError> IntoFailure for E {
+    fn into_failure(self) -> Failure {
+        let mut message = self.to_string();
+        let mut source = self.source();
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        Failure::new(false, "handler", message)
+    }
+}
+
+/// What kind of broker operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BrokerErrorKind {
+    /// The broker URL or configuration is invalid.
+    Config,
+    /// The URL names a transport this build does not include.
+    Unsupported,
+    /// The broker cannot be reached or the connection was lost.
+    Connection,
+    /// The broker or client was closed.
+    Closed,
+    /// Declaring a queue or stream failed.
+    Declare,
+    /// Publishing failed or was not confirmed.
+    Publish,
+    /// Consuming or settling a delivery failed.
+    Consume,
+    /// The idempotency/session store failed.
+    Store,
+}
+
+/// An error from a broker or store operation.
+pub struct BrokerError {
+    kind: BrokerErrorKind,
+    message: String,
+    source: Option<BoxError>,
+}
+
+impl BrokerError {
+    /// A new error of `kind`.
+    pub fn new(kind: BrokerErrorKind, message: impl Into<String>) -> Self {
+        BrokerError {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying cause.
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// What failed.
+    pub fn kind(&self) -> BrokerErrorKind {
+        self.kind
+    }
+
+    /// True when the connection is the problem (retrying later may help).
+    pub fn is_connection(&self) -> bool {
+        matches!(self.kind, BrokerErrorKind::Connection | BrokerErrorKind::Closed)
+    }
+}
+
+impl fmt::Display for BrokerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for BrokerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BrokerError")
+            .field("kind", &self.kind)
+            .field("message", &self.message)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// `Display` already includes the cause, so `source()` is left empty to keep
+/// error chains from printing it twice.
+impl StdError for BrokerError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn std_errors_are_retryable_and_keep_their_cause_chain() {
+        let io = std::io::Error::other("disk full");
+        let failure = Error::from(io).into_failure();
+        assert!(!failure.permanent);
+        assert_eq!(failure.kind, "handler");
+        assert_eq!(failure.message, "disk full");
+        let wrapped = BrokerError::new(BrokerErrorKind::Publish, "publish failed")
+            .with_source(std::io::Error::other("reset"));
+        assert_eq!(wrapped.into_failure().message, "publish failed: reset");
+    }
+
+    #[test]
+    fn permanent_error_carries_kind_and_details() {
+        let failure = Error::permanent("declined")
+            .with_kind("card-declined")
+            .with_details(&serde_json::json!({"code": 51}))
+            .into_failure();
+        assert!(failure.permanent);
+        assert_eq!(failure.kind, "card-declined");
+        assert_eq!(failure.details, Some(serde_json::json!({"code": 51})));
+    }
+}

@@ -1,0 +1,221 @@
+//! Extractors: what a handler can take as arguments.
+//!
+//! Every argument of a handler implements [`FromMessage`]. Any type that
+//! implements `serde::Deserialize` is decoded from the body by the message's
+//! content type; [`Context`](crate::Context), [`Meta`], [`State`] and [`Raw`]
+//! give the rest. A body that does not decode is a [`Rejection`]: the message
+//! is poison and goes to the dead-letter queue at once.
+
+use crate::codec::{Codec, CodecError};
+use crate::dead_letter::DeadLetterReason;
+use crate::headers::Headers;
+use crate::message::Message;
+use crate::pipeline::RouteShared;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::sync::Arc;
+
+/// The message being handled, as extractors see it.
+pub struct Incoming {
+    pub(crate) message: Arc<Message>,
+    pub(crate) codec: Codec,
+    pub(crate) attempt: u32,
+    pub(crate) sequence: Option<u64>,
+    /// Codec to encode the handler's reply with, when a reply is needed.
+    pub(crate) reply: Option<Codec>,
+    pub(crate) route: Arc<RouteShared>,
+}
+
+impl Incoming {
+    /// The message.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// The codec chosen from the content type.
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    /// 1 on the first attempt.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The queue the message came from.
+    pub fn queue(&self) -> &str {
+        &self.route.queue
+    }
+}
+
+/// Why an extractor refused the message. The message is poison: it is
+/// dead-lettered at once with this reason, and a request gets an error reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub(crate) reason: DeadLetterReason,
+    pub(crate) message: String,
+}
+
+impl Rejection {
+    /// A rejection because the payload is unusable.
+    pub fn decode(message: impl Into<String>) -> Self {
+        Rejection {
+            reason: DeadLetterReason::Decode,
+            message: message.into(),
+        }
+    }
+
+    /// Why the message was dead-lettered.
+    pub fn reason(&self) -> DeadLetterReason {
+        self.reason
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.message)
+    }
+}
+
+impl From<CodecError> for Rejection {
+    fn from(error: CodecError) -> Self {
+        Rejection::decode(error.to_string())
+    }
+}
+
+/// A handler argument, built from the incoming message and the app state.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a wharf handler argument",
+    label = "not an extractor",
+    note = "handler arguments are the payload (any type implementing `serde::Deserialize`), `wharf::Context`, `wharf::Meta`, `wharf::State<S>` (with the app's state type) or `wharf::Raw`"
+)]
+pub trait FromMessage<S>: Sized {
+    /// Builds the argument, or rejects the message as poison.
+    fn from_message(incoming: &Incoming, state: &S) -> Result<Self, Rejection>;
+}
+
+/// The payload: decoded from the body by the message's content type.
+impl<S, T: DeserializeOwned> FromMessage<S> for T {
+    fn from_message(incoming: &Incoming, _: &S) -> Result<Self, Rejection> {
+        incoming
+            .codec
+            .decode(&incoming.message.body)
+            .map_err(Rejection::from)
+    }
+}
+
+/// The application state given to [`App::with_state`](crate::App::with_state).
+///
+/// ```
+/// use wharf::{App, Broker, State};
+/// #[derive(Clone)]
+/// struct Db { url: String }
+///
+/// async fn handle(State(db): State<Db>, order: u32) {
+///     let _ = (db.url, order);
+/// }
+/// let app = App::with_state(Broker::memory(), Db { url: "postgres://…".into() })
+///     .route("orders", handle);
+/// ```
+#[derive(Clone, Debug)]
+pub struct State<S>(pub S);
+
+impl<S: Clone> FromMessage<S> for State<S> {
+    fn from_message(_: &Incoming, state: &S) -> Result<Self, Rejection> {
+        Ok(State(state.clone()))
+    }
+}
+
+/// The raw body, undecoded, with its content type.
+#[derive(Clone, Debug)]
+pub struct Raw {
+    /// Body bytes.
+    pub body: Bytes,
+    /// Content type, if set.
+    pub content_type: Option<String>,
+}
+
+impl<S> FromMessage<S> for Raw {
+    fn from_message(incoming: &Incoming, _: &S) -> Result<Self, Rejection> {
+        Ok(Raw {
+            body: incoming.message.body.clone(),
+            content_type: incoming.message.content_type.clone(),
+        })
+    }
+}
+
+/// Message metadata: ids, headers, session position and attempt number.
+#[derive(Clone, Debug)]
+pub struct Meta {
+    message: Arc<Message>,
+    attempt: u32,
+    sequence: Option<u64>,
+}
+
+impl Meta {
+    /// Message id.
+    pub fn message_id(&self) -> Option<&str> {
+        self.message.message_id.as_deref()
+    }
+
+    /// Correlation id.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.message.correlation_id.as_deref()
+    }
+
+    /// Reply address.
+    pub fn reply_to(&self) -> Option<&str> {
+        self.message.reply_to.as_deref()
+    }
+
+    /// Priority 0–9.
+    pub fn priority(&self) -> Option<u8> {
+        self.message.priority
+    }
+
+    /// Idempotency key.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.message.idempotency_key()
+    }
+
+    /// Session id.
+    pub fn session_id(&self) -> Option<&str> {
+        self.message.session_id()
+    }
+
+    /// Position in the session, validated.
+    pub fn sequence(&self) -> Option<u64> {
+        self.sequence
+    }
+
+    /// A header by name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.message.headers.get(name)
+    }
+
+    /// All headers.
+    pub fn headers(&self) -> &Headers {
+        &self.message.headers
+    }
+
+    /// 1 on the first attempt.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The whole message.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+}
+
+impl<S> FromMessage<S> for Meta {
+    fn from_message(incoming: &Incoming, _: &S) -> Result<Self, Rejection> {
+        Ok(Meta {
+            message: incoming.message.clone(),
+            attempt: incoming.attempt,
+            sequence: incoming.sequence,
+        })
+    }
+}

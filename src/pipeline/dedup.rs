@@ -1,0 +1,62 @@
+//! The idempotency step: a key that ran to completion is not run again; a
+//! duplicate request gets the original reply; concurrent duplicates wait.
+
+use super::{Handled, Job, Pipeline, TurnEnd, reply};
+use crate::store::{Claim, StoredReply};
+use crate::transport::Settlement;
+use std::sync::Arc;
+
+impl<S: Send + Sync + 'static> Pipeline<S> {
+    /// Claims the job's idempotency key. Returns the job if it should run.
+    pub(super) async fn dedup_admit(self: &Arc<Self>, mut job: Job) -> Option<Job> {
+        let Some(key) = job.idempotency_key() else {
+            return Some(job);
+        };
+        match self.shared.store.claim(key, self.lease).await {
+            Ok(Claim::Acquired(token)) => {
+                job.keys_mut().claim = Some(token);
+                Some(job)
+            }
+            Ok(Claim::Done(reply)) => {
+                Box::pin(self.duplicate(job, reply)).await;
+                None
+            }
+            // Running it now could run it twice; acking it could lose it if
+            // the running copy fails. It comes back once that one is settled.
+            Ok(Claim::InProgress) => {
+                Box::pin(self.defer(job, "a message with the same idempotency key is running")).await;
+                None
+            }
+            Err(error) => {
+                tracing::warn!(%error, "idempotency store unavailable");
+                Box::pin(self.defer(job, "idempotency store unavailable")).await;
+                None
+            }
+        }
+    }
+
+    /// Acks a duplicate without running the handler; a request gets the
+    /// original reply again. A session message still uses up its number.
+    async fn duplicate(self: &Arc<Self>, mut job: Job, stored: Option<StoredReply>) {
+        tracing::debug!("duplicate idempotency key; handler not run");
+        let request = job.delivery.message.clone();
+        if let Some(address) = request.reply_to.as_deref() {
+            let response = match stored {
+                Some(stored) => reply::ok(&request, stored.body, &stored.content_type),
+                None => reply::ok(
+                    &request,
+                    crate::outcome::unit_reply(job.codec),
+                    job.codec.content_type(),
+                ),
+            };
+            if let Err(error) = self.shared.transport.reply(address, response).await {
+                tracing::warn!(%error, "repeated reply could not be published");
+                return self.defer(job, "reply publish failed").await;
+            }
+            self.observe.replied(true);
+        }
+        self.session_end(&mut job, TurnEnd::Finished).await;
+        self.settle(job.delivery, Settlement::Ack, Handled::Duplicate)
+            .await;
+    }
+}

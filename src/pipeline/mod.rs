@@ -1,0 +1,544 @@
+//! The transport-neutral pipeline, one small module per step:
+//!
+//! decode ([`validate`]) → idempotency ([`dedup`]) → session order
+//! ([`session`]) → handler ([`invoke`]) → reply ([`reply`]) → settle
+//! ([`settle`], with [`retry`] deciding) → metrics and tracing ([`observe`])
+//! around all of it.
+//!
+//! Every path through it ends in exactly one settlement of the delivery and
+//! one counted outcome.
+
+mod dedup;
+mod invoke;
+mod observe;
+mod reply;
+pub(crate) mod retry;
+mod session;
+mod settle;
+mod validate;
+
+pub(crate) use observe::Handled;
+pub(crate) use reply::ErrorBody;
+
+use crate::codec::Codec;
+use crate::dead_letter::DeadLetterReason;
+use crate::error::Failure;
+use crate::extract::Incoming;
+use crate::handler::BoxedHandler;
+use crate::route::{GapPolicy, RouteOptions};
+use crate::stats::RouteStats;
+use crate::store::{ClaimToken, Store, StoredReply};
+use crate::transport::{Delivery, Settlement, Transport};
+use bytes::Bytes;
+use invoke::Invocation;
+use observe::Observer;
+use retry::{Decision, RetryPolicy};
+use session::{Baton, SessionGate, TurnEnd};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// What a handler's [`Context`](crate::Context) needs of its route.
+pub(crate) struct RouteShared {
+    pub(crate) queue: Arc<str>,
+    pub(crate) handler_name: Arc<str>,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) max_attempts: u32,
+}
+
+/// A handler that finishes on its first poll but takes longer than this has
+/// blocked its thread (CPU work or a blocking call without awaiting). Polled
+/// in the consumer, it would stop the route from taking further messages
+/// meanwhile, so its route switches to a task per delivery.
+const BLOCKING: Duration = Duration::from_millis(1);
+
+/// Blocking runs, of the last eight that finished on their first poll,
+/// before a route switches to a task per delivery.
+const BLOCKING_STRIKES: u32 = 3;
+
+/// Store keys are scoped by queue: the same idempotency key or session id on
+/// two queues names two different things.
+pub(crate) fn scoped_key(queue: &str, key: &str) -> String {
+    let mut scoped = String::with_capacity(queue.len() + 1 + key.len());
+    scoped.push_str(queue);
+    scoped.push('/');
+    scoped.push_str(key);
+    scoped
+}
+
+/// A delivery on its way through the pipeline.
+pub(crate) struct Job {
+    delivery: Delivery,
+    codec: Codec,
+    /// Idempotency and session state, boxed: most messages have neither, and
+    /// the job is moved through every step.
+    keys: Option<Box<Keys>>,
+}
+
+/// A job's idempotency and session state.
+#[derive(Default)]
+struct Keys {
+    /// Scoped idempotency key, and the claim once taken.
+    idempotency_key: Option<String>,
+    claim: Option<ClaimToken>,
+    /// Scoped session key and sequence number, when session order applies.
+    session: Option<(String, u64)>,
+    /// The validated `sequence` header, for `Meta`.
+    sequence: Option<u64>,
+    /// The session's turn (lease) is held by this job.
+    turn: bool,
+    /// The session's local baton, while this job holds it.
+    baton: Option<Baton>,
+}
+
+impl Job {
+    fn new(delivery: Delivery, codec: Codec, keys: Option<Box<Keys>>) -> Self {
+        Job {
+            delivery,
+            codec,
+            keys,
+        }
+    }
+
+    fn keys_mut(&mut self) -> &mut Keys {
+        self.keys.get_or_insert_with(Box::default)
+    }
+
+    fn idempotency_key(&self) -> Option<&str> {
+        self.keys.as_ref()?.idempotency_key.as_deref()
+    }
+
+    fn claim(&self) -> Option<ClaimToken> {
+        self.keys.as_ref()?.claim
+    }
+
+    fn session(&self) -> Option<&(String, u64)> {
+        self.keys.as_ref()?.session.as_ref()
+    }
+
+    fn sequence(&self) -> Option<u64> {
+        self.keys.as_ref()?.sequence
+    }
+
+    fn turn(&self) -> bool {
+        self.keys.as_ref().is_some_and(|k| k.turn)
+    }
+
+    fn take_baton(&mut self) -> Option<Baton> {
+        self.keys.as_mut()?.baton.take()
+    }
+}
+
+/// Lifecycle signals shared by all routes of an app.
+#[derive(Clone, Default)]
+pub(crate) struct Lifecycle {
+    /// Stop taking messages (drain begins).
+    pub(crate) stop: CancellationToken,
+    /// Grace period over: abandon running handlers.
+    pub(crate) abandon: CancellationToken,
+    /// Every task that holds a delivery.
+    pub(crate) tasks: TaskTracker,
+}
+
+/// One route's pipeline.
+pub(crate) struct Pipeline<S> {
+    pub(crate) shared: Arc<RouteShared>,
+    handler: BoxedHandler<S>,
+    state: S,
+    limits: validate::Limits,
+    policy: RetryPolicy,
+    timeout: Option<Duration>,
+    lease: Duration,
+    window: Duration,
+    defer_delay: Duration,
+    gap_timeout: Duration,
+    gap_policy: GapPolicy,
+    sessions: Arc<SessionGate>,
+    observe: Observer,
+    /// Concurrency slots; a delivery holds one only while its handler runs.
+    pub(crate) slots: Arc<Semaphore>,
+    /// Run every delivery in its own task instead of first polling it in the
+    /// consumer: set once a handler has blocked (see [`BLOCKING`]).
+    pub(crate) spawn_first: AtomicBool,
+    /// The last eight first-poll handler runs, one bit each: 1 = it blocked.
+    recent_runs: AtomicU8,
+    /// The pipeline (not a handler) panicked since the consumer last looked.
+    pub(crate) panicked: AtomicBool,
+    pub(crate) lifecycle: Lifecycle,
+}
+
+impl<S: Send + Sync + 'static> Pipeline<S> {
+    pub(crate) fn new(
+        shared: RouteShared,
+        handler: BoxedHandler<S>,
+        state: S,
+        options: &RouteOptions,
+        lifecycle: Lifecycle,
+    ) -> Self {
+        let observe = Observer::new(&shared.queue, &shared.handler_name);
+        Pipeline {
+            handler,
+            state,
+            limits: validate::Limits {
+                max_body_bytes: options.max_body_bytes,
+                idempotency: options.idempotency,
+                sessions: options.sessions,
+            },
+            policy: RetryPolicy {
+                max_attempts: options.max_attempts,
+                backoff: options.backoff,
+            },
+            timeout: options.timeout,
+            lease: options.lease(),
+            window: options.idempotency_window,
+            defer_delay: options.defer_delay,
+            gap_timeout: options.gap_timeout,
+            gap_policy: options.gap_policy,
+            // Waiting messages hold no concurrency slot but do count against
+            // prefetch. Up to prefetch − 1 may wait, so the consumer can
+            // always receive the message a gap waits for; past that, the one
+            // furthest from its turn goes back to the broker.
+            sessions: Arc::new(SessionGate::new(
+                options.effective_prefetch().saturating_sub(1),
+                observe.buffer_reporter(),
+            )),
+            observe,
+            slots: Arc::new(Semaphore::new(options.concurrency)),
+            spawn_first: AtomicBool::new(false),
+            recent_runs: AtomicU8::new(0),
+            panicked: AtomicBool::new(false),
+            lifecycle,
+            shared: Arc::new(shared),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> RouteStats {
+        self.observe.stats.snapshot()
+    }
+
+    /// Takes one delivery through every step. The caller holds a
+    /// concurrency slot for the duration.
+    pub(crate) fn process(self: &Arc<Self>, delivery: Delivery) -> impl Future<Output = ()> + Send + '_ {
+        let message = &delivery.message;
+        let span = tracing::info_span!(
+            "wharf.message",
+            queue = %self.shared.queue,
+            handler = %self.shared.handler_name,
+            message_id = message.message_id.as_deref(),
+            correlation_id = message.correlation_id.as_deref(),
+            session = message.session_id(),
+            attempt = delivery.delivery_count,
+        );
+        self.process_inner(delivery).instrument(span)
+    }
+
+    async fn process_inner(self: &Arc<Self>, delivery: Delivery) {
+        self.observe.received();
+        if delivery.delivery_count > self.policy.max_attempts {
+            return Box::pin(self.redelivered_too_often(delivery)).await;
+        }
+        let queue = &self.shared.queue;
+        let admitted = validate::check(&delivery.message, &self.limits).map(|envelope| {
+            let keys = (envelope.idempotency_key.is_some() || envelope.session.is_some()).then(|| {
+                let ordered = envelope.session.filter(|_| envelope.ordered);
+                Box::new(Keys {
+                    idempotency_key: envelope.idempotency_key.map(|key| scoped_key(queue, key)),
+                    session: ordered.map(|(session, n)| (scoped_key(queue, session), n)),
+                    sequence: envelope.session.map(|(_, n)| n),
+                    ..Keys::default()
+                })
+            });
+            (envelope.codec, keys)
+        });
+        let job = match admitted {
+            Ok((codec, keys)) => Job::new(delivery, codec, keys),
+            Err(invalid) => {
+                // The envelope is unreadable, so the error reply (if any) is JSON.
+                let job = Job::new(delivery, Codec::Json, None);
+                let failure = Failure::new(true, invalid.reason.as_str(), invalid.message);
+                Box::pin(self.dead_letter(job, invalid.reason, &failure, false)).await;
+                return;
+            }
+        };
+        // Session order comes before idempotency: a message takes its turn
+        // first, so that a duplicate, acked without running, still uses up
+        // its sequence number and its session moves on. (Both steps are
+        // boxed, and only entered for messages that need them, to keep the
+        // per-message future small.)
+        let job = if job.session().is_some() {
+            let Some(job) = Box::pin(self.session_admit(job)).await else {
+                return;
+            };
+            job
+        } else {
+            job
+        };
+        let job = if job.idempotency_key().is_some() {
+            let Some(job) = Box::pin(self.dedup_admit(job)).await else {
+                return;
+            };
+            job
+        } else {
+            job
+        };
+        self.run(job).await
+    }
+
+    /// Records whether a handler run that finished on its first poll
+    /// blocked its thread (see [`BLOCKING`]). A handler that blocks does so
+    /// on most runs; a thread that was merely descheduled (a busy machine, a
+    /// CPU-throttled pod) makes a run look slow now and then. So a route
+    /// switches to a task per delivery when [`BLOCKING_STRIKES`] of the last
+    /// eight such runs blocked.
+    fn note_inline_run(&self, took: Duration) {
+        if self.spawn_first.load(Ordering::Relaxed) {
+            return;
+        }
+        let blocked = u8::from(took > BLOCKING);
+        let before = self.recent_runs.load(Ordering::Relaxed);
+        let recent = (before << 1) | blocked;
+        if recent != before {
+            self.recent_runs.store(recent, Ordering::Relaxed);
+        }
+        if blocked == 1
+            && recent.count_ones() >= BLOCKING_STRIKES
+            && !self.spawn_first.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                ?took,
+                "handler runs without awaiting for long stretches; each message now gets its own \
+                 task so the route's handlers still run in parallel (use spawn_blocking for CPU work)"
+            );
+        }
+    }
+
+    /// A message delivered more often than it may be attempted was dropped
+    /// unsettled each time: its worker died or the pipeline panicked on it.
+    /// It is dead-lettered before any step can fail on it again.
+    async fn redelivered_too_often(self: &Arc<Self>, delivery: Delivery) {
+        let failure = Failure::new(
+            true,
+            "redelivered",
+            format!(
+                "delivered {} times without being settled (its worker died or the pipeline panicked)",
+                delivery.delivery_count
+            ),
+        );
+        let job = Job::new(delivery, Codec::Json, None);
+        self.dead_letter(job, DeadLetterReason::MaxAttempts, &failure, false)
+            .await;
+    }
+
+    /// The pipeline after session order, for a job whose turn came.
+    async fn admitted(self: &Arc<Self>, job: Job) {
+        let Some(job) = self.dedup_admit(job).await else {
+            return;
+        };
+        self.run(job).await
+    }
+
+    /// Runs the handler of an admitted job and settles the result.
+    async fn run(self: &Arc<Self>, job: Job) {
+        let attempt = job.delivery.delivery_count.max(1);
+        let message = &job.delivery.message;
+        let wants_reply = message.reply_to.is_some() || job.claim().is_some();
+        let incoming = Incoming {
+            message: message.clone(),
+            codec: job.codec,
+            attempt,
+            sequence: job.sequence(),
+            reply: wants_reply.then_some(job.codec),
+            route: self.shared.clone(),
+        };
+        self.observe.started();
+        let started = Instant::now();
+        let (invocation, at_once) = invoke::invoke(
+            &self.handler,
+            &incoming,
+            &self.state,
+            self.timeout,
+            &self.lifecycle.abandon,
+        )
+        .await;
+        let took = started.elapsed();
+        self.observe.finished(took);
+        if at_once {
+            self.note_inline_run(took);
+        }
+        drop(incoming);
+        match invocation {
+            Invocation::Done(reply) => self.succeed(job, reply).await,
+            Invocation::Failed(failure) => Box::pin(self.fail(job, attempt, failure)).await,
+            Invocation::Rejected(rejection) => {
+                let failure = Failure::new(true, rejection.reason.as_str(), rejection.message);
+                Box::pin(self.dead_letter(job, rejection.reason, &failure, true)).await;
+            }
+            Invocation::Aborted => Box::pin(self.give_back(job)).await,
+        }
+    }
+
+    async fn succeed(self: &Arc<Self>, mut job: Job, reply: Option<Bytes>) {
+        let content_type = job.codec.content_type();
+        let request = job.delivery.message.clone();
+        if let (Some(address), Some(body)) = (request.reply_to.as_deref(), &reply) {
+            let response = reply::ok(&request, body.clone(), content_type);
+            if let Err(error) = self.shared.transport.reply(address, response).await {
+                tracing::warn!(%error, "reply could not be published; the message will be retried");
+                let failure = Failure::new(false, "reply", error.to_string());
+                let attempt = job.delivery.delivery_count.max(1);
+                return Box::pin(self.fail(job, attempt, failure)).await;
+            }
+            self.observe.replied(true);
+        }
+        let claim = job.keys.as_mut().and_then(|k| k.claim.take());
+        if let (Some(key), Some(token)) = (job.idempotency_key(), claim) {
+            let stored = reply.map(|body| StoredReply {
+                body,
+                content_type: content_type.into(),
+            });
+            if let Err(error) = self.shared.store.complete(key, token, stored, self.window).await {
+                tracing::warn!(%error, "idempotency record not saved; a duplicate may run again");
+            }
+        }
+        if job.turn() {
+            Box::pin(self.session_end(&mut job, TurnEnd::Finished)).await;
+        }
+        self.settle(job.delivery, Settlement::Ack, Handled::Acked).await;
+    }
+
+    async fn fail(self: &Arc<Self>, mut job: Job, attempt: u32, failure: Failure) {
+        self.observe.failure_kind(&failure.kind);
+        match self.policy.decide(attempt, &failure) {
+            Decision::Retry(delay) => {
+                tracing::info!(kind = %failure.kind, error = %failure.message, ?delay, "attempt {attempt} failed; retrying");
+                self.release_claim(&job).await;
+                self.session_end(&mut job, TurnEnd::Retrying).await;
+                self.settle(job.delivery, Settlement::Retry { delay }, Handled::Retried)
+                    .await;
+            }
+            Decision::DeadLetter(reason) => {
+                self.dead_letter(job, reason, &failure, true).await;
+            }
+        }
+    }
+
+    /// Sends a message to the dead-letter queue, with an error reply to a
+    /// request. `advance_session` moves its session past it once stored (not
+    /// for session-gap dead letters, whose session the gap policy moves).
+    /// Returns whether the dead letter was stored.
+    async fn dead_letter(
+        self: &Arc<Self>,
+        mut job: Job,
+        reason: DeadLetterReason,
+        failure: &Failure,
+        advance_session: bool,
+    ) -> bool {
+        tracing::warn!(%reason, kind = %failure.kind, error = %failure.message, "message dead-lettered");
+        let message = &job.delivery.message;
+        if let Some(address) = message.reply_to.as_deref() {
+            let body = ErrorBody {
+                kind: failure.kind.to_string(),
+                message: failure.message.clone(),
+                details: failure.details.clone(),
+            };
+            let response = reply::error(message, job.codec, &body);
+            match self.shared.transport.reply(address, response).await {
+                Ok(()) => self.observe.replied(false),
+                Err(error) => tracing::warn!(%error, "error reply could not be published"),
+            }
+        }
+        self.release_claim(&job).await;
+        let dead = settle::dead_letter_message(
+            message,
+            &settle::Failed {
+                reason,
+                error_kind: &failure.kind,
+                error_message: &failure.message,
+                queue: &self.shared.queue,
+                handler: &self.shared.handler_name,
+                attempts: job.delivery.delivery_count,
+            },
+        );
+        let outcome = if reason.is_bad_input() {
+            Handled::Rejected
+        } else {
+            Handled::DeadLettered
+        };
+        self.observe.dead_letter(reason);
+        let baton = job.take_baton();
+        let turn = job.turn();
+        let settled = self
+            .settle_ok(
+                job.delivery,
+                Settlement::DeadLetter {
+                    message: Box::new(dead),
+                },
+                outcome,
+            )
+            .await;
+        // Only once the dead letter is stored may the session move past it;
+        // otherwise a redelivery would be acked as stale and lost.
+        let end = if advance_session && settled {
+            TurnEnd::Finished
+        } else {
+            TurnEnd::Abandoned
+        };
+        let session = job.keys.as_ref().and_then(|k| k.session.as_ref());
+        self.end_turn(session, turn, baton, end).await;
+        settled
+    }
+
+    /// Shutdown: the handler did not finish, the message goes back.
+    async fn give_back(self: &Arc<Self>, mut job: Job) {
+        self.release_claim(&job).await;
+        self.session_end(&mut job, TurnEnd::Abandoned).await;
+        self.settle(job.delivery, Settlement::Return, Handled::Returned)
+            .await;
+    }
+
+    /// Not runnable now: back to the broker for later, no attempt used.
+    async fn defer(self: &Arc<Self>, mut job: Job, why: &str) {
+        if self.lifecycle.stop.is_cancelled() {
+            return self.give_back(job).await;
+        }
+        tracing::debug!(why, delay = ?self.defer_delay, "message deferred");
+        self.release_claim(&job).await;
+        self.session_end(&mut job, TurnEnd::Abandoned).await;
+        let delay = self.defer_delay;
+        self.settle(job.delivery, Settlement::Defer { delay }, Handled::Deferred)
+            .await;
+    }
+
+    async fn release_claim(&self, job: &Job) {
+        if let (Some(key), Some(token)) = (job.idempotency_key(), job.claim())
+            && let Err(error) = self.shared.store.release(key, token).await
+        {
+            tracing::warn!(%error, "idempotency claim not released; it expires with its lease");
+        }
+    }
+
+    async fn settle(&self, delivery: Delivery, settlement: Settlement, outcome: Handled) {
+        self.settle_ok(delivery, settlement, outcome).await;
+    }
+
+    async fn settle_ok(&self, delivery: Delivery, settlement: Settlement, outcome: Handled) -> bool {
+        match delivery.settle(settlement).await {
+            Ok(()) => {
+                self.observe.handled(outcome);
+                true
+            }
+            Err(error) => {
+                // The broker still holds the message and will deliver it
+                // again; nothing is lost, and nothing is counted as done.
+                tracing::warn!(%error, ?outcome, "settling failed; the broker will redeliver");
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Per-route options: concurrency, retries, timeouts, priority, sessions.
+
+use crate::pipeline::retry::Backoff;
+use std::time::Duration;
+
+/// What happens when a session's next sequence number does not arrive within
+/// the gap timeout while later ones wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GapPolicy {
+    /// Dead-letter the waiting messages (reason `session-gap`) and continue
+    /// the session after the highest of them. Nothing runs out of order;
+    /// operators replay the dead letters once the gap is understood.
+    DeadLetter,
+    /// Give up on the missing numbers and continue with the lowest waiting
+    /// one. A missing message that arrives later is acked as stale.
+    SkipAhead,
+}
+
+/// Options of one route. Every field has a production default.
+///
+/// ```
+/// use std::time::Duration;
+/// use wharf::{Backoff, RouteOptions};
+/// let options = RouteOptions::new()
+///     .concurrency(8)
+///     .max_attempts(3)
+///     .backoff(Backoff::exponential(Duration::from_millis(200), Duration::from_secs(30)))
+///     .timeout(Duration::from_secs(10))
+///     .priority(true);
+/// ```
+#[derive(Clone, Debug)]
+pub struct RouteOptions {
+    pub(crate) name: Option<String>,
+    pub(crate) concurrency: usize,
+    pub(crate) prefetch: Option<usize>,
+    pub(crate) max_attempts: u32,
+    pub(crate) backoff: Backoff,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) priority: bool,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) idempotency: bool,
+    pub(crate) idempotency_window: Duration,
+    pub(crate) sessions: bool,
+    pub(crate) session_buffer: usize,
+    pub(crate) gap_timeout: Duration,
+    pub(crate) gap_policy: GapPolicy,
+    pub(crate) defer_delay: Duration,
+}
+
+impl Default for RouteOptions {
+    fn default() -> Self {
+        RouteOptions {
+            name: None,
+            concurrency: 32,
+            prefetch: None,
+            max_attempts: 5,
+            backoff: Backoff::default(),
+            timeout: Some(Duration::from_secs(60)),
+            priority: false,
+            max_body_bytes: 1024 * 1024,
+            idempotency: true,
+            idempotency_window: Duration::from_secs(24 * 3600),
+            sessions: true,
+            session_buffer: 256,
+            gap_timeout: Duration::from_secs(30),
+            gap_policy: GapPolicy::DeadLetter,
+            defer_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+impl RouteOptions {
+    /// The defaults: 32 concurrent handlers, 5 attempts, exponential backoff
+    /// 1 s → 60 s with jitter, 60 s timeout, no priority, 1 MiB body limit,
+    /// idempotency and sessions on, 256 early session arrivals held per
+    /// route, 30 s gap timeout that dead-letters.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Handler name used in metrics and dead-letter headers (default: the
+    /// handler function's path).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Handlers running at once on this route.
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// Unsettled deliveries the broker may hand over at once. Defaults to
+    /// concurrency plus the session buffer, so that early session arrivals
+    /// waiting in memory never block the consumer.
+    pub fn prefetch(mut self, prefetch: usize) -> Self {
+        self.prefetch = Some(prefetch.max(1));
+        self
+    }
+
+    /// Attempts before a retryable failure is dead-lettered (at least 1).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Delay between attempts.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Time limit of one handler run; exceeding it is a failed attempt.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// No time limit on handler runs.
+    pub fn no_timeout(mut self) -> Self {
+        self.timeout = None;
+        self
+    }
+
+    /// Declare the queue with priorities 0–9 (higher first).
+    pub fn priority(mut self, enabled: bool) -> Self {
+        self.priority = enabled;
+        self
+    }
+
+    /// Bodies larger than this are dead-lettered unread (reason `too-large`).
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Honour `idempotency-key` headers (default on).
+    pub fn idempotency(mut self, enabled: bool) -> Self {
+        self.idempotency = enabled;
+        self
+    }
+
+    /// How long a handled key suppresses duplicates (default 24 h).
+    pub fn idempotency_window(mut self, window: Duration) -> Self {
+        self.idempotency_window = window;
+        self
+    }
+
+    /// Honour `session-id`/`sequence` headers (default on).
+    pub fn sessions(mut self, enabled: bool) -> Self {
+        self.sessions = enabled;
+        self
+    }
+
+    /// Room for session messages waiting for their turn, on top of
+    /// `concurrency`: the default prefetch is `concurrency + session_buffer`,
+    /// and up to `prefetch − 1` messages may wait in memory. Beyond that the
+    /// message furthest from its turn goes back to the broker and comes again
+    /// later, so memory stays bounded and the consumer can always receive the
+    /// message a session is waiting for.
+    pub fn session_buffer(mut self, messages: usize) -> Self {
+        self.session_buffer = messages;
+        self
+    }
+
+    /// How long a session waits for a missing sequence number.
+    pub fn gap_timeout(mut self, timeout: Duration) -> Self {
+        self.gap_timeout = timeout;
+        self
+    }
+
+    /// What to do when the gap timeout expires.
+    pub fn gap_policy(mut self, policy: GapPolicy) -> Self {
+        self.gap_policy = policy;
+        self
+    }
+
+    /// How long a message that cannot run yet (a duplicate still running, a
+    /// full session buffer, an unavailable store) waits before it comes back.
+    pub fn defer_delay(mut self, delay: Duration) -> Self {
+        self.defer_delay = delay;
+        self
+    }
+
+    pub(crate) fn effective_prefetch(&self) -> usize {
+        self.prefetch
+            .unwrap_or(self.concurrency + if self.sessions { self.session_buffer } else { 0 })
+    }
+
+    /// How long a worker may hold an idempotency claim or session lease
+    /// before another worker may assume it crashed.
+    pub(crate) fn lease(&self) -> Duration {
+        self.timeout.unwrap_or(Duration::from_secs(300)) + Duration::from_secs(30)
+    }
+}

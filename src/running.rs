@@ -1,0 +1,250 @@
+//! A started app: consumer loops, stats, health and graceful shutdown.
+
+use crate::health::{Health, Phase};
+use crate::pipeline::{Lifecycle, Pipeline};
+use crate::stats::RouteStats;
+use crate::transport::{BoxFuture, DeliveryStream, Settlement, Transport};
+use futures_util::FutureExt;
+use futures_util::StreamExt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Waker};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// What the app needs of a route, whatever its state type.
+pub(crate) trait RouteControl: Send + Sync {
+    fn stats(&self) -> RouteStats;
+    fn close_sessions(&self) -> BoxFuture<'_, ()>;
+}
+
+impl<S: Send + Sync + 'static> RouteControl for Arc<Pipeline<S>> {
+    fn stats(&self) -> RouteStats {
+        Pipeline::stats(self)
+    }
+
+    fn close_sessions(&self) -> BoxFuture<'_, ()> {
+        Box::pin(Pipeline::close_sessions(self))
+    }
+}
+
+/// How a shutdown went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// True if every in-flight handler finished within the grace period.
+    pub drained: bool,
+    /// Final counters of every route, by queue.
+    pub routes: Vec<(String, RouteStats)>,
+}
+
+impl ShutdownReport {
+    /// Final counters of the route on `queue` (all zero for an unknown queue).
+    pub fn stats(&self, queue: &str) -> RouteStats {
+        self.routes
+            .iter()
+            .find(|(q, _)| q == queue)
+            .map(|(_, stats)| *stats)
+            .unwrap_or_default()
+    }
+}
+
+/// A running app, from [`App::start`](crate::App::start).
+pub struct Running {
+    transport: Arc<dyn Transport>,
+    lifecycle: Lifecycle,
+    grace: Duration,
+    phase: watch::Sender<Phase>,
+    routes: Vec<(String, Arc<dyn RouteControl>)>,
+    consumers: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    pub(crate) fn new(transport: Arc<dyn Transport>, lifecycle: Lifecycle, grace: Duration) -> Self {
+        Running {
+            transport,
+            lifecycle,
+            grace,
+            phase: watch::channel(Phase::Starting).0,
+            routes: Vec::new(),
+            consumers: Vec::new(),
+        }
+    }
+
+    pub(crate) fn begin<S: Send + Sync + 'static>(
+        mut self,
+        routes: Vec<(String, Arc<dyn RouteControl>)>,
+        streams: Vec<(Arc<Pipeline<S>>, DeliveryStream)>,
+    ) -> Self {
+        self.routes = routes;
+        self.consumers = streams
+            .into_iter()
+            .map(|(pipeline, stream)| tokio::spawn(consume(pipeline, stream)))
+            .collect();
+        self.phase.send_replace(Phase::Running);
+        self
+    }
+
+    /// Counters of the route on `queue` (all zero for an unknown queue).
+    pub fn stats(&self, queue: &str) -> RouteStats {
+        self.routes
+            .iter()
+            .find(|(q, _)| q == queue)
+            .map(|(_, route)| route.stats())
+            .unwrap_or_default()
+    }
+
+    /// Readiness and liveness.
+    pub fn health(&self) -> Health {
+        Health::new(self.phase.subscribe(), self.transport.connected())
+    }
+
+    /// Graceful shutdown: readiness goes false, consumers stop taking
+    /// messages, early session arrivals go back to the broker, in-flight
+    /// handlers get the grace period to finish; those still running are
+    /// abandoned and their messages returned. Then held-back acks are sent.
+    /// Nothing is acknowledged that did not finish.
+    ///
+    /// The broker connection stays open: other parts of the program (a
+    /// request client) may share it. [`App::run`](crate::App::run) closes it;
+    /// otherwise call [`Broker::close`](crate::Broker::close) when done.
+    pub async fn shutdown(mut self) -> ShutdownReport {
+        self.phase.send_replace(Phase::Draining);
+        self.lifecycle.stop.cancel();
+        let started = tokio::time::Instant::now();
+        for consumer in self.consumers.drain(..) {
+            // A consumer is busy only while it polls a delivery inline.
+            if tokio::time::timeout_at(started + self.grace, consumer)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a consumer did not stop within the grace period");
+            }
+        }
+        for (_, route) in &self.routes {
+            route.close_sessions().await;
+        }
+        self.lifecycle.tasks.close();
+        let drained = tokio::time::timeout_at(started + self.grace, self.lifecycle.tasks.wait())
+            .await
+            .is_ok();
+        if !drained {
+            tracing::warn!(grace = ?self.grace, "grace period over; abandoning running handlers");
+            self.lifecycle.abandon.cancel();
+            // Abandoned handlers settle at once; what still hangs is a store
+            // or broker call, and closing the connection returns its message.
+            if tokio::time::timeout(ABANDON_WAIT, self.lifecycle.tasks.wait())
+                .await
+                .is_err()
+            {
+                tracing::error!("tasks still busy after abandoning; closing the connection anyway");
+            }
+        }
+        self.transport.flush().await;
+        self.phase.send_replace(Phase::Stopped);
+        tracing::info!(drained, "shutdown complete");
+        ShutdownReport {
+            drained,
+            routes: self
+                .routes
+                .iter()
+                .map(|(q, route)| (q.clone(), route.stats()))
+                .collect(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Dropped without shutdown(): stop consuming; unsettled deliveries
+        // go back to the broker as their tasks end.
+        self.lifecycle.stop.cancel();
+        self.lifecycle.abandon.cancel();
+    }
+}
+
+/// How long shutdown waits, after abandoning handlers, for their messages
+/// to be given back before it closes the connection regardless.
+const ABANDON_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a consumer pauses after the pipeline panicked.
+const PANIC_PAUSE: Duration = Duration::from_millis(100);
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic payload")
+}
+
+/// One route's consumer loop: take a concurrency slot, then a delivery, and
+/// take it through the pipeline. Slots are held only while a handler runs.
+///
+/// Each delivery is first polled right here; only if it has to wait (the
+/// handler awaits I/O, a store round trip…) does it move to a task of its
+/// own. Most of the pipeline and any handler that finishes without waiting
+/// then cost no task spawn, and a session's messages start in the order
+/// they arrived. A route whose handler blocks (works for over a millisecond
+/// without awaiting) switches to a task per delivery, so its handlers keep
+/// running in parallel.
+async fn consume<S: Send + Sync + 'static>(pipeline: Arc<Pipeline<S>>, mut stream: DeliveryStream) {
+    let stop = pipeline.lifecycle.stop.clone();
+    loop {
+        // The delivery first, then a slot: an idle consumer must not hold a
+        // slot that a woken session message is waiting for.
+        let delivery = tokio::select! {
+            biased;
+            delivery = stream.next() => delivery,
+            () = stop.cancelled() => break,
+        };
+        let Some(delivery) = delivery else {
+            tracing::warn!(queue = %pipeline.shared.queue, "consumer ended by the transport");
+            break;
+        };
+        let permit = match pipeline.slots.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => tokio::select! {
+                biased;
+                permit = pipeline.slots.clone().acquire_owned() => permit.ok(),
+                () = stop.cancelled() => None,
+            },
+        };
+        let (Some(permit), false) = (permit, stop.is_cancelled()) else {
+            let _ = delivery.settle(Settlement::Return).await;
+            break;
+        };
+        if pipeline.panicked.load(Ordering::Relaxed) && pipeline.panicked.swap(false, Ordering::Relaxed) {
+            // A bug below the handler (a store, a transport) panicked on a
+            // message that is now back in the queue; do not spin on it.
+            tokio::time::sleep(PANIC_PAUSE).await;
+        }
+        let this = pipeline.clone();
+        let mut task = Box::pin(async move {
+            // A panic outside the handler (handlers' own panics are failed
+            // attempts) must not end the consumer: the job is dropped, so its
+            // delivery goes back to the broker and its session baton is put
+            // down; the consumer carries on.
+            let message = delivery.message.clone();
+            if let Err(panic) = AssertUnwindSafe(this.process(delivery)).catch_unwind().await {
+                this.panicked.store(true, Ordering::Relaxed);
+                tracing::error!(
+                    queue = %this.shared.queue,
+                    message_id = message.message_id.as_deref(),
+                    panic = panic_text(&*panic),
+                    "the pipeline panicked; the message goes back to the broker"
+                );
+            }
+            drop(permit);
+        });
+        // A future polled once with a no-op waker and then spawned is polled
+        // again by its task with a real waker before it can be woken, as the
+        // Future contract requires; nothing is missed.
+        let mut cx = Context::from_waker(Waker::noop());
+        if pipeline.spawn_first.load(Ordering::Relaxed) || task.as_mut().poll(&mut cx).is_pending() {
+            pipeline.lifecycle.tasks.spawn(task);
+        }
+    }
+}

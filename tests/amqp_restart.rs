@@ -1,0 +1,205 @@
+//! RabbitMQ goes away and comes back in the middle of a run, and then its
+//! connections are cut: nothing is lost, the worker reconnects and resumes by itself, readiness follows the
+//! connection, and requests fail clearly instead of hanging while it is gone.
+//!
+//! Its own test binary: it restarts the broker's application with
+//! `rabbitmqctl stop_app` / `start_app`, which no other test may see.
+
+#![cfg(feature = "amqp")]
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use wharf::{App, Broker, BrokerErrorKind, Context, RouteOptions};
+
+const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const MESSAGES: u64 = 5_000;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Order {
+    id: u64,
+}
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Skips loudly, or fails under CI.
+fn skip(why: &str) {
+    assert!(!ci(), "CI=true and the restart test cannot run: {why}");
+    eprintln!("\n!!! SKIPPED: {why}. With CI=true this fails.\n");
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let status = Command::new("rabbitmqctl")
+        .args(args)
+        .status()
+        .expect("run rabbitmqctl");
+    assert!(status.success(), "rabbitmqctl {args:?} failed: {status}");
+}
+
+async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_mid_run_loses_nothing() {
+    if Command::new("rabbitmqctl").arg("--help").output().is_err() {
+        return skip("rabbitmqctl is not installed");
+    }
+    let broker = match Broker::connect(URL).await {
+        Ok(broker) => broker,
+        Err(error) => return skip(&format!("RabbitMQ is not reachable: {error}")),
+    };
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let queue = format!("wharf-test.restart.{}.{nanos:x}", std::process::id());
+
+    let seen: Arc<Mutex<(HashSet<u64>, u64)>> = Arc::default();
+    let record = seen.clone();
+    let handler = move |_: Context, order: Order| {
+        let record = record.clone();
+        async move {
+            let mut seen = record.lock().unwrap();
+            seen.0.insert(order.id);
+            seen.1 += 1;
+        }
+    };
+    let running = App::new(broker.clone())
+        .route_with(&queue, handler, RouteOptions::new().concurrency(32))
+        .start()
+        .await
+        .unwrap();
+    let health = running.health();
+    assert!(health.is_ready());
+
+    // The publisher keeps going through the outage, retrying what fails.
+    let publisher = {
+        let (client, queue) = (broker.client(), queue.clone());
+        tokio::spawn(async move {
+            let mut retries = 0u64;
+            for id in 0..MESSAGES {
+                while client.publish(&queue, &Order { id }).await.is_err() {
+                    retries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            retries
+        })
+    };
+    let distinct = || seen.lock().unwrap().0.len() as u64;
+    wait_for("1,000 messages handled", Duration::from_secs(60), || {
+        distinct() >= 1_000
+    })
+    .await;
+
+    let stopping = tokio::task::spawn_blocking(|| rabbitmqctl(&["stop_app"]));
+    wait_for("readiness to go false", Duration::from_secs(30), || {
+        !health.is_ready()
+    })
+    .await;
+    stopping.await.unwrap();
+    assert!(distinct() < MESSAGES, "the broker went away mid-run");
+
+    // While the broker is away, a request fails clearly instead of hanging.
+    let asked = Instant::now();
+    let error = broker
+        .client()
+        .request_timeout::<_, u64>(&queue, &1u64, Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    let waited = asked.elapsed();
+    assert!(
+        matches!(&error, wharf::RequestError::Broker(e) if e.kind() == BrokerErrorKind::Connection),
+        "{error}"
+    );
+    assert!(
+        waited < Duration::from_secs(20),
+        "answered in {waited:?}, not after the 60 s timeout"
+    );
+
+    tokio::task::spawn_blocking(|| rabbitmqctl(&["start_app"]))
+        .await
+        .unwrap();
+    wait_for("readiness to come back", Duration::from_secs(60), || {
+        health.is_ready()
+    })
+    .await;
+    let retries = tokio::time::timeout(Duration::from_secs(120), publisher)
+        .await
+        .expect("the publisher finished")
+        .unwrap();
+    wait_for("every message handled", Duration::from_secs(120), || {
+        distinct() == MESSAGES
+    })
+    .await;
+
+    // The connections are cut (not the broker): the worker notices,
+    // reconnects and consumes again.
+    tokio::task::spawn_blocking(|| rabbitmqctl(&["close_all_connections", "wharf restart test"]))
+        .await
+        .unwrap();
+    wait_for(
+        "readiness to go false after the cut",
+        Duration::from_secs(30),
+        || !health.is_ready(),
+    )
+    .await;
+    wait_for("readiness after the cut", Duration::from_secs(60), || {
+        health.is_ready()
+    })
+    .await;
+    let client = broker.client();
+    for id in MESSAGES..MESSAGES + 500 {
+        while client.publish(&queue, &Order { id }).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    wait_for("500 more handled", Duration::from_secs(60), || {
+        distinct() == MESSAGES + 500
+    })
+    .await;
+
+    let report = running.shutdown().await;
+    let stats = report.stats(&queue);
+    let handled = seen.lock().unwrap().1;
+    eprintln!(
+        "restart run: {} distinct messages handled ({handled} handler runs, {} repeated by \
+         redelivery), {retries} publish retries during the outage; route stats {stats:?}",
+        MESSAGES + 500,
+        handled - MESSAGES - 500
+    );
+    assert_eq!((stats.dead_lettered, stats.rejected), (0, 0));
+    assert_eq!(
+        broker.queue_depth(&queue).await.unwrap(),
+        0,
+        "nothing left behind"
+    );
+    assert!(broker.dead_letters(&queue).list(10).await.unwrap().is_empty());
+    broker.delete_queue(&queue).await.unwrap();
+    broker.close().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_is_a_clear_error_not_a_hang() {
+    let started = Instant::now();
+    let error = Broker::connect("amqp://guest:s3cret@127.0.0.1:1/%2f")
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), BrokerErrorKind::Connection);
+    let text = error.to_string();
+    assert!(text.contains("127.0.0.1:1"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}

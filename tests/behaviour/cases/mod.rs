@@ -1,0 +1,37 @@
+//! The behaviour cases, one file per semantic.
+
+mod bad_input;
+mod idempotency;
+mod payloads;
+mod priority;
+mod request_reply;
+mod retries;
+mod robustness;
+mod sessions;
+mod shutdown;
+
+pub use bad_input::*;
+pub use idempotency::*;
+pub use payloads::*;
+pub use priority::*;
+pub use request_reply::*;
+pub use retries::*;
+pub use robustness::*;
+pub use sessions::*;
+pub use shutdown::*;
+
+use serde::{Deserialize, Serialize};
+
+/// The payload most cases publish.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: u64,
+    pub item: String,
+}
+
+pub fn order(id: u64) -> Order {
+    Order {
+        id,
+        item: format!("item-{id}"),
+    }
+}

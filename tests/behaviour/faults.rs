@@ -1,0 +1,211 @@
+//! Fault injection for behaviour cases: a store that is slow or panics, and
+//! a transport wrapper whose dead-letter settlements fail. Each wraps the
+//! real thing of the transport under test.
+
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use wharf::store::{Claim, ClaimToken, MemoryStore, SessionTurn, Store, StoredReply};
+use wharf::transport::{
+    Acker, BoxFuture, Delivery, DeliveryStream, QueueSpec, ReplyInbox, Settlement, Transport,
+};
+use wharf::{Broker, BrokerError, BrokerErrorKind, Message};
+
+/// What a [`FaultyStore`] does wrong.
+#[derive(Clone, Copy)]
+pub enum Fault {
+    /// `session_next` takes this long (a remote store's round trip).
+    SlowSessionNext(Duration),
+    /// `claim` panics for keys ending in `/boom` (a bug in a store).
+    PanicOnBoomKey,
+}
+
+/// The in-memory store with one fault.
+pub struct FaultyStore {
+    inner: MemoryStore,
+    fault: Fault,
+}
+
+impl FaultyStore {
+    pub fn new(fault: Fault) -> Self {
+        FaultyStore {
+            inner: MemoryStore::new(),
+            fault,
+        }
+    }
+}
+
+impl Store for FaultyStore {
+    fn claim(&self, key: &str, lease: Duration) -> BoxFuture<'_, Result<Claim, BrokerError>> {
+        if matches!(self.fault, Fault::PanicOnBoomKey) && key.ends_with("/boom") {
+            panic!("store bug on key {key}");
+        }
+        self.inner.claim(key, lease)
+    }
+
+    fn complete(
+        &self,
+        key: &str,
+        token: ClaimToken,
+        reply: Option<StoredReply>,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.inner.complete(key, token, reply, ttl)
+    }
+
+    fn release(&self, key: &str, token: ClaimToken) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.inner.release(key, token)
+    }
+
+    fn session_begin(
+        &self,
+        s: &str,
+        n: u64,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<SessionTurn, BrokerError>> {
+        self.inner.session_begin(s, n, lease)
+    }
+
+    fn session_finish(&self, s: &str, n: u64) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.inner.session_finish(s, n)
+    }
+
+    fn session_abort(&self, s: &str, n: u64) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.inner.session_abort(s, n)
+    }
+
+    fn session_next(&self, s: &str) -> BoxFuture<'_, Result<u64, BrokerError>> {
+        match self.fault {
+            Fault::SlowSessionNext(delay) => {
+                let s = s.to_owned();
+                Box::pin(async move {
+                    tokio::time::sleep(delay).await;
+                    self.inner.session_next(&s).await
+                })
+            }
+            Fault::PanicOnBoomKey => self.inner.session_next(s),
+        }
+    }
+
+    fn session_skip(&self, s: &str, from: u64, to: u64) -> BoxFuture<'_, Result<bool, BrokerError>> {
+        self.inner.session_skip(s, from, to)
+    }
+
+    fn session_state(&self, s: &str) -> BoxFuture<'_, Result<Option<bytes::Bytes>, BrokerError>> {
+        self.inner.session_state(s)
+    }
+
+    fn set_session_state(&self, s: &str, value: bytes::Bytes) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.inner.set_session_state(s, value)
+    }
+}
+
+/// Wraps a broker so that its next `n` dead-letter settlements fail (the
+/// dead-letter publish is not confirmed); the original stays unsettled and
+/// goes back to its queue, as the transport contract says.
+pub fn failing_dead_letters(broker: &Broker) -> (Broker, Arc<AtomicUsize>) {
+    let failures = Arc::new(AtomicUsize::new(0));
+    let transport = FailingDeadLetters {
+        inner: broker.transport().clone(),
+        failures: failures.clone(),
+    };
+    (Broker::from_transport(transport, broker.url()), failures)
+}
+
+struct FailingDeadLetters {
+    inner: Arc<dyn Transport>,
+    failures: Arc<AtomicUsize>,
+}
+
+struct FailingAcker {
+    inner: Option<Delivery>,
+    failures: Arc<AtomicUsize>,
+}
+
+impl Acker for FailingAcker {
+    fn settle(mut self: Box<Self>, settlement: Settlement) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let delivery = self.inner.take().expect("settled once");
+        let fail = matches!(settlement, Settlement::DeadLetter { .. })
+            && self
+                .failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if fail {
+            drop(delivery);
+            return Box::pin(async {
+                Err(BrokerError::new(
+                    BrokerErrorKind::Publish,
+                    "dead-letter publish not confirmed",
+                ))
+            });
+        }
+        delivery.settle(settlement)
+    }
+}
+
+impl Transport for FailingDeadLetters {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    fn declare(&self, spec: &QueueSpec) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.inner.declare(spec)
+    }
+
+    fn consume(
+        &self,
+        spec: &QueueSpec,
+        prefetch: usize,
+    ) -> BoxFuture<'_, Result<DeliveryStream, BrokerError>> {
+        let failures = self.failures.clone();
+        let inner = self.inner.consume(spec, prefetch);
+        Box::pin(async move {
+            let wrapped = inner.await?.map(move |d| {
+                let (message, count) = (d.message.clone(), d.delivery_count);
+                let acker = FailingAcker {
+                    inner: Some(d),
+                    failures: failures.clone(),
+                };
+                Delivery::new(message, count, Box::new(acker))
+            });
+            Ok(Box::pin(wrapped) as DeliveryStream)
+        })
+    }
+
+    fn publish(&self, queue: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.inner.publish(queue, message)
+    }
+
+    fn reply(&self, address: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.inner.reply(address, message)
+    }
+
+    fn reply_inbox(&self) -> BoxFuture<'_, Result<ReplyInbox, BrokerError>> {
+        self.inner.reply_inbox()
+    }
+
+    fn fetch(&self, queue: &str, max: usize) -> BoxFuture<'_, Result<Vec<Delivery>, BrokerError>> {
+        self.inner.fetch(queue, max)
+    }
+
+    fn depth(&self, queue: &str) -> BoxFuture<'_, Result<u64, BrokerError>> {
+        self.inner.depth(queue)
+    }
+
+    fn delete(&self, queue: &str) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.inner.delete(queue)
+    }
+
+    fn connected(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.connected()
+    }
+
+    fn flush(&self) -> BoxFuture<'_, ()> {
+        self.inner.flush()
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        self.inner.close()
+    }
+}

@@ -1,0 +1,206 @@
+//! What every behaviour case gets: a broker of the transport under test,
+//! unique queue names, and small helpers to wait for and record what happened.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use wharf::{App, Broker, Client, DeadLetter, Running};
+
+/// How long a case waits for something that should happen.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+pub struct Harness {
+    pub broker: Broker,
+    prefix: String,
+    /// Queues this case named, deleted (with their dead-letter and delay
+    /// queues) when the case is over, so that brokers do not fill up.
+    queues: Arc<Mutex<Vec<String>>>,
+}
+
+/// Deletes a case's queues afterwards.
+pub struct Cleanup {
+    broker: Broker,
+    queues: Arc<Mutex<Vec<String>>>,
+}
+
+impl Cleanup {
+    pub async fn run(self) {
+        let queues = std::mem::take(&mut *self.queues.lock().unwrap());
+        for queue in queues {
+            if let Err(error) = self.broker.delete_queue(&queue).await {
+                eprintln!("could not delete test queue {queue}: {error}");
+            }
+        }
+    }
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+impl Harness {
+    /// A harness for `transport`, or `None` (after saying why, loudly) when
+    /// its broker is not reachable. With `CI=true` an unreachable broker
+    /// fails the test instead.
+    pub async fn connect(transport: &str) -> Option<Harness> {
+        let broker = match transport {
+            "memory" => Broker::memory(),
+            other => {
+                let url = match other {
+                    "amqp" => std::env::var("WHARF_TEST_AMQP_URL")
+                        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+                    "nats" => std::env::var("WHARF_TEST_NATS_URL")
+                        .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+                    _ => panic!("unknown transport {other}"),
+                };
+                match Broker::connect(&url).await {
+                    Ok(broker) => broker,
+                    Err(error) => {
+                        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+                        assert!(!ci, "CI=true and the {other} broker is not usable: {error}");
+                        eprintln!(
+                            "\n!!! SKIPPED: {other} broker not reachable ({error}); \
+                             run scripts/brokers.sh to start it. With CI=true this fails.\n"
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+        Some(Harness {
+            broker,
+            prefix: format!("wharf-test.{}.{:x}", std::process::id(), nanos),
+            queues: Arc::default(),
+        })
+    }
+
+    /// What deletes this case's queues once it is over.
+    pub fn cleanup(&self) -> Cleanup {
+        Cleanup {
+            broker: self.broker.clone(),
+            queues: self.queues.clone(),
+        }
+    }
+
+    /// A queue name no other test or earlier run uses.
+    pub fn queue(&self, name: &str) -> String {
+        let queue = format!(
+            "{}.{}.{}",
+            self.prefix,
+            name,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        self.queues.lock().unwrap().push(queue.clone());
+        queue
+    }
+
+    pub fn client(&self) -> Client {
+        self.broker.client()
+    }
+
+    /// A new app on this broker with a short shutdown grace.
+    pub fn app(&self) -> App {
+        App::new(self.broker.clone()).shutdown_grace(Duration::from_secs(5))
+    }
+
+    pub async fn dead_letters(&self, queue: &str, count: usize) -> Vec<DeadLetter> {
+        let dlq = self.broker.dead_letters(queue);
+        let mut letters = Vec::new();
+        let deadline = Instant::now() + PATIENCE;
+        while letters.len() < count {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {count} dead letters in {}; got {}",
+                dlq.queue(),
+                letters.len()
+            );
+            letters.extend(dlq.take(count - letters.len()).await.unwrap());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        letters
+    }
+}
+
+/// Waits until the route on `queue` satisfies `done`; returns its stats.
+pub async fn until(
+    running: &Running,
+    queue: &str,
+    done: impl Fn(&wharf::RouteStats) -> bool,
+) -> wharf::RouteStats {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let stats = running.stats(queue);
+        if done(&stats) {
+            return stats;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out; stats of {queue}: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A shared, clonable record of what handlers saw.
+#[derive(Clone, Default)]
+pub struct Log<T>(Arc<Mutex<Vec<T>>>);
+
+impl<T: Clone> Log<T> {
+    pub fn new() -> Self {
+        Log(Arc::new(Mutex::new(Vec::new())))
+    }
+
+    pub fn push(&self, value: T) {
+        self.0.lock().unwrap().push(value);
+    }
+
+    pub fn all(&self) -> Vec<T> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
+/// Tracks how many handlers run at once and the most ever seen.
+#[derive(Clone, Default)]
+pub struct Gauge {
+    now: Arc<AtomicU64>,
+    max: Arc<AtomicU64>,
+}
+
+impl Gauge {
+    pub fn enter(&self) -> GaugeGuard {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(now, Ordering::SeqCst);
+        GaugeGuard(self.now.clone())
+    }
+
+    pub fn max(&self) -> u64 {
+        self.max.load(Ordering::SeqCst)
+    }
+}
+
+pub struct GaugeGuard(Arc<AtomicU64>);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Starts another worker on `queue` that records `(order id, attempt)`,
+/// waits until it has acked `count` messages, and returns what it saw: what
+/// the next pod gets after this one went away.
+pub async fn next_worker_sees(h: &Harness, queue: &str, count: u64) -> Vec<(u64, u32)> {
+    let seen = Log::new();
+    let log = seen.clone();
+    let record = move |ctx: wharf::Context, order: crate::cases::Order| {
+        let log = log.clone();
+        async move { log.push((order.id, ctx.attempt())) }
+    };
+    let next = h.app().route(queue, record).start().await.unwrap();
+    until(&next, queue, |s| s.acked == count).await;
+    next.shutdown().await;
+    seen.all()
+}
