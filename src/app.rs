@@ -127,6 +127,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
             let spec = QueueSpec {
                 name: route.queue.clone(),
                 priority: route.options.priority,
+                persistent: route.options.persistent,
             };
             transport.declare(&spec).await?;
             let shared = RouteShared {

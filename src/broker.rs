@@ -60,10 +60,19 @@ impl Broker {
                     redact(url)
                 ),
             )),
+            #[cfg(feature = "nats")]
+            Some("nats" | "tls") => {
+                let transport = crate::nats::NatsTransport::connect(url).await?;
+                Ok(Broker {
+                    transport: Arc::new(transport),
+                    url: redact(url),
+                })
+            }
+            #[cfg(not(feature = "nats"))]
             Some("nats" | "tls") => Err(BrokerError::new(
                 BrokerErrorKind::Unsupported,
                 format!(
-                    "cannot connect to {}: the NATS transport is not part of this version of wharf yet",
+                    "cannot connect to {}: this build of wharf has no NATS transport (enable the `nats` feature)",
                     redact(url)
                 ),
             )),

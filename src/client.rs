@@ -190,6 +190,15 @@ impl Client {
         match tokio::time::timeout(timeout, receiver).await {
             Ok(Ok(reply)) => match reply.header(names::STATUS) {
                 Some("error") => Err(RequestError::Remote(remote_error(&reply))),
+                // Made up by a transport that learnt the request could not be
+                // delivered (NATS: no stream and no service for the subject).
+                Some("undeliverable") => Err(RequestError::Broker(BrokerError::new(
+                    BrokerErrorKind::Publish,
+                    format!(
+                        "request to {queue:?} not delivered: {}",
+                        String::from_utf8_lossy(&reply.body)
+                    ),
+                ))),
                 _ => Ok(reply),
             },
             Ok(Err(_)) => Err(RequestError::Broker(BrokerError::new(

@@ -66,6 +66,11 @@ impl<T> Lanes<T> {
         }
     }
 
+    /// Whether nothing waits in the lane of `priority`.
+    pub(crate) fn lane_is_empty(&self, priority: Option<u8>) -> bool {
+        self.lanes[self.lane_of(priority)].is_empty()
+    }
+
     /// A new arrival, at the back of its lane.
     pub(crate) fn push(&mut self, priority: Option<u8>, item: T) {
         let lane = self.lane_of(priority);
@@ -122,6 +127,7 @@ impl<T> Lanes<T> {
     }
 
     /// Takes everything.
+    #[cfg_attr(not(feature = "amqp"), allow(dead_code))]
     pub(crate) fn drain(&mut self) -> Vec<T> {
         self.len = 0;
         self.lanes.iter_mut().flat_map(|l| l.drain(..)).collect()

@@ -18,6 +18,8 @@ mod lanes;
 mod memory;
 mod message;
 pub mod metrics;
+#[cfg(feature = "nats")]
+mod nats;
 mod outcome;
 mod pipeline;
 mod redact;

@@ -37,6 +37,7 @@ pub struct RouteOptions {
     pub(crate) backoff: Backoff,
     pub(crate) timeout: Option<Duration>,
     pub(crate) priority: bool,
+    pub(crate) persistent: bool,
     pub(crate) max_body_bytes: usize,
     pub(crate) idempotency: bool,
     pub(crate) idempotency_window: Duration,
@@ -57,6 +58,7 @@ impl Default for RouteOptions {
             backoff: Backoff::default(),
             timeout: Some(Duration::from_secs(60)),
             priority: false,
+            persistent: true,
             max_body_bytes: 1024 * 1024,
             idempotency: true,
             idempotency_window: Duration::from_secs(24 * 3600),
@@ -126,6 +128,19 @@ impl RouteOptions {
     /// Declare the queue with priorities 0–9 (higher first).
     pub fn priority(mut self, enabled: bool) -> Self {
         self.priority = enabled;
+        self
+    }
+
+    /// Whether the broker stores this route's messages (the default). With
+    /// `false`, on NATS the route is a core NATS service: it listens on the
+    /// queue's subjects (`wharf.*.<queue>`) in a queue group, with the lowest
+    /// latency and no persistence: a request that arrives while no worker
+    /// listens gets a "no responders" error, failed attempts are retried in
+    /// the worker's memory, and messages a stopping worker did not start are
+    /// lost unless another worker takes them. Dead letters are still stored.
+    /// RabbitMQ and the in-memory broker keep using their queue.
+    pub fn persistent(mut self, persistent: bool) -> Self {
+        self.persistent = persistent;
         self
     }
 

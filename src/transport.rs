@@ -62,6 +62,9 @@ pub struct QueueSpec {
     pub name: String,
     /// Declare the queue with priorities 0–9.
     pub priority: bool,
+    /// Whether the broker stores the messages (see
+    /// [`RouteOptions::persistent`](crate::RouteOptions::persistent)).
+    pub persistent: bool,
 }
 
 impl QueueSpec {
@@ -70,6 +73,7 @@ impl QueueSpec {
         QueueSpec {
             name: name.into(),
             priority: false,
+            persistent: true,
         }
     }
 

@@ -124,3 +124,5 @@ macro_rules! for_every_case {
 for_every_case!(memory);
 #[cfg(feature = "amqp")]
 for_every_case!(amqp);
+#[cfg(feature = "nats")]
+for_every_case!(nats);

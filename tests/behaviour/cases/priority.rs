@@ -22,6 +22,7 @@ async fn handled_order(h: &Harness, name: &str, messages: Vec<Message>) -> Vec<u
     let spec = QueueSpec {
         name: queue.clone(),
         priority: true,
+        persistent: true,
     };
     h.broker.declare(&spec).await.unwrap();
     let count = messages.len() as u64;

@@ -1,0 +1,184 @@
+//! Settling one JetStream delivery. Acks and naks are core NATS messages to
+//! the delivery's ack subject. A retry is a nak with the backoff delay
+//! (JetStream counts the delivery); a deferral or a return must not count,
+//! so it is a copy carrying the attempts so far, published (confirmed)
+//! before the original is acked; so is a dead letter.
+
+use super::naming;
+use super::{Shared, convert, publish_confirmed};
+use crate::error::{BrokerError, BrokerErrorKind};
+use crate::headers::names;
+use crate::message::Message;
+use crate::transport::{Acker, BoxFuture, Delivery, Settlement, dead_letter_queue};
+use async_nats::{HeaderMap, Subject};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The lane a deferred copy goes back to (its subject in the delay stream
+/// has none).
+pub(crate) const LANE: &str = "wharf-lane";
+
+/// How a delivery that is returned goes back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// A route's consumer: returned as a copy that keeps its attempt count.
+    Consumer,
+    /// An inspection fetch (dead letters): returned in place with a nak.
+    Fetch,
+}
+
+/// What a delivery needs to be settled.
+pub(crate) struct NatsAcker {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) ack_subject: Subject,
+    /// The queue it was consumed from.
+    pub(crate) queue: Arc<str>,
+    /// Headers as received, so copies keep every header.
+    pub(crate) headers: Option<HeaderMap>,
+    pub(crate) message: Arc<Message>,
+    pub(crate) count: u32,
+    pub(crate) mode: Mode,
+    pub(crate) settled: bool,
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// Sends `-NAK` with a delay (none: at once) to an ack subject.
+pub(crate) async fn nak(shared: &Shared, ack_subject: Subject, delay: Duration) -> Result<(), BrokerError> {
+    let body = if delay.is_zero() {
+        Bytes::from_static(b"-NAK")
+    } else {
+        Bytes::from(format!("-NAK {{\"delay\":{}}}", delay.as_nanos()))
+    };
+    send(shared, ack_subject, body).await
+}
+
+/// Sends `+ACK` to an ack subject.
+pub(crate) async fn ack(shared: &Shared, ack_subject: Subject) -> Result<(), BrokerError> {
+    send(shared, ack_subject, Bytes::from_static(b"+ACK")).await
+}
+
+async fn send(shared: &Shared, ack_subject: Subject, body: Bytes) -> Result<(), BrokerError> {
+    shared.client.publish(ack_subject, body).await.map_err(|e| {
+        BrokerError::new(BrokerErrorKind::Connection, "settling the message failed").with_source(e)
+    })
+}
+
+impl NatsAcker {
+    /// Wraps a received delivery.
+    pub(crate) fn delivery(self) -> Delivery {
+        Delivery::new(self.message.clone(), self.count, Box::new(self))
+    }
+
+    fn lane(&self) -> u8 {
+        self.message.priority.unwrap_or(0)
+    }
+
+    /// Publishes a copy (confirmed), then acks the original.
+    async fn copy_then_ack(&self, subject: String, changes: &[(&str, String)]) -> Result<(), BrokerError> {
+        let headers = convert::copy_headers(self.headers.as_ref(), changes);
+        publish_confirmed(&self.shared, subject, headers, self.message.body.clone()).await?;
+        ack(&self.shared, self.ack_subject.clone()).await
+    }
+
+    /// Back to the work queue as a copy that has made `attempts` attempts.
+    async fn return_copy(&self, attempts: u32) -> Result<(), BrokerError> {
+        let subject = naming::subject(&self.queue, self.lane());
+        self.copy_then_ack(subject, &[(names::ATTEMPT, attempts.to_string())])
+            .await
+    }
+}
+
+impl Acker for NatsAcker {
+    fn settle(mut self: Box<Self>, settlement: Settlement) -> BoxFuture<'static, Result<(), BrokerError>> {
+        self.settled = true;
+        Box::pin(async move {
+            match settlement {
+                Settlement::Ack => ack(&self.shared, self.ack_subject.clone()).await,
+                Settlement::Retry { delay } => nak(&self.shared, self.ack_subject.clone(), delay).await,
+                // Not attempted: the copy's next delivery is this attempt again.
+                Settlement::Defer { delay } => {
+                    let due = now_ms() + delay.as_millis() as u64;
+                    let changes = [
+                        (names::ATTEMPT, self.count.saturating_sub(1).to_string()),
+                        (convert::NOT_BEFORE, due.to_string()),
+                        (LANE, self.lane().to_string()),
+                    ];
+                    self.copy_then_ack(naming::delay_subject(&self.queue), &changes)
+                        .await
+                }
+                Settlement::DeadLetter { message } => {
+                    let changes = convert::wharf_headers(&message);
+                    let subject = naming::subject(&dead_letter_queue(&self.queue), self.lane());
+                    self.copy_then_ack(subject, &changes).await
+                }
+                Settlement::Return => match self.mode {
+                    Mode::Consumer => self.return_copy(self.count.saturating_sub(1)).await,
+                    Mode::Fetch => nak(&self.shared, self.ack_subject.clone(), Duration::ZERO).await,
+                },
+            }
+        })
+    }
+}
+
+impl Drop for NatsAcker {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        // The transport contract: an unsettled delivery goes back and counts
+        // as a delivery. JetStream does not count a nak reliably when the
+        // pull request it delivered to is gone with its worker, so a
+        // consumer's delivery goes back as a copy carrying the attempts made
+        // (the pipeline's own attempt count, as on RabbitMQ) and the original
+        // is acked; a fetched one is nakked in place. Both are queued on the
+        // client at once where possible: the runtime this delivery lived on
+        // may be going away with it.
+        let shared = self.shared.clone();
+        let ack_subject = self.ack_subject.clone();
+        let copy = (self.mode == Mode::Consumer).then(|| {
+            let headers =
+                convert::copy_headers(self.headers.as_ref(), &[(names::ATTEMPT, self.count.to_string())]);
+            (
+                naming::subject(&self.queue, self.lane()),
+                headers,
+                self.message.body.clone(),
+            )
+        });
+        let settle = async move {
+            match copy {
+                Some((subject, headers, body)) => {
+                    // A core publish the stream stores: no ack to wait for.
+                    shared
+                        .client
+                        .publish_with_headers(subject, headers, body)
+                        .await
+                        .ok()?;
+                    shared
+                        .client
+                        .publish(ack_subject, Bytes::from_static(b"+ACK"))
+                        .await
+                        .ok()
+                }
+                None => shared
+                    .client
+                    .publish(ack_subject, Bytes::from_static(b"-NAK"))
+                    .await
+                    .ok(),
+            }
+        };
+        let mut settle = Box::pin(settle);
+        if futures_util::FutureExt::now_or_never(settle.as_mut()).is_none()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(settle);
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Consuming a route's queue from JetStream: one pull subscription per
+//! consumer (one, or one per priority lane), polled inside the delivery
+//! stream, and a background task that moves due deferred copies from the
+//! delay stream back to the queue.
+//!
+//! With priority, each lane holds at most one received message at a time;
+//! the highest waiting lane goes first, with the same bounded starvation as
+//! the in-memory queue ([`crate::lanes`]). Messages still on the server are
+//! pulled lane by lane as the lanes empty, so a waiting high-priority message
+//! overtakes a backlog of low ones.
+
+use super::acker::{LANE, Mode, NatsAcker, now_ms};
+use super::naming::{self, CONSUMER, DELAY_CONSUMER};
+use super::{Shared, acker, convert, publish_confirmed, topology};
+use crate::error::{BrokerError, BrokerErrorKind};
+use crate::headers::names;
+use crate::lanes::{Lanes, MAX_PRIORITY};
+use crate::transport::{Delivery, DeliveryStream, QueueSpec};
+use async_nats::jetstream;
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::consumer::pull::{MessagesErrorKind, Stream as PullStream};
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+/// Idle heartbeat asked of the server, so a dead connection is noticed.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long one pull request stays open.
+const EXPIRES: Duration = Duration::from_secs(30);
+/// Wait before re-opening after a failure.
+const REOPEN_DELAY: Duration = Duration::from_millis(500);
+
+struct State {
+    shared: Arc<Shared>,
+    spec: QueueSpec,
+    queue: Arc<str>,
+    batch: usize,
+    /// Pull subscriptions, by lane (one without priority).
+    pulls: Vec<PullStream>,
+    /// Received messages not handed out yet, at most one per lane.
+    waiting: Lanes<jetstream::Message>,
+    _stop: DropGuard,
+}
+
+/// Starts consuming `spec`. Dropping the stream ends the pull requests; what
+/// was received and not handed out goes back when its ack wait runs out.
+pub(crate) fn consume(shared: Arc<Shared>, spec: QueueSpec, prefetch: usize) -> DeliveryStream {
+    let stop = CancellationToken::new();
+    tokio::spawn(move_deferred(shared.clone(), spec.name.clone(), stop.clone()));
+    let batch = if spec.priority {
+        prefetch.div_ceil(4).max(1)
+    } else {
+        prefetch.max(1)
+    };
+    let state = State {
+        queue: spec.name.as_str().into(),
+        waiting: Lanes::new(spec.priority),
+        shared,
+        spec,
+        batch,
+        pulls: Vec::new(),
+        _stop: stop.drop_guard(),
+    };
+    Box::pin(futures_util::stream::unfold(state, |mut state| async move {
+        let delivery = state.next().await;
+        Some((delivery, state))
+    }))
+}
+
+impl State {
+    async fn next(&mut self) -> Delivery {
+        loop {
+            if self.pulls.is_empty()
+                && let Err(error) = self.open().await
+            {
+                tracing::warn!(queue = %self.queue, %error, "cannot consume yet; retrying");
+                tokio::time::sleep(REOPEN_DELAY).await;
+                continue;
+            }
+            match std::future::poll_fn(|cx| self.poll_lanes(cx)).await {
+                Ok(message) => return self.delivery(message),
+                Err(error) => {
+                    tracing::warn!(queue = %self.queue, %error, "pull subscription failed; re-opening");
+                    self.pulls.clear();
+                    tokio::time::sleep(REOPEN_DELAY).await;
+                }
+            }
+        }
+    }
+
+    /// Declares what is missing and opens the pull subscriptions.
+    async fn open(&mut self) -> Result<(), BrokerError> {
+        topology::declare(&self.shared, &self.spec).await?;
+        let stream = topology::work_stream(&self.shared, &self.spec.name).await?;
+        let names: Vec<String> = if self.spec.priority {
+            (0..=MAX_PRIORITY as u8).map(naming::lane_consumer).collect()
+        } else {
+            vec![CONSUMER.to_owned()]
+        };
+        let mut pulls = Vec::with_capacity(names.len());
+        for name in names {
+            let consumer: PullConsumer = stream
+                .get_consumer(&name)
+                .await
+                .map_err(|e| topology::declare_error(&format!("consumer {name}"), e))?;
+            pulls.push(pull(&consumer, self.batch).await?);
+        }
+        self.pulls = pulls;
+        Ok(())
+    }
+
+    /// Fills empty lanes from their subscriptions, then hands out the lane
+    /// whose turn it is.
+    fn poll_lanes(&mut self, cx: &mut Context<'_>) -> Poll<Result<jetstream::Message, BrokerError>> {
+        for lane in 0..self.pulls.len() {
+            let priority = Some(lane as u8);
+            while self.waiting.lane_is_empty(priority) {
+                match self.pulls[lane].poll_next_unpin(cx) {
+                    Poll::Ready(Some(Ok(message))) => self.waiting.push(priority, message),
+                    Poll::Ready(Some(Err(error))) => match error.kind() {
+                        // Transient: the subscription carries on by itself.
+                        MessagesErrorKind::MissingHeartbeat | MessagesErrorKind::Pull => {
+                            tracing::debug!(queue = %self.queue, %error, "pull subscription hiccup");
+                        }
+                        _ => return Poll::Ready(Err(consume_error(error))),
+                    },
+                    Poll::Ready(None) => {
+                        return Poll::Ready(Err(BrokerError::new(
+                            BrokerErrorKind::Consume,
+                            "the pull subscription ended",
+                        )));
+                    }
+                    Poll::Pending => break,
+                }
+            }
+        }
+        match self.waiting.pop() {
+            Some(message) => Poll::Ready(Ok(message)),
+            None => Poll::Pending,
+        }
+    }
+
+    fn delivery(&self, message: jetstream::Message) -> Delivery {
+        delivery(&self.shared, &self.queue, message, Mode::Consumer)
+    }
+}
+
+/// A continuous pull subscription of `batch` messages per request.
+pub(crate) async fn pull(consumer: &PullConsumer, batch: usize) -> Result<PullStream, BrokerError> {
+    consumer
+        .stream()
+        .max_messages_per_batch(batch)
+        .heartbeat(HEARTBEAT)
+        .expires(EXPIRES)
+        .messages()
+        .await
+        .map_err(consume_error)
+}
+
+fn consume_error(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::new(
+        BrokerErrorKind::Consume,
+        format!("consuming from JetStream failed: {e}"),
+    )
+}
+
+/// A received JetStream message as a delivery. Its count is the attempts
+/// a copy carries plus JetStream's deliveries of this message.
+pub(crate) fn delivery(
+    shared: &Arc<Shared>,
+    queue: &Arc<str>,
+    message: jetstream::Message,
+    mode: Mode,
+) -> Delivery {
+    let delivered = message
+        .info()
+        .map(|info| u32::try_from(info.delivered).unwrap_or(u32::MAX))
+        .unwrap_or(1)
+        .max(1);
+    let mut message = message.message;
+    let headers = message.headers.take();
+    let wharf = convert::to_message(message.subject.as_str(), headers.as_ref(), message.payload, None);
+    let attempts: u32 = wharf
+        .header(names::ATTEMPT)
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or(0);
+    let ack_subject = message.reply.unwrap_or_else(|| "".into());
+    NatsAcker {
+        shared: shared.clone(),
+        ack_subject,
+        queue: queue.clone(),
+        headers,
+        message: Arc::new(wharf),
+        count: attempts.saturating_add(delivered),
+        mode,
+        settled: false,
+    }
+    .delivery()
+}
+
+/// Moves deferred copies whose time has come from the delay stream back to
+/// their queue, until `stop`.
+async fn move_deferred(shared: Arc<Shared>, queue: String, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            result = move_due(&shared, &queue) => {
+                if let Err(error) = result {
+                    tracing::debug!(%queue, %error, "delay mover stopped; restarting");
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(REOPEN_DELAY) => {}
+        }
+    }
+}
+
+async fn move_due(shared: &Shared, queue: &str) -> Result<(), BrokerError> {
+    let stream = topology::delay_stream(shared, queue).await?;
+    let consumer: PullConsumer = stream
+        .get_consumer(DELAY_CONSUMER)
+        .await
+        .map_err(|e| topology::declare_error(DELAY_CONSUMER, e))?;
+    let mut messages = pull(&consumer, 64).await?;
+    while let Some(next) = messages.next().await {
+        let message = match next {
+            Ok(message) => message,
+            Err(error) => match error.kind() {
+                MessagesErrorKind::MissingHeartbeat | MessagesErrorKind::Pull => continue,
+                _ => return Err(consume_error(error)),
+            },
+        };
+        let Some(ack_subject) = message.message.reply.clone() else {
+            continue;
+        };
+        let headers = message.message.headers.clone().unwrap_or_default();
+        let header = |name: &str| {
+            headers
+                .get_last(name)
+                .and_then(|v| v.as_str().trim().parse::<u64>().ok())
+        };
+        let now = now_ms();
+        if let Some(due) = header(convert::NOT_BEFORE)
+            && due > now
+        {
+            acker::nak(shared, ack_subject, Duration::from_millis(due - now)).await?;
+            continue;
+        }
+        let lane = header(LANE).unwrap_or(0).min(MAX_PRIORITY as u64) as u8;
+        // The copy keeps its Nats-Msg-Id: if this task dies between the
+        // publish and the ack, the second move is a duplicate the queue's
+        // stream drops.
+        let subject = naming::subject(queue, lane);
+        match publish_confirmed(shared, subject, headers, message.message.payload.clone()).await {
+            Ok(()) => acker::ack(shared, ack_subject).await?,
+            Err(error) => {
+                tracing::warn!(%queue, %error, "moving a deferred message back failed; retrying");
+                acker::nak(shared, ack_subject, Duration::from_secs(1)).await?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! wharf's message model on NATS headers (the mapping is documented in
+//! `docs/wire-format.md`).
+
+use super::naming;
+use crate::message::Message;
+use async_nats::HeaderMap;
+use async_nats::header::HeaderName;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// JetStream's de-duplication id.
+pub(crate) const MSG_ID: &str = "Nats-Msg-Id";
+/// The content type.
+pub(crate) const CONTENT_TYPE: &str = "content-type";
+/// The correlation id.
+pub(crate) const CORRELATION_ID: &str = "correlation-id";
+/// The reply address of a message that went through JetStream (whose own
+/// reply subject is JetStream's ack subject).
+pub(crate) const REPLY_TO: &str = "reply-to";
+/// The original message id on a copy wharf made (whose `Nats-Msg-Id` is
+/// fresh, or JetStream's duplicate window would drop it).
+pub(crate) const ORIGINAL_ID: &str = "wharf-message-id";
+/// A priority outside 0–9, which no lane can carry: written so that the
+/// pipeline sees (and rejects) the value the publisher gave.
+pub(crate) const PRIORITY: &str = "priority";
+/// When a deferred copy is due, in Unix milliseconds.
+pub(crate) const NOT_BEFORE: &str = "wharf-not-before";
+
+/// Reads a NATS message into wharf's model. `reply` is the message's own
+/// reply subject: the reply address on core NATS, JetStream's ack subject
+/// (ignored) on JetStream.
+pub(crate) fn to_message(
+    subject: &str,
+    headers: Option<&HeaderMap>,
+    body: bytes::Bytes,
+    core_reply: Option<&str>,
+) -> Message {
+    let mut message = Message::new(body);
+    message.priority = naming::lane_of(subject);
+    message.reply_to = core_reply.map(str::to_owned);
+    let mut original_id = None;
+    if let Some(headers) = headers {
+        // A HeaderMap has no order; sort so that the same message always
+        // reads the same.
+        let mut sorted: Vec<_> = headers.iter().collect();
+        sorted.sort_unstable_by(|a, b| AsRef::<str>::as_ref(a.0).cmp(b.0.as_ref()));
+        for (name, values) in sorted {
+            let name: &str = name.as_ref();
+            let Some(value) = values.last().map(|v| v.as_str()) else {
+                continue;
+            };
+            if name.eq_ignore_ascii_case(CONTENT_TYPE) {
+                message.content_type = Some(value.to_owned());
+            } else if name.eq_ignore_ascii_case(MSG_ID) {
+                message.message_id = Some(value.to_owned());
+            } else if name.eq_ignore_ascii_case(CORRELATION_ID) {
+                message.correlation_id = Some(value.to_owned());
+            } else if name.eq_ignore_ascii_case(REPLY_TO) {
+                if message.reply_to.is_none() {
+                    message.reply_to = Some(value.to_owned());
+                }
+            } else if name.eq_ignore_ascii_case(PRIORITY) {
+                message.priority = Some(value.trim().parse::<u64>().map_or(u8::MAX, |p| p.min(255) as u8));
+            } else if name.eq_ignore_ascii_case(ORIGINAL_ID) {
+                original_id = Some(value.to_owned());
+            } else if name.eq_ignore_ascii_case(NOT_BEFORE)
+                || name.eq_ignore_ascii_case(super::acker::LANE)
+                || name.len() >= 5 && name[..5].eq_ignore_ascii_case("nats-")
+            {
+                // Transport bookkeeping, not the handler's business.
+            } else {
+                message.headers.insert(name.to_ascii_lowercase(), value);
+            }
+        }
+    }
+    if original_id.is_some() {
+        message.message_id = original_id;
+    }
+    message
+}
+
+/// The headers of `message` as wharf publishes it. `copy` gives the copy a
+/// fresh `Nats-Msg-Id` and keeps the original id in `wharf-message-id`.
+pub(crate) fn headers(message: &Message, copy: bool) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(content_type) = &message.content_type {
+        set(&mut headers, CONTENT_TYPE, content_type);
+    }
+    match (&message.message_id, copy) {
+        (Some(id), false) => set(&mut headers, MSG_ID, id),
+        (Some(id), true) => {
+            set(&mut headers, ORIGINAL_ID, id);
+            set(&mut headers, MSG_ID, &unique_id());
+        }
+        (None, true) => set(&mut headers, MSG_ID, &unique_id()),
+        (None, false) => {}
+    }
+    if let Some(correlation_id) = &message.correlation_id {
+        set(&mut headers, CORRELATION_ID, correlation_id);
+    }
+    if let Some(priority) = message
+        .priority
+        .filter(|p| usize::from(*p) > crate::lanes::MAX_PRIORITY)
+    {
+        set(&mut headers, PRIORITY, &priority.to_string());
+    }
+    if let Some(reply_to) = &message.reply_to {
+        set(&mut headers, REPLY_TO, reply_to);
+    }
+    for (name, value) in message.headers.iter() {
+        set(&mut headers, name, value);
+    }
+    headers
+}
+
+/// A copy of a received message's headers with `changes` applied, and a
+/// fresh `Nats-Msg-Id` (the original id moves to `wharf-message-id`).
+pub(crate) fn copy_headers(received: Option<&HeaderMap>, changes: &[(&str, String)]) -> HeaderMap {
+    let mut headers = received.cloned().unwrap_or_default();
+    let original = headers
+        .get_last(MSG_ID)
+        .map(|v| v.as_str().to_owned())
+        .filter(|_| headers.get_last(ORIGINAL_ID).is_none());
+    if let Some(original) = original {
+        set(&mut headers, ORIGINAL_ID, &original);
+    }
+    set(&mut headers, MSG_ID, &unique_id());
+    for (name, value) in changes {
+        set(&mut headers, name, value);
+    }
+    headers
+}
+
+/// Sets a header, replacing earlier values. A name NATS cannot carry is
+/// left out; line breaks in values (error messages) become spaces.
+pub(crate) fn set(headers: &mut HeaderMap, name: &str, value: &str) {
+    let Ok(name) = HeaderName::try_from(name) else {
+        tracing::debug!(header = name, "header name not valid on NATS; left out");
+        return;
+    };
+    if value.contains(['\r', '\n']) {
+        headers.insert(name, value.replace(['\r', '\n'], " ").as_str());
+    } else {
+        headers.insert(name, value);
+    }
+}
+
+/// An id no other copy has: this process's prefix and a counter.
+pub(crate) fn unique_id() -> String {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        format!("wharf-{:x}-{nanos:x}", std::process::id())
+    });
+    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The wharf headers of a dead letter, to add to the received ones.
+pub(crate) fn wharf_headers(message: &Message) -> Vec<(&str, String)> {
+    message
+        .headers
+        .iter()
+        .filter(|(name, _)| name.starts_with("wharf-"))
+        .map(|(name, value)| (name, value.to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_survives_the_round_trip() {
+        let message = Message::new(&b"{\"id\":1}"[..])
+            .with_content_type("application/json")
+            .with_message_id("m1")
+            .with_correlation_id("c1")
+            .with_reply_to("_INBOX.x")
+            .with_idempotency_key("k")
+            .with_session("s", 3);
+        let headers = headers(&message, false);
+        let back = to_message("wharf.p4.q", Some(&headers), message.body.clone(), None);
+        assert_eq!(back.priority, Some(4));
+        assert_eq!(back.message_id.as_deref(), Some("m1"));
+        assert_eq!(back.correlation_id.as_deref(), Some("c1"));
+        assert_eq!(back.reply_to.as_deref(), Some("_INBOX.x"));
+        assert_eq!(back.idempotency_key(), Some("k"));
+        assert_eq!(back.sequence(), Some("3"));
+        assert_eq!(back.content_type.as_deref(), Some("application/json"));
+    }
+
+    #[test]
+    fn copies_keep_the_message_id_but_not_the_dedup_id() {
+        let message = Message::new(&b"1"[..]).with_message_id("m1");
+        let first = copy_headers(Some(&headers(&message, false)), &[("wharf-attempt", "2".into())]);
+        let second = copy_headers(Some(&first), &[]);
+        assert_ne!(first.get_last(MSG_ID), second.get_last(MSG_ID));
+        let back = to_message("wharf.p0.q", Some(&second), message.body.clone(), None);
+        assert_eq!(back.message_id.as_deref(), Some("m1"));
+        assert_eq!(back.header("wharf-attempt"), Some("2"));
+    }
+
+    #[test]
+    fn line_breaks_do_not_break_headers() {
+        let mut headers = HeaderMap::new();
+        set(&mut headers, "wharf-error-message", "a\r\nb");
+        assert_eq!(headers.get_last("wharf-error-message").unwrap().as_str(), "a  b");
+    }
+}

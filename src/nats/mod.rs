@@ -1,0 +1,228 @@
+//! The NATS transport (core NATS and JetStream, over `async-nats`), behind
+//! the `nats` feature. Naming: [`naming`]; the NATS mapping of wharf's
+//! message model: `docs/wire-format.md`.
+//!
+//! Each queue is a JetStream stream with WorkQueue retention, consumed by a
+//! durable pull consumer shared by all workers (one per priority lane when
+//! the route uses priority). Retries are naks with a delay (JetStream counts
+//! the delivery); deferrals and returns, which must not count, are copies
+//! carrying the attempts so far. Dead letters are a stream per queue.
+
+mod acker;
+mod consumer;
+mod convert;
+mod fetch;
+mod naming;
+mod reply;
+mod service;
+mod topology;
+
+use crate::error::{BrokerError, BrokerErrorKind};
+use crate::message::Message;
+use crate::transport::{BoxFuture, Delivery, DeliveryStream, QueueSpec, ReplyInbox, Transport};
+use async_nats::jetstream;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How long a connection attempt may take before `connect` fails.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every part of the transport shares.
+pub(crate) struct Shared {
+    pub(crate) client: async_nats::Client,
+    pub(crate) jetstream: jetstream::Context,
+    pub(crate) connected: watch::Receiver<bool>,
+}
+
+/// A NATS connection; async-nats reconnects it by itself.
+pub(crate) struct NatsTransport {
+    shared: Arc<Shared>,
+}
+
+impl NatsTransport {
+    /// Connects to `url` (`nats://`, `tls://`; credentials in the URL).
+    pub(crate) async fn connect(url: &str) -> Result<Self, BrokerError> {
+        let (tx, rx) = watch::channel(false);
+        let tx = Arc::new(tx);
+        let events = tx.clone();
+        let options = async_nats::ConnectOptions::new()
+            .name("wharf")
+            .connection_timeout(CONNECT_TIMEOUT)
+            .max_reconnects(None)
+            .event_callback(move |event| {
+                let events = events.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!("NATS connected");
+                            events.send_replace(true);
+                        }
+                        async_nats::Event::Disconnected | async_nats::Event::Closed => {
+                            tracing::warn!("NATS connection lost; reconnecting");
+                            events.send_replace(false);
+                        }
+                        other => tracing::debug!(event = %other, "NATS event"),
+                    }
+                }
+            });
+        let client = options.connect(url).await.map_err(|e| {
+            BrokerError::new(
+                BrokerErrorKind::Connection,
+                format!("cannot connect to NATS at {}", crate::redact::redact(url)),
+            )
+            .with_source(e)
+        })?;
+        tx.send_replace(client.connection_state() == async_nats::connection::State::Connected);
+        let jetstream = jetstream::new(client.clone());
+        Ok(NatsTransport {
+            shared: Arc::new(Shared {
+                client,
+                jetstream,
+                connected: rx,
+            }),
+        })
+    }
+}
+
+/// A JetStream publish, confirmed by its stream.
+pub(crate) async fn publish_confirmed(
+    shared: &Shared,
+    subject: String,
+    headers: async_nats::HeaderMap,
+    body: bytes::Bytes,
+) -> Result<(), BrokerError> {
+    if try_publish(shared, subject.clone(), headers, body).await? {
+        Ok(())
+    } else {
+        Err(BrokerError::new(
+            BrokerErrorKind::Publish,
+            format!("no queue holds subject {subject}: the message was not stored (declare the queue first)"),
+        ))
+    }
+}
+
+/// A JetStream publish, confirmed by its stream; `false` when no stream
+/// holds the subject.
+async fn try_publish(
+    shared: &Shared,
+    subject: String,
+    headers: async_nats::HeaderMap,
+    body: bytes::Bytes,
+) -> Result<bool, BrokerError> {
+    let failed = |e: &dyn std::fmt::Display| {
+        BrokerError::new(
+            BrokerErrorKind::Publish,
+            format!("publishing to {subject} failed: {e}"),
+        )
+    };
+    let ack = shared
+        .jetstream
+        .publish_with_headers(subject.clone(), headers, body)
+        .await
+        .map_err(|e| failed(&e))?;
+    match ack.await {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound => Ok(false),
+        Err(e) => Err(failed(&e)),
+    }
+}
+
+impl Transport for NatsTransport {
+    fn kind(&self) -> &'static str {
+        "nats"
+    }
+
+    fn declare(&self, spec: &QueueSpec) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let spec = spec.clone();
+        Box::pin(async move { topology::declare(&self.shared, &spec).await })
+    }
+
+    fn consume(
+        &self,
+        spec: &QueueSpec,
+        prefetch: usize,
+    ) -> BoxFuture<'_, Result<DeliveryStream, BrokerError>> {
+        let spec = spec.clone();
+        Box::pin(async move {
+            naming::check_queue(&spec.name)?;
+            if spec.persistent {
+                Ok(consumer::consume(self.shared.clone(), spec, prefetch))
+            } else {
+                service::consume(self.shared.clone(), spec, prefetch).await
+            }
+        })
+    }
+
+    fn publish(&self, queue: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let queue = queue.to_owned();
+        Box::pin(async move {
+            naming::check_queue(&queue)?;
+            let copy = message.header(crate::headers::names::REPLAYED_AT).is_some();
+            let headers = convert::headers(&message, copy);
+            let subject = naming::subject(&queue, message.priority.unwrap_or(0));
+            publish_confirmed(&self.shared, subject, headers, message.body).await
+        })
+    }
+
+    /// A reply to an inbox (`_INBOX.…`) is a core NATS message; a requester
+    /// that has gone is not an error. A reply to any other address goes to
+    /// the queue of that name if there is one (confirmed), else to the
+    /// address as a core subject.
+    fn reply(&self, address: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let address = address.to_owned();
+        Box::pin(async move {
+            let mut message = message;
+            message.reply_to = None;
+            let headers = convert::headers(&message, false);
+            if !address.starts_with("_INBOX.") && naming::check_queue(&address).is_ok() {
+                let subject = naming::subject(&address, message.priority.unwrap_or(0));
+                if try_publish(&self.shared, subject, headers.clone(), message.body.clone()).await? {
+                    return Ok(());
+                }
+            }
+            self.shared
+                .client
+                .publish_with_headers(address, headers, message.body)
+                .await
+                .map_err(|e| {
+                    BrokerError::new(BrokerErrorKind::Publish, "publishing the reply failed").with_source(e)
+                })
+        })
+    }
+
+    fn reply_inbox(&self) -> BoxFuture<'_, Result<ReplyInbox, BrokerError>> {
+        Box::pin(reply::open(self.shared.clone()))
+    }
+
+    fn fetch(&self, queue: &str, max: usize) -> BoxFuture<'_, Result<Vec<Delivery>, BrokerError>> {
+        let queue = queue.to_owned();
+        Box::pin(async move { fetch::fetch(&self.shared, &queue, max).await })
+    }
+
+    fn depth(&self, queue: &str) -> BoxFuture<'_, Result<u64, BrokerError>> {
+        let queue = queue.to_owned();
+        Box::pin(async move { topology::depth(&self.shared, &queue).await })
+    }
+
+    fn delete(&self, queue: &str) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let queue = queue.to_owned();
+        Box::pin(async move { topology::delete(&self.shared, &queue).await })
+    }
+
+    fn connected(&self) -> watch::Receiver<bool> {
+        self.shared.connected.clone()
+    }
+
+    fn flush(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.shared.client.flush()).await;
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.shared.client.drain()).await;
+        })
+    }
+}

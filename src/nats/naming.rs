@@ -1,0 +1,124 @@
+//! How wharf's queues map onto NATS subjects, streams and consumers.
+//!
+//! | what | name |
+//! |---|---|
+//! | subject of a message for queue `Q` with priority `P` (0–9) | `wharf.p<P>.<Q>` |
+//! | stream holding `Q` (subjects `wharf.p0.<Q>` … `wharf.p9.<Q>`) | `WHARF_<enc(Q)>` |
+//! | delay stream of `Q` (subject `wharf-delay.<Q>`) | `WHARFDELAY_<enc(Q)>` |
+//! | consumer of a route without priority | `wharf` |
+//! | consumer of lane `P` of a route with priority | `wharf-p<P>` |
+//! | consumer of the delay stream | `wharf-delay` |
+//!
+//! `enc` keeps ASCII letters, digits and `-` and writes every other byte as
+//! `_XX` (upper-case hex), so different queues never share a stream name:
+//! `orders.dlq` → `WHARF_orders_2Edlq`.
+
+use crate::error::{BrokerError, BrokerErrorKind};
+use crate::lanes::MAX_PRIORITY;
+
+/// The consumer of a queue without priority lanes.
+pub(crate) const CONSUMER: &str = "wharf";
+/// The consumer of a delay stream.
+pub(crate) const DELAY_CONSUMER: &str = "wharf-delay";
+
+/// Checks that `queue` can be a subject's tail: dot-separated, non-empty
+/// tokens of ASCII letters, digits, `_` and `-`.
+pub(crate) fn check_queue(queue: &str) -> Result<(), BrokerError> {
+    let valid = !queue.is_empty()
+        && queue.split('.').all(|token| {
+            !token.is_empty()
+                && token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(BrokerError::new(
+            BrokerErrorKind::Config,
+            format!(
+                "{queue:?} cannot be a NATS queue name: use dot-separated tokens of letters, digits, '_' and '-'"
+            ),
+        ))
+    }
+}
+
+/// The subject of lane `priority` of `queue`.
+pub(crate) fn subject(queue: &str, priority: u8) -> String {
+    format!("wharf.p{}.{queue}", usize::from(priority).min(MAX_PRIORITY))
+}
+
+/// Every lane's subject of `queue`, lowest priority first.
+pub(crate) fn subjects(queue: &str) -> Vec<String> {
+    (0..=MAX_PRIORITY as u8).map(|p| subject(queue, p)).collect()
+}
+
+/// A wildcard subject matching every lane of `queue` (core NATS services).
+pub(crate) fn any_lane(queue: &str) -> String {
+    format!("wharf.*.{queue}")
+}
+
+/// The priority lane of a subject `wharf.p<P>.<queue>`.
+pub(crate) fn lane_of(subject: &str) -> Option<u8> {
+    let lane = subject.strip_prefix("wharf.p")?.split('.').next()?;
+    let lane: u8 = lane.parse().ok()?;
+    (usize::from(lane) <= MAX_PRIORITY).then_some(lane)
+}
+
+/// The stream holding `queue`.
+pub(crate) fn stream(queue: &str) -> String {
+    format!("WHARF_{}", encode(queue))
+}
+
+/// The delay stream of `queue`.
+pub(crate) fn delay_stream(queue: &str) -> String {
+    format!("WHARFDELAY_{}", encode(queue))
+}
+
+/// The subject of `queue`'s delay stream.
+pub(crate) fn delay_subject(queue: &str) -> String {
+    format!("wharf-delay.{queue}")
+}
+
+/// The consumer of lane `priority`.
+pub(crate) fn lane_consumer(priority: u8) -> String {
+    format!("wharf-p{priority}")
+}
+
+fn encode(queue: &str) -> String {
+    let mut out = String::with_capacity(queue.len() + 8);
+    for b in queue.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("_{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_documented_scheme() {
+        assert_eq!(subject("orders", 7), "wharf.p7.orders");
+        assert_eq!(subject("orders", 42), "wharf.p9.orders");
+        assert_eq!(stream("orders.dlq"), "WHARF_orders_2Edlq");
+        assert_eq!(stream("a_b"), "WHARF_a_5Fb");
+        assert_ne!(stream("a.b"), stream("a_b"));
+        assert_eq!(delay_stream("orders"), "WHARFDELAY_orders");
+        assert_eq!(lane_of("wharf.p3.orders.eu"), Some(3));
+        assert_eq!(lane_of("wharf.x.orders"), None);
+        assert_eq!(subjects("q").len(), 10);
+    }
+
+    #[test]
+    fn queue_names_must_be_subject_tokens() {
+        assert!(check_queue("wharf-test.orders_v2").is_ok());
+        for bad in ["", "a..b", "a b", "a.*", "a.>", ".a", "ä"] {
+            assert!(check_queue(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

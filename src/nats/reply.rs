@@ -1,0 +1,130 @@
+//! The request client's reply address on NATS: a core subscription to
+//! `<inbox>.*`. Each request gets its own reply subject `<inbox>.<token>`
+//! (the token is its correlation id in hex), used both as the core NATS reply
+//! subject and as the `reply-to` header, so that whatever comes back can be
+//! matched: the handler's reply, JetStream's publish ack when a stream holds
+//! the queue (ignored unless it reports an error), or the server's "no
+//! responders" status when neither a stream nor a core service listens
+//! (turned into a clear error for that request).
+
+use super::{Shared, convert, naming};
+use crate::error::{BrokerError, BrokerErrorKind};
+use crate::headers::names;
+use crate::message::Message;
+use crate::transport::{BoxFuture, ReplyInbox, RequestSender};
+use async_nats::StatusCode;
+use futures_util::StreamExt;
+use std::sync::Arc;
+
+/// `wharf-status` of a reply the transport made up because the request
+/// could not be delivered; the client turns it into a broker error.
+pub(crate) const UNDELIVERABLE: &str = "undeliverable";
+
+/// Opens a reply address.
+pub(crate) async fn open(shared: Arc<Shared>) -> Result<ReplyInbox, BrokerError> {
+    let prefix = shared.client.new_inbox();
+    let subscription = shared
+        .client
+        .subscribe(format!("{prefix}.*"))
+        .await
+        .map_err(|e| {
+            BrokerError::new(BrokerErrorKind::Connection, "cannot open a reply subscription").with_source(e)
+        })?;
+    let replies = subscription.filter_map(|message| std::future::ready(to_reply(message)));
+    Ok(ReplyInbox {
+        address: prefix.clone(),
+        replies: Box::pin(replies),
+        requests: Box::new(Requests { shared, prefix }),
+    })
+}
+
+struct Requests {
+    shared: Arc<Shared>,
+    prefix: String,
+}
+
+impl RequestSender for Requests {
+    fn send(&self, queue: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let queue = queue.to_owned();
+        Box::pin(async move {
+            naming::check_queue(&queue)?;
+            let mut message = message;
+            let token = hex(message.correlation_id.as_deref().unwrap_or_default());
+            let reply = format!("{}.{token}", self.prefix);
+            message.reply_to = Some(reply.clone());
+            let headers = convert::headers(&message, false);
+            let subject = naming::subject(&queue, message.priority.unwrap_or(0));
+            self.shared
+                .client
+                .publish_with_reply_and_headers(subject, reply, headers, message.body)
+                .await
+                .map_err(|e| {
+                    BrokerError::new(BrokerErrorKind::Publish, "publishing the request failed").with_source(e)
+                })
+        })
+    }
+}
+
+/// What a message on the reply subscription means for its request.
+fn to_reply(message: async_nats::Message) -> Option<Message> {
+    let token = message.subject.rsplit('.').next().unwrap_or_default();
+    let correlation_id = unhex(token);
+    if message.status == Some(StatusCode::NO_RESPONDERS) {
+        return Some(undeliverable(
+            correlation_id?,
+            "no queue or service is listening for this request (declare the queue or start a worker)",
+        ));
+    }
+    let headers = message.headers.as_ref();
+    let is_reply = headers.is_some_and(|h| {
+        h.get_last(convert::CORRELATION_ID).is_some() || h.get_last(names::STATUS).is_some()
+    });
+    if is_reply {
+        let mut reply = convert::to_message(message.subject.as_str(), headers, message.payload, None);
+        reply.priority = None;
+        if reply.correlation_id.is_none() {
+            reply.correlation_id = correlation_id;
+        }
+        return Some(reply);
+    }
+    // JetStream's publish ack: {"stream": …, "seq": …} or {"error": …}.
+    let ack: serde_json::Value = serde_json::from_slice(&message.payload).ok()?;
+    let error = ack.get("error")?;
+    Some(undeliverable(
+        correlation_id?,
+        &format!("JetStream did not store the request: {error}"),
+    ))
+}
+
+fn undeliverable(correlation_id: String, why: &str) -> Message {
+    Message::new(why.to_owned())
+        .with_correlation_id(correlation_id)
+        .with_header(names::STATUS, UNDELIVERABLE)
+}
+
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(token: &str) -> Option<String> {
+    if !token.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_carry_the_correlation_id() {
+        let id = "1a2b-c3.d4";
+        assert_eq!(unhex(&hex(id)).as_deref(), Some(id));
+        assert_eq!(unhex("zz"), None);
+    }
+}

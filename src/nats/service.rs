@@ -1,0 +1,174 @@
+//! A route with `persistent(false)`: a core NATS service. It listens on
+//! every lane of its queue (`wharf.*.<queue>`) in the queue group `wharf`,
+//! so each request goes to one worker, with no stream in between. Nothing
+//! is stored: failed attempts and deferrals wait in the worker's memory, a
+//! stopping worker passes what it did not start back to the subject (another
+//! worker may take it), and dead letters go to the queue's dead-letter
+//! stream like any other.
+
+use super::naming::{self, any_lane};
+use super::{Shared, convert, publish_confirmed, topology};
+use crate::error::{BrokerError, BrokerErrorKind};
+use crate::headers::names;
+use crate::transport::{
+    Acker, BoxFuture, Delivery, DeliveryStream, QueueSpec, Settlement, dead_letter_queue, succeeded,
+};
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::task::Poll;
+use tokio::sync::mpsc;
+
+/// The queue group every worker of a service joins.
+const GROUP: &str = "wharf";
+
+/// Subscribes to `spec`'s subjects in the service's queue group.
+pub(crate) async fn consume(
+    shared: Arc<Shared>,
+    spec: QueueSpec,
+    _prefetch: usize,
+) -> Result<DeliveryStream, BrokerError> {
+    topology::declare(&shared, &spec).await?;
+    let mut subscription = shared
+        .client
+        .queue_subscribe(any_lane(&spec.name), GROUP.to_owned())
+        .await
+        .map_err(|e| {
+            BrokerError::new(BrokerErrorKind::Consume, "cannot subscribe the service").with_source(e)
+        })?;
+    let (again, mut retries) = mpsc::unbounded_channel::<Delivery>();
+    let queue: Arc<str> = spec.name.as_str().into();
+    let stream = futures_util::stream::poll_fn(move |cx| {
+        if let Poll::Ready(Some(delivery)) = retries.poll_recv(cx) {
+            return Poll::Ready(Some(delivery));
+        }
+        match subscription.poll_next_unpin(cx) {
+            Poll::Ready(Some(raw)) => {
+                let attempts: u32 = raw
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get_last(names::ATTEMPT))
+                    .and_then(|v| v.as_str().trim().parse().ok())
+                    .unwrap_or(0);
+                let acker = ServiceAcker {
+                    shared: shared.clone(),
+                    queue: queue.clone(),
+                    again: again.clone(),
+                    raw: Arc::new(raw),
+                    count: attempts.saturating_add(1),
+                    settled: false,
+                };
+                Poll::Ready(Some(acker.delivery()))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    });
+    Ok(Box::pin(stream))
+}
+
+struct ServiceAcker {
+    shared: Arc<Shared>,
+    queue: Arc<str>,
+    again: mpsc::UnboundedSender<Delivery>,
+    raw: Arc<async_nats::Message>,
+    count: u32,
+    settled: bool,
+}
+
+impl ServiceAcker {
+    fn delivery(self) -> Delivery {
+        let raw = &self.raw;
+        let message = convert::to_message(
+            raw.subject.as_str(),
+            raw.headers.as_ref(),
+            raw.payload.clone(),
+            raw.reply.as_ref().map(|r| r.as_str()),
+        );
+        Delivery::new(Arc::new(message), self.count, Box::new(self))
+    }
+
+    /// The same message again in this worker, after `delay`, as delivery
+    /// number `count`.
+    fn again(&self, delay: std::time::Duration, count: u32) {
+        let acker = ServiceAcker {
+            shared: self.shared.clone(),
+            queue: self.queue.clone(),
+            again: self.again.clone(),
+            raw: self.raw.clone(),
+            count,
+            settled: false,
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let sender = acker.again.clone();
+            if let Err(mpsc::error::SendError(delivery)) = sender.send(acker.delivery()) {
+                // The route stopped meanwhile: pass it on to another worker.
+                delivery.settle(Settlement::Return).await.ok();
+            }
+        });
+    }
+
+    /// Back on the subject for any worker of the group (attempts so far in
+    /// `wharf-attempt`).
+    async fn pass_on(&self, attempts: u32) -> Result<(), BrokerError> {
+        let headers = convert::copy_headers(
+            self.raw.headers.as_ref(),
+            &[(names::ATTEMPT, attempts.to_string())],
+        );
+        let failed =
+            |e| BrokerError::new(BrokerErrorKind::Publish, "passing the request on failed").with_source(e);
+        match &self.raw.reply {
+            Some(reply) => self
+                .shared
+                .client
+                .publish_with_reply_and_headers(
+                    self.raw.subject.clone(),
+                    reply.clone(),
+                    headers,
+                    self.raw.payload.clone(),
+                )
+                .await
+                .map_err(failed),
+            None => self
+                .shared
+                .client
+                .publish_with_headers(self.raw.subject.clone(), headers, self.raw.payload.clone())
+                .await
+                .map_err(failed),
+        }
+    }
+}
+
+impl Acker for ServiceAcker {
+    fn settle(mut self: Box<Self>, settlement: Settlement) -> BoxFuture<'static, Result<(), BrokerError>> {
+        self.settled = true;
+        match settlement {
+            Settlement::Ack => succeeded(),
+            Settlement::Retry { delay } => {
+                self.again(delay, self.count.saturating_add(1));
+                succeeded()
+            }
+            Settlement::Defer { delay } => {
+                self.again(delay, self.count);
+                succeeded()
+            }
+            Settlement::DeadLetter { message } => Box::pin(async move {
+                let changes = convert::wharf_headers(&message);
+                let headers = convert::copy_headers(self.raw.headers.as_ref(), &changes);
+                let lane = naming::lane_of(self.raw.subject.as_str()).unwrap_or(0);
+                let subject = naming::subject(&dead_letter_queue(&self.queue), lane);
+                publish_confirmed(&self.shared, subject, headers, self.raw.payload.clone()).await
+            }),
+            Settlement::Return => Box::pin(async move { self.pass_on(self.count.saturating_sub(1)).await }),
+        }
+    }
+}
+
+impl Drop for ServiceAcker {
+    fn drop(&mut self) {
+        if !self.settled && tokio::runtime::Handle::try_current().is_ok() {
+            // Counts as a delivery, like a broker's redelivery.
+            self.again(std::time::Duration::ZERO, self.count.saturating_add(1));
+        }
+    }
+}
