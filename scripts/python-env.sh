@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The Python environment of the interop tests: a virtualenv in .venv at the
 # repository root with tests/interop/requirements.txt installed (pika,
-# msgpack). Idempotent: when .venv already holds exactly those requirements
-# it returns at once.
+# msgpack, nats-py). Idempotent: when .venv already holds exactly those
+# requirements it returns at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,12 +25,12 @@ fi
 
 want=$(sha256sum "$requirements" | cut -d' ' -f1)
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] \
-    && "$venv/bin/python" -c 'import pika, msgpack' 2>/dev/null; then
+    && "$venv/bin/python" -c 'import pika, msgpack, nats' 2>/dev/null; then
     echo "python-env: $venv up to date ($requirements)"
     exit 0
 fi
 
 echo "python-env: installing $requirements into $venv"
 "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
-"$venv/bin/python" -c 'import pika, msgpack; print("python-env: pika", pika.__version__, "msgpack", msgpack.version)'
+"$venv/bin/python" -c 'import importlib.metadata, pika, msgpack, nats; print("python-env: pika", pika.__version__, "msgpack", msgpack.version, "nats-py", importlib.metadata.version("nats-py"))'
 echo "$want" >"$stamp"
