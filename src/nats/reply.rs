@@ -48,6 +48,14 @@ impl RequestSender for Requests {
         let queue = queue.to_owned();
         Box::pin(async move {
             naming::check_queue(&queue)?;
+            // A core publish while disconnected would wait in the client's
+            // buffer and the caller would only learn of it at its timeout.
+            if !*self.shared.connected.borrow() {
+                return Err(BrokerError::new(
+                    BrokerErrorKind::Connection,
+                    "not connected to NATS (reconnecting): the request was not sent",
+                ));
+            }
             let mut message = message;
             let token = hex(message.correlation_id.as_deref().unwrap_or_default());
             let reply = format!("{}.{token}", self.prefix);
