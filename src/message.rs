@@ -132,4 +132,14 @@ impl Message {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name)
     }
+
+    /// The headers wharf itself wrote (`wharf-*`), as name/value pairs: what
+    /// a transport adds to the received message to make a dead letter.
+    pub(crate) fn wharf_headers(&self) -> Vec<(&str, String)> {
+        self.headers
+            .iter()
+            .filter(|(name, _)| name.starts_with("wharf-"))
+            .map(|(name, value)| (name, value.to_owned()))
+            .collect()
+    }
 }

@@ -106,7 +106,7 @@ impl Acker for AmqpAcker {
                         .await
                 }
                 Settlement::DeadLetter { message } => {
-                    let set = convert::wharf_headers(&message);
+                    let set = message.wharf_headers();
                     self.copy_then_ack(Destination::DeadLetters, &set).await
                 }
                 Settlement::Return => {

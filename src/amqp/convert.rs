@@ -155,16 +155,6 @@ pub(crate) fn copy_with(original: &BasicProperties, set: &[(&str, String)]) -> B
         .with_delivery_mode(PERSISTENT)
 }
 
-/// The `wharf-*` headers of a message, for adding to a copy.
-pub(crate) fn wharf_headers(message: &Message) -> Vec<(&str, String)> {
-    message
-        .headers
-        .iter()
-        .filter(|(name, _)| name.starts_with("wharf-"))
-        .map(|(name, value)| (name, value.to_owned()))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -115,7 +115,7 @@ impl Acker for NatsAcker {
                         .await
                 }
                 Settlement::DeadLetter { message } => {
-                    let changes = convert::wharf_headers(&message);
+                    let changes = message.wharf_headers();
                     let subject = naming::subject(&dead_letter_queue(&self.queue), self.lane());
                     self.copy_then_ack(subject, &changes).await
                 }

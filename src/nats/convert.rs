@@ -159,16 +159,6 @@ pub(crate) fn unique_id() -> String {
     format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-/// The wharf headers of a dead letter, to add to the received ones.
-pub(crate) fn wharf_headers(message: &Message) -> Vec<(&str, String)> {
-    message
-        .headers
-        .iter()
-        .filter(|(name, _)| name.starts_with("wharf-"))
-        .map(|(name, value)| (name, value.to_owned()))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

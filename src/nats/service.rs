@@ -153,7 +153,7 @@ impl Acker for ServiceAcker {
                 succeeded()
             }
             Settlement::DeadLetter { message } => Box::pin(async move {
-                let changes = convert::wharf_headers(&message);
+                let changes = message.wharf_headers();
                 let headers = convert::copy_headers(self.raw.headers.as_ref(), &changes);
                 let lane = naming::lane_of(self.raw.subject.as_str()).unwrap_or(0);
                 let subject = naming::subject(&dead_letter_queue(&self.queue), lane);
