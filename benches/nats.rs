@@ -51,9 +51,10 @@
 //! side (rr), of the whole process (kernel share apart), and of nats-server;
 //! context switches per message (process, `getrusage`).
 //!
-//! Every scenario runs `WHARF_BENCH_RUNS` (5) times, interleaved, after one
-//! smaller unmeasured round, and the table shows medians (min–max for
-//! throughput and p50), then the ratios the project aims for: wharf consume
+//! Every scenario runs `WHARF_BENCH_RUNS` (5) times, interleaved (each round
+//! starting one scenario later), after one smaller unmeasured round, and the
+//! table shows medians (min–max for throughput and p50), then the ratios
+//! the project aims for: wharf consume
 //! ≥ 0.9× raw, wharf → wharf request/reply p50 ≤ 1.1× raw → raw, and with
 //! 64 in flight ≥ 0.9× raw throughput. It is a report and never fails
 //! because of a goal; it panics if a message is lost, handled twice,
@@ -839,23 +840,54 @@ impl Bench {
     /// the bench's own and whatever wharf made for its queues.
     fn delete_all(&self) {
         let marker = enc(&self.queue_prefix());
+        self.delete_streams(|name| name.contains(&marker));
+    }
+
+    /// Deletes the streams earlier bench processes that are gone left
+    /// behind (a run that panicked while NATS was away, or was killed).
+    fn sweep_leftovers(&self) {
+        let bench_queues = enc("wharf-test.bench.");
+        let separator = enc(".");
+        self.delete_streams(|name| {
+            let Some((_, rest)) = name.split_once(&bench_queues) else {
+                return false;
+            };
+            let pid = rest.split(&separator).next().unwrap_or_default();
+            u32::from_str_radix(pid, 16)
+                .is_ok_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        });
+    }
+
+    /// Deletes the streams whose name `doomed` selects; tries for 10 s
+    /// while NATS does not answer (a server restarting).
+    fn delete_streams(&self, doomed: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
         self.control.runtime.block_on(async {
-            let mut names = self.control.js.stream_names();
-            let mut doomed = Vec::new();
-            while let Some(name) = names.next().await {
-                match name {
-                    Ok(name) if name.contains(&marker) => doomed.push(name),
-                    Ok(_) => {}
-                    Err(e) => {
-                        eprintln!("could not list streams: {e}");
-                        break;
+            loop {
+                let mut failed = None;
+                let mut names = self.control.js.stream_names();
+                let mut selected = Vec::new();
+                while let Some(name) = names.next().await {
+                    match name {
+                        Ok(name) if doomed(&name) => selected.push(name),
+                        Ok(_) => {}
+                        Err(e) => {
+                            failed = Some(format!("could not list streams: {e}"));
+                            break;
+                        }
                     }
                 }
-            }
-            for name in doomed {
-                if let Err(e) = self.control.js.delete_stream(&name).await {
-                    eprintln!("could not delete stream {name}: {e}");
+                for name in selected {
+                    if let Err(e) = self.control.js.delete_stream(&name).await {
+                        failed = Some(format!("could not delete stream {name}: {e}"));
+                    }
                 }
+                let Some(error) = failed else { return };
+                if Instant::now() >= deadline {
+                    eprintln!("{error}");
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
     }
@@ -1371,7 +1403,12 @@ impl Caller {
         let deadline = Instant::now() + RESPONDER_DEADLINE;
         loop {
             match self.call(0).await {
-                Err(e) if e.to_ascii_lowercase().contains("no responders") && Instant::now() < deadline => {
+                // async-nats' error, or wharf's ("not delivered: no queue
+                // or service is listening").
+                Err(e)
+                    if (e.contains("no responders") || e.contains("not delivered"))
+                        && Instant::now() < deadline =>
+                {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 other => return other,
@@ -1731,6 +1768,7 @@ fn main() {
             return;
         }
     };
+    bench.sweep_leftovers();
     Recorder::install(bench.config.messages.max(bench.config.warm_up_sizes().messages));
     let config = &bench.config;
     eprintln!(
@@ -1753,9 +1791,15 @@ fn main() {
         }
         let mut results: Vec<(Scenario, Vec<Measured>)> =
             scenarios.iter().map(|s| (*s, Vec::new())).collect();
-        // Runs interleaved, so the machine's drift spreads over every scenario.
+        // Runs interleaved, so the machine's drift spreads over every
+        // scenario, and each round starts one scenario later than the one
+        // before, so that no scenario always follows the same one (a
+        // request/reply run right after the consume runs, or after the
+        // round's streams are deleted, is slower).
+        let scenario_count = results.len();
         for round in 0..config.runs {
-            for (scenario, runs) in results.iter_mut() {
+            for step in 0..scenario_count {
+                let (scenario, runs) = &mut results[(round + step) % scenario_count];
                 let measured = bench.run(*scenario, config.sizes());
                 let latency = if measured.latencies.is_empty() {
                     format!("  start {:>5.1} ms", measured.startup_ms())
