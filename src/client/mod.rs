@@ -1,27 +1,25 @@
 //! Publishing and request/reply from outside a handler (a web back end, a
 //! script, a test).
 
+mod inbox;
+
+use inbox::Inbox;
+
 use crate::codec::{Codec, CodecError};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::headers::names;
 use crate::message::Message;
 use crate::pipeline::ErrorBody;
-use crate::transport::{RequestSender, Transport};
-use futures_util::StreamExt;
+use crate::transport::Transport;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::oneshot;
-use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// Default time a request waits for its reply.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Message>>>>;
 
 /// Publishes messages and makes requests. Cheap to clone; all clones share
 /// one reply address, so any number of requests can be in flight at once.
@@ -46,47 +44,12 @@ pub struct Client {
 struct Inner {
     transport: Arc<dyn Transport>,
     timeout: Duration,
-    inbox: tokio::sync::Mutex<Option<Arc<Inbox>>>,
+    /// The reply address in use, if one is open.
+    inbox: Mutex<Option<Arc<Inbox>>>,
+    /// Held while a reply address is being opened, so only one is.
+    opening: tokio::sync::Mutex<()>,
     id_prefix: String,
     next_id: AtomicU64,
-}
-
-/// One reply address and the requests waiting for replies on it.
-struct Inbox {
-    address: String,
-    requests: Box<dyn RequestSender>,
-    pending: Pending,
-    /// Cleared by the dispatcher task's guard however that task ends (its
-    /// stream closed, or its runtime went away).
-    alive: Arc<AtomicBool>,
-    _dispatcher: DropGuard,
-}
-
-/// Held by an inbox's dispatcher task: when the task ends, for any reason,
-/// the inbox is dead and its waiting requests learn it at once.
-struct DispatcherAlive {
-    alive: Arc<AtomicBool>,
-    pending: Pending,
-}
-
-impl Drop for DispatcherAlive {
-    fn drop(&mut self) {
-        self.alive.store(false, Ordering::Release);
-        lock(&self.pending).clear();
-    }
-}
-
-/// Removes a request's waiter however the request ends — reply, timeout,
-/// error, or the caller dropping the request future.
-struct Waiting<'a> {
-    pending: &'a Pending,
-    id: &'a str,
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        lock(self.pending).remove(self.id);
-    }
 }
 
 impl Client {
@@ -99,7 +62,8 @@ impl Client {
             inner: Arc::new(Inner {
                 transport,
                 timeout: DEFAULT_REQUEST_TIMEOUT,
-                inbox: tokio::sync::Mutex::new(None),
+                inbox: Mutex::new(None),
+                opening: tokio::sync::Mutex::new(()),
                 id_prefix: format!("{:x}-{:x}", std::process::id(), nanos),
                 next_id: AtomicU64::new(1),
             }),
@@ -112,7 +76,8 @@ impl Client {
             inner: Arc::new(Inner {
                 transport: self.inner.transport.clone(),
                 timeout,
-                inbox: tokio::sync::Mutex::new(None),
+                inbox: Mutex::new(None),
+                opening: tokio::sync::Mutex::new(()),
                 id_prefix: format!("{}-t", self.inner.id_prefix),
                 next_id: AtomicU64::new(1),
             }),
@@ -178,17 +143,12 @@ impl Client {
         if message.message_id.is_none() {
             message.message_id = Some(id.clone());
         }
-        let (sender, receiver) = oneshot::channel();
-        lock(&inbox.pending).insert(id.clone(), sender);
-        let _waiting = Waiting {
-            pending: &inbox.pending,
-            id: &id,
-        };
+        let wait = inbox.wait(&id);
         if let Err(error) = inbox.requests.send(queue, message).await {
             return Err(RequestError::Broker(error));
         }
-        match tokio::time::timeout(timeout, receiver).await {
-            Ok(Ok(reply)) => match reply.header(names::STATUS) {
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Some(reply)) => match reply.header(names::STATUS) {
                 Some("error") => Err(RequestError::Remote(remote_error(&reply))),
                 // Made up by a transport that learnt the request could not be
                 // delivered (NATS: no stream and no service for the subject).
@@ -201,7 +161,7 @@ impl Client {
                 ))),
                 _ => Ok(reply),
             },
-            Ok(Err(_)) => Err(RequestError::Broker(BrokerError::new(
+            Ok(None) => Err(RequestError::Broker(BrokerError::new(
                 BrokerErrorKind::Connection,
                 "the reply address was closed before the reply arrived",
             ))),
@@ -215,55 +175,22 @@ impl Client {
     /// The shared reply address, opened on first use and again after the
     /// broker closed it.
     async fn inbox(&self) -> Result<Arc<Inbox>, BrokerError> {
-        let mut slot = self.inner.inbox.lock().await;
-        if let Some(inbox) = slot.as_ref().filter(|i| i.alive.load(Ordering::Acquire)) {
-            return Ok(inbox.clone());
+        if let Some(inbox) = self.open_inbox() {
+            return Ok(inbox);
         }
-        let opened = self.inner.transport.reply_inbox().await?;
-        let cancel = CancellationToken::new();
-        let pending = Pending::default();
-        let alive = Arc::new(AtomicBool::new(true));
-        let guard = DispatcherAlive {
-            alive: alive.clone(),
-            pending: pending.clone(),
-        };
-        let mut replies = opened.replies;
-        let stop = cancel.clone();
-        tokio::spawn(async move {
-            let guard = guard;
-            loop {
-                let reply = tokio::select! {
-                    () = stop.cancelled() => break,
-                    reply = replies.next() => reply,
-                };
-                let Some(reply) = reply else { break };
-                let waiter = reply
-                    .correlation_id
-                    .as_deref()
-                    .and_then(|id| lock(&guard.pending).remove(id));
-                match waiter {
-                    Some(waiter) => drop(waiter.send(reply)),
-                    None => tracing::debug!(
-                        correlation_id = reply.correlation_id.as_deref(),
-                        "reply for no waiting request (timed out?); dropped"
-                    ),
-                }
-            }
-        });
-        let inbox = Arc::new(Inbox {
-            address: opened.address,
-            requests: opened.requests,
-            pending,
-            alive,
-            _dispatcher: cancel.drop_guard(),
-        });
-        *slot = Some(inbox.clone());
+        let _opening = self.inner.opening.lock().await;
+        if let Some(inbox) = self.open_inbox() {
+            return Ok(inbox);
+        }
+        let inbox = Arc::new(Inbox::new(self.inner.transport.reply_inbox().await?));
+        *self.inner.inbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(inbox.clone());
         Ok(inbox)
     }
-}
 
-fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Message>>> {
-    pending.lock().unwrap_or_else(|p| p.into_inner())
+    fn open_inbox(&self) -> Option<Arc<Inbox>> {
+        let slot = self.inner.inbox.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref().filter(|inbox| inbox.is_open()).cloned()
+    }
 }
 
 fn codec_of(message: &Message) -> Result<Codec, CodecError> {
@@ -376,7 +303,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(error, RequestError::Timeout { .. }), "{error}");
         let inbox = client.inbox().await.unwrap();
-        assert!(lock(&inbox.pending).is_empty(), "the timed-out waiter is removed");
+        assert_eq!(inbox.waiting(), 0, "the timed-out waiter is removed");
     }
 }
 
@@ -397,7 +324,7 @@ mod lifetime_tests {
             .await;
         }
         let inbox = client.inbox().await.unwrap();
-        assert!(lock(&inbox.pending).is_empty());
+        assert_eq!(inbox.waiting(), 0);
     }
 
     /// Answers one request on `queue` by hand: take it, reply to its address.

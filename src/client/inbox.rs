@@ -1,0 +1,199 @@
+//! The client's shared reply address, read without a task of its own.
+//!
+//! Every request in flight waits on a [`Wait`]. Whichever of them is polled
+//! reads the transport's reply stream and hands each reply to the request
+//! it belongs to (waking it), so a reply reaches its requester straight from
+//! the broker client's connection task, as the raw clients' own
+//! request/reply does; a dispatcher task in between cost one more thread
+//! wake-up per request.
+//!
+//! The reply stream remembers only the waker of the last poll that found it
+//! empty (the *reader*). When the reader's request ends — reply, timeout,
+//! or dropped — it wakes another waiting request, which reads on in its
+//! place; a request that takes its own reply off the stream does the same.
+
+use crate::message::Message;
+use crate::transport::{ReplyInbox, RequestSender};
+use futures_util::Stream;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::task::{Context, Poll, Waker};
+
+type Replies = Pin<Box<dyn Stream<Item = Message> + Send>>;
+
+/// One reply address and the requests waiting for replies on it.
+pub(super) struct Inbox {
+    /// Put in each request's `reply_to`.
+    pub(super) address: String,
+    /// Publishes the requests.
+    pub(super) requests: Box<dyn RequestSender>,
+    state: Mutex<State>,
+    /// `None` once the stream has ended.
+    replies: Mutex<Option<Replies>>,
+    next_ticket: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    /// Requests in flight by correlation id.
+    waiting: HashMap<String, Slot>,
+    /// The request whose waker the reply stream holds; `None` when no
+    /// waiting request is known to hold it.
+    reader: Option<u64>,
+    /// The reply stream ended (the connection or its channel went away).
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Slot {
+    reply: Option<Message>,
+    waker: Option<Waker>,
+}
+
+impl State {
+    /// Wakes one waiting request other than `id`'s, to read the stream.
+    fn hand_over(&mut self, id: &str) {
+        self.reader = None;
+        let next = self
+            .waiting
+            .iter_mut()
+            .filter(|(waiting, _)| waiting.as_str() != id)
+            .find_map(|(_, slot)| slot.waker.take());
+        if let Some(waker) = next {
+            waker.wake();
+        }
+    }
+}
+
+impl Inbox {
+    pub(super) fn new(opened: ReplyInbox) -> Self {
+        Inbox {
+            address: opened.address,
+            requests: opened.requests,
+            state: Mutex::default(),
+            replies: Mutex::new(Some(opened.replies)),
+            next_ticket: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether replies can still arrive here.
+    pub(super) fn is_open(&self) -> bool {
+        !self.state().closed
+    }
+
+    /// Waits for the reply with correlation id `id`; register it before the
+    /// request is sent, so a fast reply finds its place.
+    pub(super) fn wait<'a>(&'a self, id: &'a str) -> Wait<'a> {
+        self.state().waiting.insert(id.to_owned(), Slot::default());
+        Wait {
+            inbox: self,
+            id,
+            ticket: self.next_ticket.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Requests waiting (tests).
+    #[cfg(test)]
+    pub(super) fn waiting(&self) -> usize {
+        self.state().waiting.len()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A request's wait for its reply: `None` if the reply address closed first.
+pub(super) struct Wait<'a> {
+    inbox: &'a Inbox,
+    id: &'a str,
+    ticket: u64,
+}
+
+impl Future for Wait<'_> {
+    type Output = Option<Message>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        let this = self.get_mut();
+        {
+            let mut state = this.inbox.state();
+            let closed = state.closed;
+            let Some(slot) = state.waiting.get_mut(this.id) else {
+                return Poll::Ready(None);
+            };
+            if let Some(reply) = slot.reply.take() {
+                return Poll::Ready(Some(reply));
+            }
+            if closed {
+                return Poll::Ready(None);
+            }
+            if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                slot.waker = Some(cx.waker().clone());
+            }
+        }
+        // Another request is reading right now: it hands us our reply.
+        let mut replies = match this.inbox.replies.try_lock() {
+            Ok(replies) => replies,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return Poll::Pending,
+        };
+        loop {
+            let Some(stream) = replies.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match stream.as_mut().poll_next(cx) {
+                Poll::Ready(Some(reply)) => {
+                    let mut state = this.inbox.state();
+                    state.reader = None;
+                    match reply.correlation_id.as_deref() {
+                        Some(id) if id == this.id => {
+                            state.hand_over(this.id);
+                            return Poll::Ready(Some(reply));
+                        }
+                        Some(id) => match state.waiting.get_mut(id) {
+                            Some(slot) => {
+                                slot.reply = Some(reply);
+                                if let Some(waker) = slot.waker.take() {
+                                    waker.wake();
+                                }
+                            }
+                            None => tracing::debug!(
+                                correlation_id = id,
+                                "reply for no waiting request (timed out?); dropped"
+                            ),
+                        },
+                        None => tracing::debug!("reply without a correlation id; dropped"),
+                    }
+                }
+                Poll::Ready(None) => {
+                    *replies = None;
+                    let mut state = this.inbox.state();
+                    state.closed = true;
+                    for slot in state.waiting.values_mut() {
+                        if let Some(waker) = slot.waker.take() {
+                            waker.wake();
+                        }
+                    }
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => {
+                    this.inbox.state().reader = Some(this.ticket);
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        let mut state = self.inbox.state();
+        state.waiting.remove(self.id);
+        if state.reader == Some(self.ticket) {
+            state.hand_over(self.id);
+        }
+    }
+}
