@@ -82,30 +82,38 @@ pub(crate) fn to_message(
 /// The headers of `message` as wharf publishes it. `copy` gives the copy a
 /// fresh `Nats-Msg-Id` and keeps the original id in `wharf-message-id`.
 pub(crate) fn headers(message: &Message, copy: bool) -> HeaderMap {
+    // wharf's own names, parsed once (a message's other headers are
+    // checked as they come).
+    const CONTENT_TYPE_NAME: HeaderName = HeaderName::from_static(CONTENT_TYPE);
+    const MSG_ID_NAME: HeaderName = HeaderName::from_static(MSG_ID);
+    const ORIGINAL_ID_NAME: HeaderName = HeaderName::from_static(ORIGINAL_ID);
+    const CORRELATION_ID_NAME: HeaderName = HeaderName::from_static(CORRELATION_ID);
+    const PRIORITY_NAME: HeaderName = HeaderName::from_static(PRIORITY);
+    const REPLY_TO_NAME: HeaderName = HeaderName::from_static(REPLY_TO);
     let mut headers = HeaderMap::new();
     if let Some(content_type) = &message.content_type {
-        set(&mut headers, CONTENT_TYPE, content_type);
+        put(&mut headers, CONTENT_TYPE_NAME, content_type);
     }
     match (&message.message_id, copy) {
-        (Some(id), false) => set(&mut headers, MSG_ID, id),
+        (Some(id), false) => put(&mut headers, MSG_ID_NAME, id),
         (Some(id), true) => {
-            set(&mut headers, ORIGINAL_ID, id);
-            set(&mut headers, MSG_ID, &unique_id());
+            put(&mut headers, ORIGINAL_ID_NAME, id);
+            put(&mut headers, MSG_ID_NAME, &unique_id());
         }
-        (None, true) => set(&mut headers, MSG_ID, &unique_id()),
+        (None, true) => put(&mut headers, MSG_ID_NAME, &unique_id()),
         (None, false) => {}
     }
     if let Some(correlation_id) = &message.correlation_id {
-        set(&mut headers, CORRELATION_ID, correlation_id);
+        put(&mut headers, CORRELATION_ID_NAME, correlation_id);
     }
     if let Some(priority) = message
         .priority
         .filter(|p| usize::from(*p) > crate::lanes::MAX_PRIORITY)
     {
-        set(&mut headers, PRIORITY, &priority.to_string());
+        put(&mut headers, PRIORITY_NAME, &priority.to_string());
     }
     if let Some(reply_to) = &message.reply_to {
-        set(&mut headers, REPLY_TO, reply_to);
+        put(&mut headers, REPLY_TO_NAME, reply_to);
     }
     for (name, value) in message.headers.iter() {
         set(&mut headers, name, value);
@@ -138,6 +146,11 @@ pub(crate) fn set(headers: &mut HeaderMap, name: &str, value: &str) {
         tracing::debug!(header = name, "header name not valid on NATS; left out");
         return;
     };
+    put(headers, name, value);
+}
+
+/// Sets a header by a name known to be valid.
+fn put(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if value.contains(['\r', '\n']) {
         headers.insert(name, value.replace(['\r', '\n'], " ").as_str());
     } else {

@@ -1,6 +1,7 @@
 //! The request client's reply address on NATS: a core subscription to
 //! `<inbox>.*`. Each request gets its own reply subject `<inbox>.<token>`
-//! (the token is its correlation id in hex), used both as the core NATS reply
+//! (the token is its correlation id when that is a plain `[A-Za-z0-9_-]`
+//! token, else `_x` and the id in hex), used both as the core NATS reply
 //! subject and as the `reply-to` header, so that whatever comes back can be
 //! matched: the handler's reply, JetStream's publish ack when a stream holds
 //! the queue (ignored unless it reports an error), or the server's "no
@@ -57,7 +58,7 @@ impl RequestSender for Requests {
                 ));
             }
             let mut message = message;
-            let token = hex(message.correlation_id.as_deref().unwrap_or_default());
+            let token = token(message.correlation_id.as_deref().unwrap_or_default());
             let reply = format!("{}.{token}", self.prefix);
             message.reply_to = Some(reply.clone());
             let headers = convert::headers(&message, false);
@@ -75,11 +76,10 @@ impl RequestSender for Requests {
 
 /// What a message on the reply subscription means for its request.
 fn to_reply(message: async_nats::Message) -> Option<Message> {
-    let token = message.subject.rsplit('.').next().unwrap_or_default();
-    let correlation_id = unhex(token);
+    let correlation_id = || correlation_id(message.subject.rsplit('.').next().unwrap_or_default());
     if message.status == Some(StatusCode::NO_RESPONDERS) {
         return Some(undeliverable(
-            correlation_id?,
+            correlation_id()?,
             "no queue or service is listening for this request (declare the queue or start a worker)",
         ));
     }
@@ -91,7 +91,7 @@ fn to_reply(message: async_nats::Message) -> Option<Message> {
         let mut reply = convert::to_message(message.subject.as_str(), headers, message.payload, None);
         reply.priority = None;
         if reply.correlation_id.is_none() {
-            reply.correlation_id = correlation_id;
+            reply.correlation_id = correlation_id();
         }
         return Some(reply);
     }
@@ -99,7 +99,7 @@ fn to_reply(message: async_nats::Message) -> Option<Message> {
     let ack: serde_json::Value = serde_json::from_slice(&message.payload).ok()?;
     let error = ack.get("error")?;
     Some(undeliverable(
-        correlation_id?,
+        correlation_id()?,
         &format!("JetStream did not store the request: {error}"),
     ))
 }
@@ -110,17 +110,41 @@ fn undeliverable(correlation_id: String, why: &str) -> Message {
         .with_header(names::STATUS, UNDELIVERABLE)
 }
 
-fn hex(text: &str) -> String {
-    text.bytes().map(|b| format!("{b:02x}")).collect()
+/// Marks a token that carries its correlation id hex-encoded.
+const HEX_TOKEN: &str = "_x";
+
+/// The last token of a request's reply subject: its correlation id as it
+/// is when that is a plain token (wharf's client's ids are), else hex.
+fn token(correlation_id: &str) -> std::borrow::Cow<'_, str> {
+    let plain = !correlation_id.is_empty()
+        && !correlation_id.starts_with('_')
+        && correlation_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if plain {
+        return correlation_id.into();
+    }
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut token = String::with_capacity(HEX_TOKEN.len() + 2 * correlation_id.len());
+    token.push_str(HEX_TOKEN);
+    for b in correlation_id.bytes() {
+        token.push(char::from(DIGITS[usize::from(b >> 4)]));
+        token.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    token.into()
 }
 
-fn unhex(token: &str) -> Option<String> {
-    if !token.len().is_multiple_of(2) {
+/// The correlation id a reply subject's last token stands for.
+fn correlation_id(token: &str) -> Option<String> {
+    let Some(hex) = token.strip_prefix(HEX_TOKEN) else {
+        return (!token.is_empty()).then(|| token.to_owned());
+    };
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
-    let bytes: Option<Vec<u8>> = (0..token.len())
+    let bytes: Option<Vec<u8>> = (0..hex.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
         .collect();
     String::from_utf8(bytes?).ok()
 }
@@ -131,8 +155,25 @@ mod tests {
 
     #[test]
     fn tokens_carry_the_correlation_id() {
-        let id = "1a2b-c3.d4";
-        assert_eq!(unhex(&hex(id)).as_deref(), Some(id));
-        assert_eq!(unhex("zz"), None);
+        for id in [
+            "1a2b-c3.d4",
+            "2f29-18ea3938e9d3cce7-1",
+            "_x41",
+            "x y",
+            "ünï",
+            "a>b*",
+        ] {
+            let token = token(id);
+            assert!(
+                token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "{token}"
+            );
+            assert_eq!(correlation_id(&token).as_deref(), Some(id));
+        }
+        assert_eq!(token("2f29-1").as_ref(), "2f29-1", "a plain id is its own token");
+        assert_eq!(correlation_id("_xzz"), None);
+        assert_eq!(correlation_id(""), None);
     }
 }
