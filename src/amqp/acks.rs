@@ -2,11 +2,13 @@
 //!
 //! Awaiting one `basic.ack` per message costs far more than handling a small
 //! message. So acks on a consumer channel are coalesced: an ack is recorded
-//! here, and a flusher sends `basic.ack` with `multiple = true` for the
-//! highest delivery tag below which *every* delivery on the channel is
-//! settled — never one that would also ack a message still being handled.
-//! It flushes after [`FLUSH_BATCH`] acks or [`FLUSH_INTERVAL`], whichever
-//! comes first. Acks stuck behind a long-running handler (tags above an
+//! here, and `basic.ack` with `multiple = true` goes out for the highest
+//! delivery tag below which *every* delivery on the channel is settled —
+//! never one that would also ack a message still being handled. The ack
+//! that completes a batch of [`FLUSH_BATCH`] sends it at once (queued for
+//! lapin's I/O thread, not awaited: no task wakes for it); a flusher task
+//! ticks every [`FLUSH_INTERVAL`] while acks are unsent, and sleeps while
+//! none are. Acks stuck behind a long-running handler (tags above an
 //! unsettled one) are sent one by one after [`STUCK_AFTER`], so they do not
 //! hold the prefetch window.
 //!
@@ -17,14 +19,17 @@
 use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Acks that trigger a flush at once.
-pub(crate) const FLUSH_BATCH: usize = 32;
+pub(crate) const FLUSH_BATCH: usize = 64;
 /// Longest an ack waits to be sent.
 pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(5);
 /// Acks behind an unsettled delivery for this long are sent individually.
@@ -44,14 +49,16 @@ struct Book {
     /// Tag of `slots[0]`.
     first: u64,
     slots: VecDeque<Slot>,
+    /// Acks recorded and not sent.
     unsent: usize,
+    /// The flusher will tick again (it sleeps only while nothing is unsent).
+    flusher_armed: bool,
 }
 
 /// The acks of one consumer channel.
 pub(crate) struct AckBook {
     channel: Channel,
     book: Mutex<Book>,
-    flush_now: Notify,
     /// An ack arrived while none was waiting to be sent.
     first_ack: Notify,
     dead: AtomicBool,
@@ -68,8 +75,8 @@ impl AckBook {
                 first: 1,
                 slots: VecDeque::new(),
                 unsent: 0,
+                flusher_armed: false,
             }),
-            flush_now: Notify::new(),
             first_ack: Notify::new(),
             dead: AtomicBool::new(false),
             stop: CancellationToken::new(),
@@ -117,22 +124,28 @@ impl AckBook {
         book.slots.get_mut(usize::try_from(index).ok()?)
     }
 
-    /// Records an ack, to be sent by the flusher.
+    /// Records an ack. A full batch whose tags are all settled is sent at
+    /// once, from here; the rest is left to the flusher's next tick.
     pub(crate) fn ack(&self, tag: u64) {
-        let flush = {
+        let wake_flusher = {
             let mut book = self.lock();
             match Self::slot(&mut book, tag) {
                 Some(slot @ Slot::Open) => *slot = Slot::Acked(Instant::now()),
                 _ => return,
             }
             book.unsent += 1;
-            (book.unsent == 1, book.unsent >= FLUSH_BATCH)
+            if book.unsent >= FLUSH_BATCH && matches!(book.slots.front(), Some(Slot::Acked(_))) {
+                // Not awaited: the frame is queued in order (under the
+                // book's lock) and a failed channel is noticed by its
+                // consumer, whose messages the broker then redelivers.
+                drop(self.send(&mut book, false));
+            }
+            let idle = !book.flusher_armed && book.unsent > 0;
+            book.flusher_armed |= idle;
+            idle
         };
-        if flush.0 {
+        if wake_flusher {
             self.first_ack.notify_one();
-        }
-        if flush.1 {
-            self.flush_now.notify_one();
         }
     }
 
@@ -156,79 +169,97 @@ impl AckBook {
             // Idle until there is something to send: an idle route costs no
             // wake-ups. (A permit stored by `notify_one` covers an ack that
             // lands between the check and the wait.)
-            if self.lock().unsent == 0 {
+            if !self.lock().flusher_armed {
                 tokio::select! {
                     () = self.first_ack.notified() => {}
                     () = self.stop.cancelled() => return,
                 }
             }
             let stop = tokio::select! {
-                () = self.flush_now.notified() => false,
                 () = tokio::time::sleep(FLUSH_INTERVAL) => false,
                 () = self.stop.cancelled() => true,
             };
             if self.dead.load(Ordering::Relaxed) || !self.channel.status().connected() {
                 return;
             }
-            self.flush().await;
+            {
+                let mut book = self.lock();
+                drop(self.send(&mut book, true));
+                book.flusher_armed = book.unsent > 0;
+            }
             if stop {
                 return;
             }
         }
     }
 
-    /// Sends what can be sent: one multiple-ack for the settled prefix, and
-    /// individual acks for those stuck behind an open delivery.
+    /// Sends every ack that can be sent now, and waits until lapin has
+    /// written them.
     pub(crate) async fn flush(&self) {
-        let (multiple, single) = {
-            let mut book = self.lock();
-            if book.unsent == 0 {
-                return;
-            }
-            let mut multiple = None;
-            while let Some(front) = book.slots.front().copied() {
-                match front {
-                    Slot::Open => break,
-                    Slot::Acked(_) => multiple = Some(book.first),
-                    Slot::Done => {}
-                }
-                book.slots.pop_front();
-                book.first += 1;
-            }
-            let now = Instant::now();
-            let first = book.first;
-            let mut single = Vec::new();
-            for (offset, slot) in book.slots.iter_mut().enumerate() {
-                if let Slot::Acked(at) = *slot
-                    && now.duration_since(at) >= STUCK_AFTER
-                {
-                    *slot = Slot::Done;
-                    single.push(first + offset as u64);
-                }
-            }
-            book.unsent = book.slots.iter().filter(|s| matches!(s, Slot::Acked(_))).count();
-            (multiple, single)
-        };
-        if let Some(tag) = multiple
-            && let Err(error) = self
-                .channel
-                .basic_ack(tag, BasicAckOptions { multiple: true })
-                .await
-        {
-            tracing::warn!(%error, tag, "acks not sent; the broker will redeliver those messages");
-            self.kill();
-            return;
-        }
-        for tag in single {
-            if let Err(error) = self
-                .channel
-                .basic_ack(tag, BasicAckOptions { multiple: false })
-                .await
-            {
-                tracing::warn!(%error, tag, "ack not sent; the broker will redeliver that message");
+        let sent = self.send(&mut self.lock(), true);
+        for ack in sent {
+            if let Err(error) = ack.await {
+                tracing::warn!(%error, "acks not sent; the broker will redeliver those messages");
                 self.kill();
                 return;
             }
         }
     }
+
+    /// Queues one multiple-ack for the settled prefix and, with `stuck`,
+    /// individual acks for those held behind an open delivery for
+    /// [`STUCK_AFTER`]. Called under the book's lock, so frames leave in
+    /// the order their tags were settled here: a multiple-ack for a lower
+    /// tag never follows one for a higher tag (RabbitMQ would close the
+    /// channel). Returns the sends lapin has yet to write.
+    fn send(&self, book: &mut Book, stuck: bool) -> Vec<Pending<'_>> {
+        let mut pending = Vec::new();
+        if book.unsent == 0 || self.dead.load(Ordering::Relaxed) {
+            return pending;
+        }
+        let mut multiple = None;
+        while let Some(front) = book.slots.front().copied() {
+            match front {
+                Slot::Open => break,
+                Slot::Acked(_) => {
+                    multiple = Some(book.first);
+                    book.unsent -= 1;
+                }
+                Slot::Done => {}
+            }
+            book.slots.pop_front();
+            book.first += 1;
+        }
+        let mut single = Vec::new();
+        if stuck && book.unsent > 0 {
+            let now = Instant::now();
+            let first = book.first;
+            for (offset, slot) in book.slots.iter_mut().enumerate() {
+                if let Slot::Acked(at) = *slot
+                    && now.duration_since(at) >= STUCK_AFTER
+                {
+                    *slot = Slot::Done;
+                    book.unsent -= 1;
+                    single.push(first + offset as u64);
+                }
+            }
+        }
+        let acks = multiple.map(|tag| (tag, true)).into_iter();
+        for (tag, multiple) in acks.chain(single.into_iter().map(|tag| (tag, false))) {
+            let mut ack: Pending<'_> = Box::pin(self.channel.basic_ack(tag, BasicAckOptions { multiple }));
+            match ack.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(error)) => {
+                    tracing::warn!(%error, tag, "acks not sent; the broker will redeliver those messages");
+                    self.kill();
+                    break;
+                }
+                Poll::Pending => pending.push(ack),
+            }
+        }
+        pending
+    }
 }
+
+/// An ack lapin has queued but not yet written.
+type Pending<'a> = Pin<Box<dyn Future<Output = Result<(), lapin::Error>> + Send + 'a>>;

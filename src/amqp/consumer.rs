@@ -7,6 +7,14 @@
 //! has already sent (up to the prefetch window) wait in the same lanes as the
 //! in-memory queue's, with the same bounded starvation: within the prefetch
 //! window a low-priority message waits behind at most a few higher ones.
+//!
+//! The route's delivery stream reads lapin's consumer itself: each poll
+//! moves whatever has arrived into the lanes and hands out the first in
+//! line, so a delivery goes from lapin's I/O thread to the route's task with
+//! no task in between (a relay task cost a wake-up, often of the other
+//! tokio worker, per message). A task of the consumer's own only opens the
+//! channel and consumer for each session, and closes them when the session
+//! ends, the consumer fails or the stream is dropped.
 
 use super::acker::AmqpAcker;
 use super::acks::AckBook;
@@ -15,45 +23,99 @@ use super::link::{Link, Session};
 use super::topology::connection_error;
 use crate::error::BrokerError;
 use crate::lanes::Lanes;
-use crate::transport::{Delivery, DeliveryStream, QueueSpec};
+use crate::transport::{Delivery, DeliveryStream, QueueSpec, Settlement};
 use futures_util::StreamExt;
+use futures_util::task::AtomicWaker;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-/// Received deliveries the pipeline has not taken yet.
-struct Buffer {
+/// How long a consumer whose channel failed waits before it opens another
+/// on the same connection.
+const REOPEN_PAUSE: Duration = Duration::from_millis(500);
+
+/// What the delivery stream and the consumer's task share.
+struct Shared {
+    link: Arc<Link>,
+    queue: Arc<str>,
+    /// Received deliveries the pipeline has not taken yet, with the session
+    /// each came on.
     lanes: Mutex<Lanes<(u64, Delivery)>>,
-    arrived: Notify,
+    /// The consumer of the current session, while there is one.
+    active: Mutex<Option<Active>>,
+    /// The delivery stream's waker, for a consumer opened while it waits.
+    reader: AtomicWaker,
+    /// The active consumer ended (its channel failed).
+    ended: Notify,
 }
 
-impl Buffer {
-    fn lock(&self) -> MutexGuard<'_, Lanes<(u64, Delivery)>> {
+/// A consumer on one channel of one session.
+struct Active {
+    consumer: lapin::Consumer,
+    book: Arc<AckBook>,
+    generation: u64,
+    ended: bool,
+}
+
+impl Shared {
+    fn lanes(&self) -> MutexGuard<'_, Lanes<(u64, Delivery)>> {
         self.lanes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn next(&self) -> Delivery {
+    fn active(&self) -> MutexGuard<'_, Option<Active>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves what the consumer has received into the lanes.
+    fn receive(&self, cx: &mut Context<'_>) {
+        let mut active = self.active();
+        let Some(active) = active.as_mut().filter(|a| !a.ended) else {
+            return;
+        };
         loop {
-            if let Some((_, delivery)) = self.lock().pop() {
-                return delivery;
-            }
-            let arrived = self.arrived.notified();
-            tokio::pin!(arrived);
-            arrived.as_mut().enable();
-            if let Some((_, delivery)) = self.lock().pop() {
-                return delivery;
-            }
-            arrived.await;
+            let delivery = match active.consumer.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(delivery))) => delivery,
+                Poll::Ready(Some(Err(error))) => {
+                    tracing::warn!(queue = %self.queue, %error, "consumer interrupted; resuming");
+                    active.end(self);
+                    return;
+                }
+                Poll::Ready(None) => {
+                    active.end(self);
+                    return;
+                }
+                Poll::Pending => return,
+            };
+            active.book.delivered(delivery.delivery_tag);
+            let count = convert::delivery_count(&delivery.properties, delivery.redelivered);
+            let message = Arc::new(convert::to_message(&delivery.properties, delivery.data));
+            let acker = AmqpAcker {
+                book: active.book.clone(),
+                tag: delivery.delivery_tag,
+                generation: active.generation,
+                link: self.link.clone(),
+                queue: self.queue.clone(),
+                properties: delivery.properties,
+                message,
+                count,
+                settled: false,
+                return_by_copy: true,
+            };
+            let delivery = acker.delivery();
+            let priority = delivery.message.priority;
+            self.lanes().push(priority, (active.generation, delivery));
         }
     }
 
     /// Drops the deliveries of an ended session unsettled: their channel is
     /// gone and the broker redelivers them.
     fn forget_session(&self, generation: u64) {
-        let mut lanes = self.lock();
+        let mut lanes = self.lanes();
         let kept: Vec<(u64, Delivery)> = lanes
             .drain()
             .into_iter()
@@ -66,40 +128,67 @@ impl Buffer {
     }
 }
 
+impl Active {
+    /// The consumer's stream ended: its acks can no longer be sent, and the
+    /// consumer's task opens another.
+    fn end(&mut self, shared: &Shared) {
+        self.ended = true;
+        self.book.kill();
+        shared.ended.notify_one();
+    }
+}
+
 struct Stream {
-    buffer: Arc<Buffer>,
+    shared: Arc<Shared>,
     _stop: DropGuard,
+}
+
+impl futures_util::Stream for Stream {
+    type Item = Delivery;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        let shared = &self.shared;
+        shared.reader.register(cx.waker());
+        shared.receive(cx);
+        match shared.lanes().pop() {
+            Some((_, delivery)) => Poll::Ready(Some(delivery)),
+            None => Poll::Pending,
+        }
+    }
 }
 
 /// Starts consuming `spec` with `prefetch` unsettled deliveries at most.
 /// Dropping the stream cancels the consumer and returns what it had
 /// received but not handed out.
 pub(crate) fn consume(link: Arc<Link>, spec: QueueSpec, prefetch: usize) -> DeliveryStream {
-    let buffer = Arc::new(Buffer {
+    let shared = Arc::new(Shared {
+        link,
+        queue: spec.name.as_str().into(),
         lanes: Mutex::new(Lanes::new(spec.priority)),
-        arrived: Notify::new(),
+        active: Mutex::new(None),
+        reader: AtomicWaker::new(),
+        ended: Notify::new(),
     });
     let stop = CancellationToken::new();
-    tokio::spawn(run(link, spec, prefetch, buffer.clone(), stop.clone()));
-    let stream = Stream {
-        buffer,
+    tokio::spawn(run(shared.clone(), prefetch, stop.clone()));
+    Box::pin(Stream {
+        shared,
         _stop: stop.drop_guard(),
-    };
-    Box::pin(futures_util::stream::unfold(stream, |stream| async move {
-        let delivery = stream.buffer.next().await;
-        Some((delivery, stream))
-    }))
+    })
 }
 
-async fn run(
-    link: Arc<Link>,
-    spec: QueueSpec,
-    prefetch: usize,
-    buffer: Arc<Buffer>,
-    stop: CancellationToken,
-) {
-    let queue: Arc<str> = spec.name.as_str().into();
-    let mut sessions = link.sessions();
+/// Why a consumer stopped.
+enum Stopped {
+    /// The link moved on to another session (or has none).
+    SessionEnded,
+    /// The consumer ended on a live session (its channel failed).
+    ConsumerEnded,
+    /// The stream was dropped.
+    Stop,
+}
+
+async fn run(shared: Arc<Shared>, prefetch: usize, stop: CancellationToken) {
+    let mut sessions = shared.link.sessions();
     let mut last = 0;
     loop {
         let session = tokio::select! {
@@ -109,39 +198,51 @@ async fn run(
                 Err(_) => break,
             },
         };
-        let consumed = consume_session(&link, &session, &queue, prefetch, &buffer, &stop).await;
-        if let Err(error) = &consumed {
-            tracing::warn!(queue = %queue, %error, "consumer interrupted; resuming");
+        let stopped = match open(&shared, &session, prefetch).await {
+            Ok(()) => watch(&shared, &session, &stop).await,
+            Err(error) => {
+                tracing::warn!(queue = %shared.queue, %error, "cannot start the consumer; retrying");
+                Stopped::ConsumerEnded
+            }
+        };
+        let active = shared.active().take();
+        if let Stopped::Stop = stopped {
+            // Handlers still running settle through this channel's book.
+            if let Some(active) = active {
+                give_back_in_flight(active).await;
+            }
+            break;
+        }
+        if let Some(active) = &active {
+            active.book.kill();
         }
         if stop.is_cancelled() {
             break;
         }
         // A consumer that ended while its session lives (a channel error)
         // starts again on the same session after a pause.
-        if link.current().is_some_and(|s| s.generation == session.generation) {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        if shared
+            .link
+            .current()
+            .is_some_and(|s| s.generation == session.generation)
+        {
+            tokio::time::sleep(REOPEN_PAUSE).await;
             last = session.generation - 1;
         } else {
             last = session.generation;
-            buffer.forget_session(session.generation);
+            shared.forget_session(session.generation);
         }
     }
     // Stopped: what was received but not handed out goes back now, not
     // counted as a delivery (it was never attempted).
-    let waiting = buffer.lock().drain();
+    let waiting = shared.lanes().drain();
     for (_, delivery) in waiting {
-        let _ = delivery.settle(crate::transport::Settlement::Return).await;
+        let _ = delivery.settle(Settlement::Return).await;
     }
 }
 
-async fn consume_session(
-    link: &Arc<Link>,
-    session: &Arc<Session>,
-    queue: &Arc<str>,
-    prefetch: usize,
-    buffer: &Arc<Buffer>,
-    stop: &CancellationToken,
-) -> Result<(), BrokerError> {
+/// Opens a channel and a consumer on `session` for the delivery stream.
+async fn open(shared: &Shared, session: &Arc<Session>, prefetch: usize) -> Result<(), BrokerError> {
     let channel = session
         .connection
         .create_channel()
@@ -152,76 +253,63 @@ async fn consume_session(
         .basic_qos(prefetch, BasicQosOptions::default())
         .await
         .map_err(connection_error)?;
-    let mut consumer = channel
+    let consumer = channel
         .basic_consume(
-            (&**queue).into(),
+            (&*shared.queue).into(),
             "".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await
         .map_err(connection_error)?;
-    let book = AckBook::start(channel.clone());
-    link.track(&book);
+    let book = AckBook::start(channel);
+    shared.link.track(&book);
+    *shared.active() = Some(Active {
+        consumer,
+        book,
+        generation: session.generation,
+        ended: false,
+    });
+    shared.reader.wake();
+    Ok(())
+}
+
+/// Waits until the consumer must stop, and says why.
+async fn watch(shared: &Shared, session: &Arc<Session>, stop: &CancellationToken) -> Stopped {
     // Leave as soon as the link has moved on (its connection failed), even
     // if this consumer's stream has not noticed yet.
-    let mut sessions = link.sessions();
+    let mut sessions = shared.link.sessions();
     let generation = session.generation;
-    let moved_on = async move {
-        let moved = sessions.wait_for(|s| s.as_ref().is_none_or(|s| s.generation != generation));
-        let _ = moved.await.map(|_| ());
-    };
+    let moved_on = sessions.wait_for(|s| s.as_ref().is_none_or(|s| s.generation != generation));
     tokio::pin!(moved_on);
     loop {
-        let next = tokio::select! {
-            _ = &mut moved_on => {
-                book.kill();
-                return Ok(());
-            }
-            () = stop.cancelled() => {
-                let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
-                // Deliveries already on their way (a message returned by
-                // another task a moment ago) would otherwise sit unacked on
-                // this channel: take them until the consumer ends.
-                while let Ok(Some(Ok(delivery))) =
-                    tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
-                {
-                    book.delivered(delivery.delivery_tag);
-                    let _ = book.requeue(delivery.delivery_tag).await;
+        tokio::select! {
+            _ = &mut moved_on => return Stopped::SessionEnded,
+            () = stop.cancelled() => return Stopped::Stop,
+            () = shared.ended.notified() => {
+                // A notification left over from an earlier consumer is not
+                // this one's end.
+                if shared.active().as_ref().is_none_or(|a| a.ended) {
+                    return Stopped::ConsumerEnded;
                 }
-                return Ok(());
             }
-            next = consumer.next() => next,
-        };
-        let delivery = match next {
-            Some(Ok(delivery)) => delivery,
-            Some(Err(error)) => {
-                book.kill();
-                return Err(connection_error(error));
-            }
-            None => {
-                book.kill();
-                return Ok(());
-            }
-        };
+        }
+    }
+}
+
+/// The stream was dropped: cancel the consumer, and give back what is
+/// already on its way (a message returned by another task a moment ago
+/// would otherwise sit unacked on this channel) until the consumer ends.
+async fn give_back_in_flight(active: Active) {
+    let Active {
+        mut consumer, book, ..
+    } = active;
+    let channel = book.channel().clone();
+    let _ = channel
+        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+        .await;
+    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await {
         book.delivered(delivery.delivery_tag);
-        let count = convert::delivery_count(&delivery.properties, delivery.redelivered);
-        let message = Arc::new(convert::to_message(&delivery.properties, delivery.data));
-        let acker = AmqpAcker {
-            book: book.clone(),
-            tag: delivery.delivery_tag,
-            generation: session.generation,
-            link: link.clone(),
-            queue: queue.clone(),
-            properties: delivery.properties,
-            message,
-            count,
-            settled: false,
-            return_by_copy: true,
-        };
-        let delivery = acker.delivery();
-        let priority = delivery.message.priority;
-        buffer.lock().push(priority, (session.generation, delivery));
-        buffer.arrived.notify_one();
+        let _ = book.requeue(delivery.delivery_tag).await;
     }
 }
