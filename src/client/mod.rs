@@ -363,3 +363,76 @@ mod lifetime_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod inbox_tests {
+    use super::*;
+    use crate::memory::MemoryTransport;
+    use crate::transport::Settlement;
+
+    /// Takes `count` requests from `queue`, then answers them in reverse
+    /// order (echoing the body).
+    async fn answer_all_reversed(transport: Arc<dyn Transport>, queue: &str, count: usize) {
+        let mut requests = Vec::new();
+        while requests.len() < count {
+            let batch = transport.fetch(queue, count - requests.len()).await.unwrap();
+            if batch.is_empty() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            requests.extend(batch);
+        }
+        // Past the short timeouts: those requesters are gone, whichever of
+        // them was reading the reply stream.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for request in requests.into_iter().rev() {
+            let message = request.message.clone();
+            request.settle(Settlement::Ack).await.unwrap();
+            let reply = Message::new(message.body.clone())
+                .with_correlation_id(message.correlation_id.clone().unwrap());
+            transport
+                .reply(message.reply_to.as_deref().unwrap(), reply)
+                .await
+                .unwrap();
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replies_reach_their_requests_when_readers_give_up() {
+        let transport: Arc<dyn Transport> = Arc::new(MemoryTransport::new());
+        let client = Client::new(transport.clone());
+        let count = 200u64;
+        let answering = tokio::spawn(answer_all_reversed(transport.clone(), "echo", count as usize));
+        let requests: Vec<_> = (0..count)
+            .map(|n| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    // Every third request gives up long before its reply.
+                    let timeout = if n % 3 == 0 {
+                        Duration::from_millis(10)
+                    } else {
+                        Duration::from_secs(10)
+                    };
+                    (n, client.request_timeout::<_, u64>("echo", &n, timeout).await)
+                })
+            })
+            .collect();
+        let all_end = async {
+            for request in requests {
+                let (n, result) = request.await.unwrap();
+                match result {
+                    Ok(reply) => assert_eq!(reply, n),
+                    Err(RequestError::Timeout { .. }) => assert_eq!(n % 3, 0, "request {n} timed out"),
+                    Err(other) => panic!("request {n}: {other}"),
+                }
+            }
+            answering.await.unwrap();
+        };
+        // Replies come within ~100 ms; a request left without a reader would
+        // wait for its 10 s timeout.
+        tokio::time::timeout(Duration::from_secs(3), all_end)
+            .await
+            .expect("every request gets its reply at once");
+        assert_eq!(client.inbox().await.unwrap().waiting(), 0);
+    }
+}
