@@ -20,6 +20,8 @@ use async_nats::jetstream;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::consumer::pull::{MessagesErrorKind, Stream as PullStream};
 use futures_util::StreamExt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -31,6 +33,9 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 const EXPIRES: Duration = Duration::from_secs(30);
 /// Wait before re-opening after a failure.
 const REOPEN_DELAY: Duration = Duration::from_millis(500);
+/// Longest a starting consumer waits for a higher lane's first message
+/// before it serves a lower lane.
+const START_WAIT: Duration = Duration::from_millis(500);
 
 struct State {
     shared: Arc<Shared>,
@@ -41,6 +46,13 @@ struct State {
     pulls: Vec<PullStream>,
     /// Received messages not handed out yet, at most one per lane.
     waiting: Lanes<jetstream::Message>,
+    /// Lanes that held messages on the server when the subscriptions
+    /// opened and have not delivered one yet. Until each has (or
+    /// [`START_WAIT`] has passed), no lane below it is served: the lanes'
+    /// first batches arrive in no set order, and a worker starting on a
+    /// backlog must still take its high-priority messages first.
+    awaited: Vec<bool>,
+    start_wait: Option<Pin<Box<tokio::time::Sleep>>>,
     _stop: DropGuard,
 }
 
@@ -61,6 +73,8 @@ pub(crate) fn consume(shared: Arc<Shared>, spec: QueueSpec, prefetch: usize) -> 
         spec,
         batch,
         pulls: Vec::new(),
+        awaited: Vec::new(),
+        start_wait: None,
         _stop: stop.drop_guard(),
     };
     Box::pin(futures_util::stream::unfold(state, |mut state| async move {
@@ -94,20 +108,31 @@ impl State {
     async fn open(&mut self) -> Result<(), BrokerError> {
         topology::declare(&self.shared, &self.spec).await?;
         let stream = topology::work_stream(&self.shared, &self.spec.name).await?;
+        // Highest lane first, so its pull request is the first served.
         let names: Vec<String> = if self.spec.priority {
-            (0..=MAX_PRIORITY as u8).map(naming::lane_consumer).collect()
+            (0..=MAX_PRIORITY as u8)
+                .rev()
+                .map(naming::lane_consumer)
+                .collect()
         } else {
             vec![CONSUMER.to_owned()]
         };
         let mut pulls = Vec::with_capacity(names.len());
+        let mut awaited = Vec::with_capacity(names.len());
         for name in names {
             let consumer: PullConsumer = stream
                 .get_consumer(&name)
                 .await
                 .map_err(|e| topology::declare_error(&format!("consumer {name}"), e))?;
+            awaited.push(consumer.cached_info().num_pending > 0);
             pulls.push(pull(&consumer, self.batch).await?);
         }
+        pulls.reverse();
+        awaited.reverse();
         self.pulls = pulls;
+        self.start_wait =
+            (self.spec.priority && awaited.contains(&true)).then(|| Box::pin(tokio::time::sleep(START_WAIT)));
+        self.awaited = awaited;
         Ok(())
     }
 
@@ -136,10 +161,43 @@ impl State {
                 }
             }
         }
+        if self.waits_for_higher_lane(cx) {
+            return Poll::Pending;
+        }
         match self.waiting.pop() {
             Some(message) => Poll::Ready(Ok(message)),
             None => Poll::Pending,
         }
+    }
+
+    /// Whether a lane known to hold messages, above every lane that has
+    /// one ready, has yet to deliver its first (see `awaited`).
+    fn waits_for_higher_lane(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(wait) = self.start_wait.as_mut() else {
+            return false;
+        };
+        let lanes = self.awaited.len();
+        for lane in 0..lanes {
+            if !self.waiting.lane_is_empty(Some(lane as u8)) {
+                self.awaited[lane] = false;
+            }
+        }
+        let ready = (0..lanes)
+            .rev()
+            .find(|&l| !self.waiting.lane_is_empty(Some(l as u8)));
+        let Some(awaited) = (0..lanes).rev().find(|&l| self.awaited[l]) else {
+            self.start_wait = None;
+            return false;
+        };
+        if ready.is_some_and(|ready| ready > awaited) {
+            return false;
+        }
+        if wait.as_mut().poll(cx).is_ready() {
+            // Waited long enough: serve what is there.
+            self.start_wait = None;
+            return false;
+        }
+        true
     }
 
     fn delivery(&self, message: jetstream::Message) -> Delivery {

@@ -87,6 +87,7 @@ macro_rules! for_every_case {
                 // priority
                 higher_priority_is_handled_first,
                 low_priority_is_not_starved,
+                a_starting_worker_takes_high_priority_first,
                 // shutdown
                 shutdown_lets_in_flight_handlers_finish,
                 shutdown_returns_unfinished_messages_after_the_grace_period,

@@ -68,6 +68,17 @@ pub async fn higher_priority_is_handled_first(h: Harness) {
     assert!(mean(9) < mean(1), "{order:?}");
 }
 
+/// A worker that starts on a long low-priority backlog still takes the one
+/// high-priority message first (on NATS the lanes' first batches arrive in
+/// no set order).
+pub async fn a_starting_worker_takes_high_priority_first(h: Harness) {
+    let lows = (1..=300).map(|id| with_priority(id, 0));
+    let high = std::iter::once(with_priority(301, 9));
+    let messages: Vec<Message> = lows.chain(high).collect();
+    let order = handled_order(&h, "priority-start", messages).await;
+    assert_eq!(order.first(), Some(&9), "first 5 handled: {:?}", &order[..5]);
+}
+
 pub async fn low_priority_is_not_starved(h: Harness) {
     let low = std::iter::once(with_priority(1, 0));
     let highs = (2..=101).map(|id| with_priority(id, 9));
