@@ -110,6 +110,15 @@ async fn try_publish(
     headers: async_nats::HeaderMap,
     body: bytes::Bytes,
 ) -> Result<bool, BrokerError> {
+    // While disconnected, async-nats would keep the message in its buffer
+    // and send it after the reconnect, long after the publish ack timed
+    // out: the caller, told it failed, would publish it again.
+    if !*shared.connected.borrow() {
+        return Err(BrokerError::new(
+            BrokerErrorKind::Connection,
+            format!("not connected to NATS (reconnecting): nothing was published to {subject}"),
+        ));
+    }
     let failed = |e: &dyn std::fmt::Display| {
         BrokerError::new(
             BrokerErrorKind::Publish,
