@@ -5,7 +5,8 @@
 //! here, and `basic.ack` with `multiple = true` goes out for the highest
 //! delivery tag below which *every* delivery on the channel is settled —
 //! never one that would also ack a message still being handled. The ack
-//! that completes a batch of [`FLUSH_BATCH`] sends it at once (queued for
+//! that completes a batch of [`FLUSH_BATCH`] (or half the prefetch window,
+//! if that is smaller) sends it at once (queued for
 //! lapin's I/O thread, not awaited: no task wakes for it); a flusher task
 //! ticks every [`FLUSH_INTERVAL`] while acks are unsent, and sleeps while
 //! none are. Acks stuck behind a long-running handler (tags above an
@@ -28,7 +29,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// Acks that trigger a flush at once.
+/// Acks that trigger a flush at once (fewer on a channel whose prefetch
+/// window could not hold them: half the window).
 pub(crate) const FLUSH_BATCH: usize = 64;
 /// Longest an ack waits to be sent.
 pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(5);
@@ -63,12 +65,19 @@ pub(crate) struct AckBook {
     first_ack: Notify,
     dead: AtomicBool,
     stop: CancellationToken,
+    /// Acks that are sent at once, from [`AckBook::ack`].
+    batch: usize,
 }
 
 impl AckBook {
-    /// A book for a fresh consumer channel (its tags start at 1), with its
-    /// flusher task.
-    pub(crate) fn start(channel: Channel) -> Arc<Self> {
+    /// A book for a fresh consumer channel (its tags start at 1) with at
+    /// most `prefetch` unsettled deliveries (0: no limit), with its flusher
+    /// task.
+    pub(crate) fn start(channel: Channel, prefetch: usize) -> Arc<Self> {
+        let batch = match prefetch {
+            0 => FLUSH_BATCH,
+            window => FLUSH_BATCH.min(window.div_ceil(2)),
+        };
         let book = Arc::new(AckBook {
             channel,
             book: Mutex::new(Book {
@@ -80,6 +89,7 @@ impl AckBook {
             first_ack: Notify::new(),
             dead: AtomicBool::new(false),
             stop: CancellationToken::new(),
+            batch,
         });
         tokio::spawn(book.clone().flusher());
         book
@@ -134,7 +144,7 @@ impl AckBook {
                 _ => return,
             }
             book.unsent += 1;
-            if book.unsent >= FLUSH_BATCH && matches!(book.slots.front(), Some(Slot::Acked(_))) {
+            if book.unsent >= self.batch && matches!(book.slots.front(), Some(Slot::Acked(_))) {
                 // Not awaited: the frame is queued in order (under the
                 // book's lock) and a failed channel is noticed by its
                 // consumer, whose messages the broker then redelivers.
@@ -263,3 +273,103 @@ impl AckBook {
 
 /// An ack lapin has queued but not yet written.
 type Pending<'a> = Pin<Box<dyn Future<Output = Result<(), lapin::Error>> + Send + 'a>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use lapin::options::{
+        BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
+    };
+    use lapin::types::FieldTable;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+    /// A channel with `count` deliveries received from a fresh queue, or
+    /// `None` (said loudly; a failure with `CI=true`) without RabbitMQ.
+    async fn deliveries(count: u16) -> Option<(Connection, Channel, String, Vec<u64>)> {
+        let url = std::env::var("WHARF_TEST_AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        let connection = match Connection::connect(&url, ConnectionProperties::default()).await {
+            Ok(connection) => connection,
+            Err(error) => {
+                let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+                assert!(!ci, "CI=true and RabbitMQ is not reachable: {error}");
+                eprintln!("\n!!! SKIPPED: RabbitMQ not reachable ({error}). With CI=true this fails.\n");
+                return None;
+            }
+        };
+        let channel = connection.create_channel().await.unwrap();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let queue = format!("wharf-test.acks.{}.{nanos:x}", std::process::id());
+        let options = QueueDeclareOptions {
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(queue.as_str().into(), options, FieldTable::default())
+            .await
+            .unwrap();
+        for _ in 0..count {
+            channel
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    b"{}",
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap();
+        }
+        channel
+            .basic_qos(count, BasicQosOptions::default())
+            .await
+            .unwrap();
+        let mut consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let mut tags = Vec::new();
+        while tags.len() < usize::from(count) {
+            tags.push(consumer.next().await.unwrap().unwrap().delivery_tag);
+        }
+        Some((connection, channel, queue, tags))
+    }
+
+    /// With a prefetch window smaller than two batches, half the window is
+    /// a batch: otherwise a full batch could never build up, and every ack
+    /// would wait for the flusher's timer with the window full.
+    #[tokio::test]
+    async fn a_small_window_sends_half_the_window_at_once() {
+        let Some((connection, channel, queue, tags)) = deliveries(8).await else {
+            return;
+        };
+        let book = AckBook::start(channel.clone(), 8);
+        for &tag in &tags {
+            book.delivered(tag);
+        }
+        for &tag in &tags[..3] {
+            book.ack(tag);
+        }
+        assert_eq!(book.lock().unsent, 3, "below half the window, acks wait");
+        book.ack(tags[3]);
+        assert_eq!(book.lock().unsent, 0, "half the window went out at once");
+        for &tag in &tags[4..] {
+            book.ack(tag);
+        }
+        assert_eq!(book.lock().unsent, 0);
+        book.flush().await;
+        let _ = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+        let _ = connection.close(200, "test done".into()).await;
+    }
+}

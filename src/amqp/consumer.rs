@@ -262,7 +262,7 @@ async fn open(shared: &Shared, session: &Arc<Session>, prefetch: usize) -> Resul
         )
         .await
         .map_err(connection_error)?;
-    let book = AckBook::start(channel);
+    let book = AckBook::start(channel, usize::from(prefetch));
     shared.link.track(&book);
     *shared.active() = Some(Active {
         consumer,

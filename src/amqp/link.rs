@@ -45,7 +45,7 @@ impl Session {
             return Ok(book.clone());
         }
         let channel = self.connection.create_channel().await.map_err(connection_error)?;
-        let book = AckBook::start(channel);
+        let book = AckBook::start(channel, 0);
         *fetcher = Some(book.clone());
         Ok(book)
     }
