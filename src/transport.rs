@@ -173,6 +173,13 @@ pub trait RequestSender: Send + Sync + 'static {
     /// Publishes a request to `queue`, confirmed by the broker; an error if
     /// no queue of that name exists.
     fn send(&self, queue: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// Whether requests can still be sent, and their replies arrive, this
+    /// way. A client opens a new reply address when not (RabbitMQ: the
+    /// channel of a direct reply-to consumer dies with its connection).
+    fn is_open(&self) -> bool {
+        true
+    }
 }
 
 /// A broker back end. See the module documentation for the contract.

@@ -16,6 +16,9 @@ use wharf::{App, Broker, BrokerErrorKind, Context, RouteOptions};
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const MESSAGES: u64 = 5_000;
 
+/// The tests that cut the broker's connections run one at a time.
+static DISRUPTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Order {
     id: u64,
@@ -55,6 +58,7 @@ async fn broker_restart_mid_run_loses_nothing() {
     if Command::new("rabbitmqctl").arg("--help").output().is_err() {
         return skip("rabbitmqctl is not installed");
     }
+    let _one_at_a_time = DISRUPTING.lock().await;
     let broker = match Broker::connect(URL).await {
         Ok(broker) => broker,
         Err(error) => return skip(&format!("RabbitMQ is not reachable: {error}")),
@@ -183,6 +187,50 @@ async fn broker_restart_mid_run_loses_nothing() {
         "nothing left behind"
     );
     assert!(broker.dead_letters(&queue).list(10).await.unwrap().is_empty());
+    broker.delete_queue(&queue).await.unwrap();
+    broker.close().await;
+}
+
+/// A client whose reply address (a direct reply-to consumer) died with its
+/// connection while it was idle opens a new one for its next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_client_requests_again_after_its_connection_was_cut() {
+    if Command::new("rabbitmqctl").arg("--help").output().is_err() {
+        return skip("rabbitmqctl is not installed");
+    }
+    let _one_at_a_time = DISRUPTING.lock().await;
+    let broker = match Broker::connect(URL).await {
+        Ok(broker) => broker,
+        Err(error) => return skip(&format!("RabbitMQ is not reachable: {error}")),
+    };
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let queue = format!("wharf-test.idle-client.{}.{nanos:x}", std::process::id());
+    let next = |n: u64| async move { wharf::Reply(n + 1) };
+    let running = App::new(broker.clone())
+        .route(&queue, next)
+        .start()
+        .await
+        .unwrap();
+    let health = running.health();
+    let client = broker.client();
+    let two: u64 = client
+        .request_timeout(&queue, &1u64, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(two, 2);
+
+    tokio::task::spawn_blocking(|| rabbitmqctl(&["close_all_connections", "wharf idle client test"]))
+        .await
+        .unwrap();
+    wait_for("readiness lost", Duration::from_secs(10), || !health.is_ready()).await;
+    wait_for("readiness back", Duration::from_secs(30), || health.is_ready()).await;
+
+    let three: u64 = client
+        .request_timeout(&queue, &2u64, Duration::from_secs(10))
+        .await
+        .expect("the idle client's first request after the reconnect");
+    assert_eq!(three, 3);
+    running.shutdown().await;
     broker.delete_queue(&queue).await.unwrap();
     broker.close().await;
 }

@@ -57,6 +57,10 @@ struct Requests {
 }
 
 impl RequestSender for Requests {
+    fn is_open(&self) -> bool {
+        self.channel.status().connected()
+    }
+
     fn send(&self, queue: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
         let queue = queue.to_owned();
         Box::pin(async move {

@@ -54,17 +54,16 @@ struct Slot {
 }
 
 impl State {
-    /// Wakes one waiting request other than `id`'s, to read the stream.
-    fn hand_over(&mut self, id: &str) {
+    /// The waker of a waiting request other than `id`'s, to read the
+    /// stream next. Woken only once the locks are released: a request woken
+    /// while the stream is still locked would find it busy and wait, with
+    /// nobody left reading.
+    fn next_reader(&mut self, id: &str) -> Option<Waker> {
         self.reader = None;
-        let next = self
-            .waiting
+        self.waiting
             .iter_mut()
             .filter(|(waiting, _)| waiting.as_str() != id)
-            .find_map(|(_, slot)| slot.waker.take());
-        if let Some(waker) = next {
-            waker.wake();
-        }
+            .find_map(|(_, slot)| slot.waker.take())
     }
 }
 
@@ -79,9 +78,9 @@ impl Inbox {
         }
     }
 
-    /// Whether replies can still arrive here.
+    /// Whether replies can still arrive here and requests be sent.
     pub(super) fn is_open(&self) -> bool {
-        !self.state().closed
+        !self.state().closed && self.requests.is_open()
     }
 
     /// Waits for the reply with correlation id `id`; register it before the
@@ -150,13 +149,22 @@ impl Future for Wait<'_> {
                     state.reader = None;
                     match reply.correlation_id.as_deref() {
                         Some(id) if id == this.id => {
-                            state.hand_over(this.id);
+                            let next = state.next_reader(this.id);
+                            drop(state);
+                            drop(replies);
+                            if let Some(waker) = next {
+                                waker.wake();
+                            }
                             return Poll::Ready(Some(reply));
                         }
                         Some(id) => match state.waiting.get_mut(id) {
                             Some(slot) => {
+                                // Its request finds the reply in its slot and
+                                // does not need the stream.
                                 slot.reply = Some(reply);
-                                if let Some(waker) = slot.waker.take() {
+                                let waker = slot.waker.take();
+                                drop(state);
+                                if let Some(waker) = waker {
                                     waker.wake();
                                 }
                             }
@@ -170,13 +178,17 @@ impl Future for Wait<'_> {
                 }
                 Poll::Ready(None) => {
                     *replies = None;
-                    let mut state = this.inbox.state();
-                    state.closed = true;
-                    for slot in state.waiting.values_mut() {
-                        if let Some(waker) = slot.waker.take() {
-                            waker.wake();
-                        }
-                    }
+                    drop(replies);
+                    let wakers: Vec<Waker> = {
+                        let mut state = this.inbox.state();
+                        state.closed = true;
+                        state
+                            .waiting
+                            .values_mut()
+                            .filter_map(|slot| slot.waker.take())
+                            .collect()
+                    };
+                    wakers.into_iter().for_each(Waker::wake);
                     return Poll::Ready(None);
                 }
                 Poll::Pending => {
@@ -190,10 +202,17 @@ impl Future for Wait<'_> {
 
 impl Drop for Wait<'_> {
     fn drop(&mut self) {
-        let mut state = self.inbox.state();
-        state.waiting.remove(self.id);
-        if state.reader == Some(self.ticket) {
-            state.hand_over(self.id);
+        let next = {
+            let mut state = self.inbox.state();
+            state.waiting.remove(self.id);
+            if state.reader == Some(self.ticket) {
+                state.next_reader(self.id)
+            } else {
+                None
+            }
+        };
+        if let Some(waker) = next {
+            waker.wake();
         }
     }
 }

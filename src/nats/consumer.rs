@@ -50,7 +50,9 @@ struct State {
     /// opened and have not delivered one yet. Until each has (or
     /// [`START_WAIT`] has passed), no lane below it is served: the lanes'
     /// first batches arrive in no set order, and a worker starting on a
-    /// backlog must still take its high-priority messages first.
+    /// backlog must still take its high-priority messages first. (With
+    /// several workers, a lane's messages may all go to the others: this
+    /// one then waits the full [`START_WAIT`] once, at start.)
     awaited: Vec<bool>,
     start_wait: Option<Pin<Box<tokio::time::Sleep>>>,
     _stop: DropGuard,
