@@ -40,6 +40,8 @@ pub(crate) struct NatsAcker {
     pub(crate) count: u32,
     pub(crate) mode: Mode,
     pub(crate) settled: bool,
+    /// Its place in the worker's window (consumers), freed with the acker.
+    pub(crate) _window: Option<super::window::Slot>,
 }
 
 /// Milliseconds since the Unix epoch.

@@ -11,6 +11,7 @@
 
 use super::acker::{LANE, Mode, NatsAcker, now_ms};
 use super::naming::{self, CONSUMER, DELAY_CONSUMER};
+use super::window::{Slot, Window};
 use super::{Shared, acker, convert, publish_confirmed, topology};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::headers::names;
@@ -46,6 +47,8 @@ struct State {
     pulls: Vec<PullStream>,
     /// Received messages not handed out yet, at most one per lane.
     waiting: Lanes<jetstream::Message>,
+    /// At most `prefetch` deliveries out and unsettled.
+    window: Arc<Window>,
     /// Lanes that held messages on the server when the subscriptions
     /// opened and have not delivered one yet. Until each has (or
     /// [`START_WAIT`] has passed), no lane below it is served: the lanes'
@@ -75,6 +78,7 @@ pub(crate) fn consume(shared: Arc<Shared>, spec: QueueSpec, prefetch: usize) -> 
         spec,
         batch,
         pulls: Vec::new(),
+        window: Window::new(prefetch),
         awaited: Vec::new(),
         start_wait: None,
         _stop: stop.drop_guard(),
@@ -95,6 +99,7 @@ impl State {
                 tokio::time::sleep(REOPEN_DELAY).await;
                 continue;
             }
+            std::future::poll_fn(|cx| self.window.poll_room(cx)).await;
             match std::future::poll_fn(|cx| self.poll_lanes(cx)).await {
                 Ok(message) => return self.delivery(message),
                 Err(error) => {
@@ -203,7 +208,8 @@ impl State {
     }
 
     fn delivery(&self, message: jetstream::Message) -> Delivery {
-        delivery(&self.shared, &self.queue, message, Mode::Consumer)
+        let slot = self.window.take();
+        delivery(&self.shared, &self.queue, message, Mode::Consumer, Some(slot))
     }
 }
 
@@ -233,6 +239,7 @@ pub(crate) fn delivery(
     queue: &Arc<str>,
     message: jetstream::Message,
     mode: Mode,
+    window: Option<Slot>,
 ) -> Delivery {
     let delivered = message
         .info()
@@ -256,6 +263,7 @@ pub(crate) fn delivery(
         count: attempts.saturating_add(delivered),
         mode,
         settled: false,
+        _window: window,
     }
     .delivery()
 }

@@ -49,7 +49,7 @@ pub(crate) async fn fetch(
     while let Some(next) = batch.next().await {
         let message = next.map_err(|e| failed(&e))?;
         let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(u64::MAX);
-        out.push((sequence, delivery(shared, &queue, message, Mode::Fetch)));
+        out.push((sequence, delivery(shared, &queue, message, Mode::Fetch, None)));
     }
     // Messages given back earlier come first, newest first: stream order
     // is the order they were stored in.

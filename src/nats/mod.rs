@@ -16,6 +16,7 @@ mod naming;
 mod reply;
 mod service;
 mod topology;
+mod window;
 
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::message::Message;
