@@ -176,7 +176,11 @@ impl Drop for NatsAcker {
                     .ok(),
             }
         };
-        let mut settle = Box::pin(settle);
+        // Unconstrained: a task that used up its tokio budget (or a runtime
+        // dropping its tasks) would otherwise see the client's channel as
+        // full, and a task spawned on a runtime that is going away never
+        // runs; the message would then wait out the ack wait (30 s).
+        let mut settle = Box::pin(tokio::task::unconstrained(settle));
         if futures_util::FutureExt::now_or_never(settle.as_mut()).is_none()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
