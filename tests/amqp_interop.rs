@@ -11,6 +11,8 @@
 
 #![cfg(feature = "amqp")]
 
+mod support;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::io::Read;
@@ -18,7 +20,8 @@ use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use wharf::{App, Broker, DeadLetter, Meta, RouteOptions};
+use support::{dead_letters, eventually, skip};
+use wharf::{App, Broker, Meta, RouteOptions};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -91,13 +94,6 @@ impl<T: Clone> Log<T> {
     }
 }
 
-/// Skips (loudly) without the prerequisite, or fails under `CI=true`.
-fn skip(why: &str) {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    assert!(!ci, "CI=true and {why}");
-    eprintln!("\n!!! SKIPPED: amqp_interop: {why}. With CI=true this fails.\n");
-}
-
 fn manifest_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -158,50 +154,22 @@ async fn run_script(python: &Path, prefix: &str) -> ScriptRun {
     }
 }
 
-/// Polls `done` until it holds or [`PATIENCE`] runs out; says which.
-async fn eventually(mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Takes `count` dead letters of `queue`, waiting up to [`PATIENCE`].
-async fn dead_letters(broker: &Broker, queue: &str, count: usize) -> Vec<DeadLetter> {
-    let dlq = broker.dead_letters(queue);
-    let mut letters = Vec::new();
-    let deadline = Instant::now() + PATIENCE;
-    while letters.len() < count && Instant::now() < deadline {
-        match dlq.take(count - letters.len()).await {
-            Ok(taken) => letters.extend(taken),
-            Err(error) => eprintln!("reading {}: {error}", dlq.queue()),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    letters
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_python_pika_client_publishes_and_requests() {
     let python = manifest_dir().join(".venv/bin/python");
     if !python.exists() {
-        return skip(&format!(
-            "{} is missing (run scripts/python-env.sh)",
-            python.display()
-        ));
+        return skip(
+            "amqp_interop",
+            &format!("{} is missing (run scripts/python-env.sh)", python.display()),
+        );
     }
     let broker = match Broker::connect(URL).await {
         Ok(broker) => broker,
         Err(error) => {
-            return skip(&format!(
-                "RabbitMQ is not reachable ({error}); run scripts/brokers.sh to start it"
-            ));
+            return skip(
+                "amqp_interop",
+                &format!("RabbitMQ is not reachable ({error}); run scripts/brokers.sh to start it"),
+            );
         }
     };
 
@@ -277,9 +245,9 @@ async fn a_python_pika_client_publishes_and_requests() {
     // Everything is gathered first and asserted after the queues are gone,
     // so a failed assertion leaves nothing behind on the broker.
     let run = run_script(&python, &prefix).await;
-    let all_orders = eventually(|| arrivals.all().len() >= 2).await;
-    let orders_settled = eventually(|| running.stats(&orders).acked >= 2).await;
-    let letters = dead_letters(&broker, &quotes, 1).await;
+    let all_orders = eventually(PATIENCE, || arrivals.all().len() >= 2).await;
+    let orders_settled = eventually(PATIENCE, || running.stats(&orders).acked >= 2).await;
+    let letters = dead_letters(&broker, &quotes, 1, PATIENCE).await;
     let order_stats = running.stats(&orders);
     let quote_stats = running.stats(&quotes);
     running.shutdown().await;

@@ -7,10 +7,13 @@
 
 #![cfg(feature = "amqp")]
 
+mod support;
+
 use std::collections::HashSet;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use support::{skip, unique_queue, wait_for};
 use wharf::{App, Broker, BrokerErrorKind, Context, RouteOptions};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -24,16 +27,6 @@ struct Order {
     id: u64,
 }
 
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// Skips loudly, or fails under CI.
-fn skip(why: &str) {
-    assert!(!ci(), "CI=true and the restart test cannot run: {why}");
-    eprintln!("\n!!! SKIPPED: {why}. With CI=true this fails.\n");
-}
-
 fn rabbitmqctl(args: &[&str]) {
     let status = Command::new("rabbitmqctl")
         .args(args)
@@ -42,29 +35,17 @@ fn rabbitmqctl(args: &[&str]) {
     assert!(status.success(), "rabbitmqctl {args:?} failed: {status}");
 }
 
-async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_mid_run_loses_nothing() {
     if Command::new("rabbitmqctl").arg("--help").output().is_err() {
-        return skip("rabbitmqctl is not installed");
+        return skip("amqp_restart", "rabbitmqctl is not installed");
     }
     let _one_at_a_time = DISRUPTING.lock().await;
     let broker = match Broker::connect(URL).await {
         Ok(broker) => broker,
-        Err(error) => return skip(&format!("RabbitMQ is not reachable: {error}")),
+        Err(error) => return skip("amqp_restart", &format!("RabbitMQ is not reachable: {error}")),
     };
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    let queue = format!("wharf-test.restart.{}.{nanos:x}", std::process::id());
+    let queue = unique_queue("restart");
 
     let seen: Arc<Mutex<(HashSet<u64>, u64)>> = Arc::default();
     let record = seen.clone();
@@ -196,15 +177,14 @@ async fn broker_restart_mid_run_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_client_requests_again_after_its_connection_was_cut() {
     if Command::new("rabbitmqctl").arg("--help").output().is_err() {
-        return skip("rabbitmqctl is not installed");
+        return skip("amqp_restart", "rabbitmqctl is not installed");
     }
     let _one_at_a_time = DISRUPTING.lock().await;
     let broker = match Broker::connect(URL).await {
         Ok(broker) => broker,
-        Err(error) => return skip(&format!("RabbitMQ is not reachable: {error}")),
+        Err(error) => return skip("amqp_restart", &format!("RabbitMQ is not reachable: {error}")),
     };
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    let queue = format!("wharf-test.idle-client.{}.{nanos:x}", std::process::id());
+    let queue = unique_queue("idle-client");
     let next = |n: u64| async move { wharf::Reply(n + 1) };
     let running = App::new(broker.clone())
         .route(&queue, next)

@@ -19,12 +19,15 @@
 
 #![cfg(feature = "nats")]
 
+mod support;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use support::{skip, unique_queue, wait_for};
 use wharf::{App, Broker, BrokerErrorKind, Context, RouteOptions};
 
 const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
@@ -56,16 +59,6 @@ static SERVER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Order {
     id: u64,
-}
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// Skips loudly, or fails under CI.
-fn skip(why: &str) {
-    assert!(!ci(), "CI=true and the restart test cannot run: {why}");
-    eprintln!("\n!!! SKIPPED: {why}. With CI=true this fails.\n");
 }
 
 fn url() -> String {
@@ -347,19 +340,6 @@ fn delete_streams(queue: &str) {
 
 // ---- the tests -------------------------------------------------------------
 
-async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    let deadline = started + limit;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    started.elapsed()
-}
-
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
 }
@@ -377,17 +357,16 @@ async fn server_restart_mid_run_loses_nothing() {
     let _turn = SERVER_LOCK.lock().await;
     let url = url();
     if let Some(why) = not_controllable(&url) {
-        return skip(&why);
+        return skip("nats_restart", &why);
     }
     let began = Instant::now();
     let broker = match tokio::time::timeout(Duration::from_secs(15), Broker::connect(&url)).await {
         Ok(Ok(broker)) => broker,
-        Ok(Err(error)) => return skip(&format!("NATS is not usable: {error}")),
+        Ok(Err(error)) => return skip("nats_restart", &format!("NATS is not usable: {error}")),
         Err(_) => panic!("Broker::connect({url}) hung for 15 s"),
     };
     assert_eq!(broker.kind(), "nats");
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    let queue = format!("wharf-test.restart.{}.{nanos:x}", std::process::id());
+    let queue = unique_queue("restart");
     // From here on the server runs again at the end, whatever happens.
     let mut restore = Restore {
         queue: Some(queue.clone()),
@@ -612,7 +591,7 @@ async fn an_unreachable_server_is_a_clear_error_not_a_hang() {
 async fn restart_helper_works() {
     let _turn = SERVER_LOCK.lock().await;
     if let Some(why) = not_controllable(&url()) {
-        return skip(&why);
+        return skip("nats_restart", &why);
     }
     blocking(|| {
         let restore = Restore { queue: None };

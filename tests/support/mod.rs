@@ -1,0 +1,67 @@
+//! Helpers shared by the broker test binaries (`amqp_*`, `nats_*`); each
+//! binary includes this module and uses part of it.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use wharf::{Broker, DeadLetter};
+
+/// Whether this is CI (`CI=true`), where nothing may skip.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Skips `test` loudly because of `why`, or fails under `CI=true`.
+pub fn skip(test: &str, why: &str) {
+    assert!(!ci(), "CI=true and {test} cannot run: {why}");
+    eprintln!("\n!!! SKIPPED: {test}: {why}. With CI=true this fails.\n");
+}
+
+/// A queue name no earlier run used: `wharf-test.<what>.<pid>.<nanos>`.
+pub fn unique_queue(what: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("wharf-test.{what}.{}.{nanos:x}", std::process::id())
+}
+
+/// Polls `done` until it holds; fails the test after `limit`. Returns how
+/// long it took.
+pub async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    let deadline = started + limit;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+/// Polls `done` until it holds or `limit` runs out; says which.
+pub async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Takes `count` dead letters of `queue`, waiting up to `limit`.
+pub async fn dead_letters(broker: &Broker, queue: &str, count: usize, limit: Duration) -> Vec<DeadLetter> {
+    let dlq = broker.dead_letters(queue);
+    let mut letters = Vec::new();
+    let deadline = Instant::now() + limit;
+    while letters.len() < count && Instant::now() < deadline {
+        match dlq.take(count - letters.len()).await {
+            Ok(taken) => letters.extend(taken),
+            Err(error) => eprintln!("reading {}: {error}", dlq.queue()),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    letters
+}
