@@ -30,6 +30,7 @@ mod stats;
 pub mod store;
 mod timestamp;
 pub mod transport;
+mod window;
 
 pub use app::App;
 pub use broker::{BROKER_URL_ENV, Broker};

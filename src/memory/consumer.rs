@@ -4,51 +4,19 @@
 use super::queue::{Entry, Queue};
 use crate::error::BrokerError;
 use crate::transport::{Acker, BoxFuture, Delivery, DeliveryStream, Settlement};
+use crate::window::{Slot, Window};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio::sync::Notify;
-
-/// Prefetch accounting shared by a consumer and its deliveries' ackers.
-pub(crate) struct Credit {
-    unsettled: AtomicUsize,
-    limit: usize,
-    freed: Notify,
-}
-
-impl Credit {
-    pub(crate) fn new(limit: usize) -> Arc<Self> {
-        Arc::new(Credit {
-            unsettled: AtomicUsize::new(0),
-            limit: limit.max(1),
-            freed: Notify::new(),
-        })
-    }
-
-    fn release(&self) {
-        if self.unsettled.fetch_sub(1, Ordering::AcqRel) == self.limit {
-            self.freed.notify_one();
-        }
-    }
-}
 
 struct Consumer {
     queue: Arc<Queue>,
     dead_letters: Arc<Queue>,
-    credit: Arc<Credit>,
+    window: Arc<Window>,
 }
 
 impl Consumer {
     async fn next(&self) -> Delivery {
         loop {
-            if self.credit.unsettled.load(Ordering::Acquire) >= self.credit.limit {
-                let freed = self.credit.freed.notified();
-                tokio::pin!(freed);
-                freed.as_mut().enable();
-                if self.credit.unsettled.load(Ordering::Acquire) >= self.credit.limit {
-                    freed.await;
-                }
-                continue;
-            }
+            std::future::poll_fn(|cx| self.window.poll_room(cx)).await;
             if let Some(entry) = self.queue.pop() {
                 return self.deliver(entry);
             }
@@ -71,8 +39,7 @@ impl Consumer {
     }
 
     fn deliver(&self, entry: Entry) -> Delivery {
-        self.credit.unsettled.fetch_add(1, Ordering::AcqRel);
-        delivery(entry, &self.queue, &self.dead_letters, Some(self.credit.clone()))
+        delivery(entry, &self.queue, &self.dead_letters, Some(self.window.take()))
     }
 }
 
@@ -81,7 +48,7 @@ pub(crate) fn stream(queue: Arc<Queue>, dead_letters: Arc<Queue>, prefetch: usiz
     let consumer = Consumer {
         queue,
         dead_letters,
-        credit: Credit::new(prefetch),
+        window: Window::new(prefetch),
     };
     Box::pin(futures_util::stream::unfold(consumer, |consumer| async move {
         let delivery = consumer.next().await;
@@ -94,7 +61,7 @@ pub(crate) fn delivery(
     entry: Entry,
     queue: &Arc<Queue>,
     dead_letters: &Arc<Queue>,
-    credit: Option<Arc<Credit>>,
+    window: Option<Slot>,
 ) -> Delivery {
     let message = entry.message.clone();
     let count = entry.deliveries;
@@ -102,7 +69,7 @@ pub(crate) fn delivery(
         entry: Some(entry),
         queue: queue.clone(),
         dead_letters: dead_letters.clone(),
-        credit,
+        window,
     };
     Delivery::new(message, count, Box::new(acker))
 }
@@ -111,7 +78,8 @@ struct MemoryAcker {
     entry: Option<Entry>,
     queue: Arc<Queue>,
     dead_letters: Arc<Queue>,
-    credit: Option<Arc<Credit>>,
+    /// Its place in the consumer's window; freed when it is settled.
+    window: Option<Slot>,
 }
 
 impl MemoryAcker {
@@ -121,9 +89,7 @@ impl MemoryAcker {
         let Some(mut entry) = self.entry.take() else {
             return;
         };
-        if let Some(credit) = self.credit.take() {
-            credit.release();
-        }
+        drop(self.window.take());
         let Some(settlement) = settlement else {
             // Back to the head of the queue, and the delivery counts: the
             // message was being handled. A message that keeps killing its

@@ -41,7 +41,7 @@ pub(crate) struct NatsAcker {
     pub(crate) mode: Mode,
     pub(crate) settled: bool,
     /// Its place in the worker's window (consumers), freed with the acker.
-    pub(crate) _window: Option<super::window::Slot>,
+    pub(crate) _window: Option<crate::window::Slot>,
 }
 
 /// Milliseconds since the Unix epoch.

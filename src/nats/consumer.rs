@@ -11,12 +11,12 @@
 
 use super::acker::{LANE, Mode, NatsAcker, now_ms};
 use super::naming::{self, CONSUMER, DELAY_CONSUMER};
-use super::window::{Slot, Window};
 use super::{Shared, acker, convert, publish_confirmed, topology};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::headers::names;
 use crate::lanes::{Lanes, MAX_PRIORITY};
 use crate::transport::{Delivery, DeliveryStream, QueueSpec};
+use crate::window::{Slot, Window};
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::consumer::pull::{MessagesErrorKind, Stream as PullStream};

@@ -16,7 +16,6 @@ mod naming;
 mod reply;
 mod service;
 mod topology;
-mod window;
 
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::message::Message;

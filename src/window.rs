@@ -1,7 +1,9 @@
 //! A worker's share of a queue: at most `prefetch` deliveries handed out
-//! and not yet settled, as `basic.qos` gives a RabbitMQ channel.
+//! and not yet settled, as `basic.qos` gives a RabbitMQ channel. Used by
+//! the transports whose broker does not count for each worker: in-memory,
+//! and NATS.
 //!
-//! JetStream's own limit (`max_ack_pending`) belongs to the durable
+//! On NATS, JetStream's own limit (`max_ack_pending`) belongs to the durable
 //! consumer that every worker shares, and a pull subscription asks for more
 //! as soon as its buffer drains, settled or not. Without a window of its
 //! own a worker would keep taking messages while earlier ones wait in it (a
