@@ -11,7 +11,8 @@
 //! ticks every [`FLUSH_INTERVAL`] while acks are unsent, and sleeps while
 //! none are. Acks stuck behind a long-running handler (tags above an
 //! unsettled one) are sent one by one after [`STUCK_AFTER`], so they do not
-//! hold the prefetch window.
+//! hold the prefetch window; behind a delivery held that long already (a
+//! session message waiting for its turn) they are sent at once.
 //!
 //! Everything else (return to the queue) is sent at once, on its own. A book
 //! belongs to one channel of one session; once that channel is gone, its
@@ -39,8 +40,8 @@ pub(crate) const STUCK_AFTER: Duration = Duration::from_millis(50);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Slot {
-    /// Delivered, not settled.
-    Open,
+    /// Delivered (then), not settled.
+    Open(Instant),
     /// Acked here, not yet sent.
     Acked(Instant),
     /// Settled at the broker (acked individually, or returned).
@@ -124,8 +125,9 @@ impl AckBook {
             // consume-only channel): settle this one individually.
             tracing::debug!(tag, expected, "delivery tag out of sequence");
         }
+        let now = Instant::now();
         while book.first + (book.slots.len() as u64) <= tag {
-            book.slots.push_back(Slot::Open);
+            book.slots.push_back(Slot::Open(now));
         }
     }
 
@@ -139,16 +141,18 @@ impl AckBook {
     pub(crate) fn ack(&self, tag: u64) {
         let wake_flusher = {
             let mut book = self.lock();
+            let now = Instant::now();
             match Self::slot(&mut book, tag) {
-                Some(slot @ Slot::Open) => *slot = Slot::Acked(Instant::now()),
+                Some(slot @ Slot::Open(_)) => *slot = Slot::Acked(now),
                 _ => return,
             }
             book.unsent += 1;
-            if book.unsent >= self.batch && matches!(book.slots.front(), Some(Slot::Acked(_))) {
+            let held = Self::held_long(&book, now);
+            if held || (book.unsent >= self.batch && matches!(book.slots.front(), Some(Slot::Acked(_)))) {
                 // Not awaited: the frame is queued in order (under the
                 // book's lock) and a failed channel is noticed by its
                 // consumer, whose messages the broker then redelivers.
-                drop(self.send(&mut book, false));
+                drop(self.send(&mut book, held));
             }
             let idle = !book.flusher_armed && book.unsent > 0;
             book.flusher_armed |= idle;
@@ -157,6 +161,18 @@ impl AckBook {
         if wake_flusher {
             self.first_ack.notify_one();
         }
+    }
+
+    /// Whether the oldest unsettled delivery has been held for
+    /// [`STUCK_AFTER`]: acks behind it would wait for it.
+    fn held_long(book: &Book, now: Instant) -> bool {
+        book.slots
+            .iter()
+            .find_map(|slot| match slot {
+                Slot::Open(at) => Some(now.duration_since(*at) >= STUCK_AFTER),
+                _ => None,
+            })
+            .unwrap_or(false)
     }
 
     /// Returns a delivery to its queue now (not coalesced).
@@ -230,7 +246,7 @@ impl AckBook {
         let mut multiple = None;
         while let Some(front) = book.slots.front().copied() {
             match front {
-                Slot::Open => break,
+                Slot::Open(_) => break,
                 Slot::Acked(_) => {
                     multiple = Some(book.first);
                     book.unsent -= 1;
@@ -243,10 +259,12 @@ impl AckBook {
         let mut single = Vec::new();
         if stuck && book.unsent > 0 {
             let now = Instant::now();
+            // Behind a delivery held long, every ack is stuck.
+            let behind_held = Self::held_long(book, now);
             let first = book.first;
             for (offset, slot) in book.slots.iter_mut().enumerate() {
                 if let Slot::Acked(at) = *slot
-                    && now.duration_since(at) >= STUCK_AFTER
+                    && (behind_held || now.duration_since(at) >= STUCK_AFTER)
                 {
                     *slot = Slot::Done;
                     book.unsent -= 1;
@@ -347,6 +365,35 @@ mod tests {
     /// With a prefetch window smaller than two batches, half the window is
     /// a batch: otherwise a full batch could never build up, and every ack
     /// would wait for the flusher's timer with the window full.
+    #[tokio::test]
+    async fn acks_behind_a_long_held_delivery_go_at_once() {
+        // A session message waiting for its turn holds tag 1; deferrals of
+        // later ones must not wait behind it, or the window stays full.
+        let Some((connection, channel, queue, tags)) = deliveries(4).await else {
+            return;
+        };
+        let book = AckBook::start(channel.clone(), 64);
+        for &tag in &tags {
+            book.delivered(tag);
+        }
+        book.ack(tags[1]);
+        assert_eq!(book.lock().unsent, 1, "behind a fresh delivery, an ack waits");
+        tokio::time::sleep(STUCK_AFTER + Duration::from_millis(10)).await;
+        book.ack(tags[2]);
+        assert_eq!(
+            book.lock().unsent,
+            0,
+            "behind a delivery held for {STUCK_AFTER:?}, acks are sent at once"
+        );
+        book.ack(tags[0]);
+        book.ack(tags[3]);
+        book.flush().await;
+        let _ = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+        let _ = connection.close(200, "test done".into()).await;
+    }
+
     #[tokio::test]
     async fn a_small_window_sends_half_the_window_at_once() {
         let Some((connection, channel, queue, tags)) = deliveries(8).await else {
