@@ -128,6 +128,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
                 name: route.queue.clone(),
                 priority: route.options.priority,
                 persistent: route.options.persistent,
+                lease: route.options.effective_lease(),
             };
             transport.declare(&spec).await?;
             let shared = RouteShared {
@@ -144,6 +145,9 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
                 &route.options,
                 lifecycle.clone(),
             ));
+            if route.options.sessions {
+                pipeline.follow_session_changes();
+            }
             let stream = transport
                 .consume(&spec, route.options.effective_prefetch())
                 .await?;

@@ -67,6 +67,7 @@ impl<T> Lanes<T> {
     }
 
     /// Whether nothing waits in the lane of `priority`.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))] // only the NATS consumer asks
     pub(crate) fn lane_is_empty(&self, priority: Option<u8>) -> bool {
         self.lanes[self.lane_of(priority)].is_empty()
     }

@@ -135,6 +135,7 @@ impl Message {
 
     /// The headers wharf itself wrote (`wharf-*`), as name/value pairs: what
     /// a transport adds to the received message to make a dead letter.
+    #[cfg_attr(not(any(feature = "amqp", feature = "nats")), allow(dead_code))] // broker transports only
     pub(crate) fn wharf_headers(&self) -> Vec<(&str, String)> {
         self.headers
             .iter()

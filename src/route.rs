@@ -3,6 +3,13 @@
 use crate::pipeline::retry::Backoff;
 use std::time::Duration;
 
+/// A route's handler timeout unless set.
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// A lease's margin over the handler timeout unless set.
+pub(crate) const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// What the lease margin is added to for a route without a timeout.
+const NO_TIMEOUT_LEASE_BASE: Duration = Duration::from_secs(300);
+
 /// What happens when a session's next sequence number does not arrive within
 /// the gap timeout while later ones wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,7 +19,8 @@ pub enum GapPolicy {
     /// operators replay the dead letters once the gap is understood.
     DeadLetter,
     /// Give up on the missing numbers and continue with the lowest waiting
-    /// one. A missing message that arrives later is acked as stale.
+    /// one. A missing message that arrives later is dead-lettered with the
+    /// same reason: it never ran.
     SkipAhead,
 }
 
@@ -46,6 +54,7 @@ pub struct RouteOptions {
     pub(crate) gap_timeout: Duration,
     pub(crate) gap_policy: GapPolicy,
     pub(crate) defer_delay: Duration,
+    pub(crate) lease: Option<Duration>,
 }
 
 impl Default for RouteOptions {
@@ -56,7 +65,7 @@ impl Default for RouteOptions {
             prefetch: None,
             max_attempts: 5,
             backoff: Backoff::default(),
-            timeout: Some(Duration::from_secs(60)),
+            timeout: Some(DEFAULT_TIMEOUT),
             priority: false,
             persistent: true,
             max_body_bytes: 1024 * 1024,
@@ -67,6 +76,7 @@ impl Default for RouteOptions {
             gap_timeout: Duration::from_secs(30),
             gap_policy: GapPolicy::DeadLetter,
             defer_delay: Duration::from_millis(500),
+            lease: None,
         }
     }
 }
@@ -203,9 +213,44 @@ impl RouteOptions {
             .unwrap_or(self.concurrency + if self.sessions { self.session_buffer } else { 0 })
     }
 
-    /// How long a worker may hold an idempotency claim or session lease
-    /// before another worker may assume it crashed.
-    pub(crate) fn lease(&self) -> Duration {
-        self.timeout.unwrap_or(Duration::from_secs(300)) + Duration::from_secs(30)
+    /// How long a worker that stopped answering (killed, cut off) keeps
+    /// what it held before another worker takes it over: its idempotency
+    /// claims, its session turns and, on NATS, its unsettled deliveries
+    /// (JetStream's ack wait, for consumers this route creates).
+    ///
+    /// Default: the handler timeout + 30 s (no timeout: 330 s). It is never
+    /// shorter than the timeout + 1 s, so a handler still running within its
+    /// timeout is never taken over. Shorter means faster recovery after a
+    /// crash; the cost is that a worker cut off for longer may find its
+    /// work taken over (the idempotency record still stops a second run
+    /// that starts after the first one finished).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// The effective [`lease`](Self::lease).
+    pub(crate) fn effective_lease(&self) -> Duration {
+        let timeout = self.timeout.unwrap_or(NO_TIMEOUT_LEASE_BASE);
+        match self.lease {
+            Some(lease) => lease.max(timeout + Duration::from_secs(1)),
+            None => timeout + LEASE_MARGIN,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_outlasts_the_handler_timeout() {
+        let secs = Duration::from_secs;
+        assert_eq!(RouteOptions::new().effective_lease(), secs(90));
+        assert_eq!(RouteOptions::new().no_timeout().effective_lease(), secs(330));
+        let short = RouteOptions::new().timeout(secs(2)).lease(secs(5));
+        assert_eq!(short.effective_lease(), secs(5));
+        let too_short = RouteOptions::new().lease(secs(1));
+        assert_eq!(too_short.effective_lease(), secs(61), "never below timeout + 1 s");
     }
 }

@@ -1,6 +1,15 @@
-//! RFC 3339 timestamps for the `wharf-failed-at` header.
+//! Wall-clock times: RFC 3339 for the `wharf-failed-at` header, and Unix
+//! milliseconds for due times and expiries other processes read.
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch, now (0 before it, saturating far after).
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+pub(crate) fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// `time` as RFC 3339 in UTC with millisecond precision, e.g.
 /// `2026-11-21T20:09:00.123Z`.

@@ -65,6 +65,12 @@ pub struct QueueSpec {
     /// Whether the broker stores the messages (see
     /// [`RouteOptions::persistent`](crate::RouteOptions::persistent)).
     pub persistent: bool,
+    /// How long a delivery may stay unsettled by a worker that stopped
+    /// answering before the broker hands it to another, where the broker
+    /// keeps such a timer (JetStream's ack wait; RabbitMQ redelivers when
+    /// the connection drops). The route's
+    /// [`lease`](crate::RouteOptions::lease).
+    pub lease: Duration,
 }
 
 impl QueueSpec {
@@ -74,6 +80,7 @@ impl QueueSpec {
             name: name.into(),
             priority: false,
             persistent: true,
+            lease: crate::route::DEFAULT_TIMEOUT + crate::route::LEASE_MARGIN,
         }
     }
 

@@ -353,12 +353,14 @@ async fn a_python_nats_client_publishes_and_requests() {
         assert_eq!(stream["storage"], "file", "{stream}");
         assert_eq!(stream["duplicate_window"], 120.0, "{stream}");
     }
-    let consumer = |name: &str, filter: Option<String>| {
+    // A route's consumers wait its lease (timeout 60 s + 30 s by default)
+    // for an ack; a dead-letter queue's, which wharf reads itself, 30 s.
+    let consumer = |name: &str, filter: Option<String>, ack_wait: f64| {
         json!({
             "durable": name,
             "pull": true,
             "ack_policy": "explicit",
-            "ack_wait": 30.0,
+            "ack_wait": ack_wait,
             "max_deliver": -1,
             "filter_subject": filter,
         })
@@ -366,7 +368,7 @@ async fn a_python_nats_client_publishes_and_requests() {
     let lanes: serde_json::Map<String, Value> = (0..10)
         .map(|p| {
             let name = format!("wharf-p{p}");
-            let config = consumer(&name, Some(format!("wharf.p{p}.{orders}")));
+            let config = consumer(&name, Some(format!("wharf.p{p}.{orders}")), 90.0);
             (name, config)
         })
         .collect();
@@ -377,7 +379,7 @@ async fn a_python_nats_client_publishes_and_requests() {
     );
     assert_eq!(
         quotes_stream["consumers"],
-        json!({"wharf": consumer("wharf", None)}),
+        json!({"wharf": consumer("wharf", None, 90.0)}),
         "a route without priority has one consumer, without a filter"
     );
 

@@ -13,7 +13,7 @@ use crate::transport::{Acker, BoxFuture, Delivery, Settlement, dead_letter_queue
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The lane a deferred copy goes back to (its subject in the delay stream
 /// has none).
@@ -44,13 +44,7 @@ pub(crate) struct NatsAcker {
     pub(crate) _window: Option<crate::window::Slot>,
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
+pub(crate) use crate::timestamp::unix_millis as now_ms;
 
 /// Sends `-NAK` with a delay (none: at once) to an ack subject.
 pub(crate) async fn nak(shared: &Shared, ack_subject: Subject, delay: Duration) -> Result<(), BrokerError> {

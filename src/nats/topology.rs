@@ -11,10 +11,9 @@ use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use std::time::Duration;
 
-/// How long JetStream waits for an ack before it redelivers: long enough
-/// for handlers, short enough that a crashed worker's messages come back
-/// soon.
-pub(crate) const ACK_WAIT: Duration = Duration::from_secs(30);
+/// Ack wait of the consumers wharf reads itself (dead letters, delays):
+/// they settle at once.
+const INTERNAL_ACK_WAIT: Duration = Duration::from_secs(30);
 /// JetStream's de-duplication window for `Nats-Msg-Id`.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Unsettled messages a consumer may have across all workers.
@@ -30,7 +29,7 @@ pub(crate) async fn declare(shared: &Shared, spec: &QueueSpec) -> Result<(), Bro
     if !spec.persistent {
         // A core NATS service: no stream may capture its subjects.
         let dead = work_stream(shared, &dead_letter_queue(&spec.name)).await?;
-        consumer(&dead, CONSUMER, String::new(), &[]).await?;
+        consumer(&dead, CONSUMER, String::new(), &[], INTERNAL_ACK_WAIT).await?;
         return Ok(());
     }
     let work = work_stream(shared, &spec.name).await?;
@@ -41,18 +40,19 @@ pub(crate) async fn declare(shared: &Shared, spec: &QueueSpec) -> Result<(), Bro
                 &naming::lane_consumer(lane),
                 naming::subject(&spec.name, lane),
                 &[CONSUMER],
+                spec.lease,
             )
             .await?;
         }
     } else {
         let lanes: Vec<String> = (0..=MAX_PRIORITY as u8).map(naming::lane_consumer).collect();
         let lanes: Vec<&str> = lanes.iter().map(String::as_str).collect();
-        consumer(&work, CONSUMER, String::new(), &lanes).await?;
+        consumer(&work, CONSUMER, String::new(), &lanes, spec.lease).await?;
     }
     let dead = work_stream(shared, &dead_letter_queue(&spec.name)).await?;
-    consumer(&dead, CONSUMER, String::new(), &[]).await?;
+    consumer(&dead, CONSUMER, String::new(), &[], INTERNAL_ACK_WAIT).await?;
     let delay = delay_stream(shared, &spec.name).await?;
-    consumer(&delay, DELAY_CONSUMER, String::new(), &[]).await?;
+    consumer(&delay, DELAY_CONSUMER, String::new(), &[], INTERNAL_ACK_WAIT).await?;
     Ok(())
 }
 
@@ -88,7 +88,8 @@ async fn create_stream(
         .map_err(|e| declare_error(&format!("stream {name}"), e))
 }
 
-/// A durable pull consumer. `conflicting` consumers (the other layout of a
+/// A durable pull consumer that redelivers after `ack_wait` (an existing
+/// consumer keeps the ack wait it was created with). `conflicting` consumers (the other layout of a
 /// route whose priority setting changed) are deleted if creating this one
 /// fails because of them: a WorkQueue stream allows no overlap.
 async fn consumer(
@@ -96,12 +97,13 @@ async fn consumer(
     name: &str,
     filter_subject: String,
     conflicting: &[&str],
+    ack_wait: Duration,
 ) -> Result<PullConsumer, BrokerError> {
     let config = pull::Config {
         durable_name: Some(name.to_owned()),
         filter_subject,
         ack_policy: AckPolicy::Explicit,
-        ack_wait: ACK_WAIT,
+        ack_wait,
         max_deliver: -1,
         max_ack_pending: MAX_ACK_PENDING,
         ..Default::default()

@@ -195,7 +195,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 backoff: options.backoff,
             },
             timeout: options.timeout,
-            lease: options.lease(),
+            lease: options.effective_lease(),
             window: options.idempotency_window,
             defer_delay: options.defer_delay,
             gap_timeout: options.gap_timeout,
@@ -503,14 +503,18 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
     }
 
     /// Not runnable now: back to the broker for later, no attempt used.
-    async fn defer(self: &Arc<Self>, mut job: Job, why: &str) {
+    async fn defer(self: &Arc<Self>, job: Job, why: &str) {
+        self.defer_for(job, why, self.defer_delay).await;
+    }
+
+    /// [`defer`](Self::defer) for `delay`.
+    async fn defer_for(self: &Arc<Self>, mut job: Job, why: &str, delay: Duration) {
         if self.lifecycle.stop.is_cancelled() {
             return self.give_back(job).await;
         }
-        tracing::debug!(why, delay = ?self.defer_delay, "message deferred");
+        tracing::debug!(why, ?delay, "message deferred");
         self.release_claim(&job).await;
         self.session_end(&mut job, TurnEnd::Abandoned).await;
-        let delay = self.defer_delay;
         self.settle(job.delivery, Settlement::Defer { delay }, Handled::Deferred)
             .await;
     }

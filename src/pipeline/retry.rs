@@ -58,6 +58,11 @@ impl Backoff {
         self
     }
 
+    /// The longest delay between attempts.
+    pub(crate) fn max_delay(&self) -> Duration {
+        self.max
+    }
+
     /// The delay after the `failed`-th failed attempt (1-based), in whole
     /// milliseconds.
     pub fn delay(&self, failed: u32) -> Duration {

@@ -23,11 +23,16 @@ use super::{Handled, Job, Pipeline};
 use crate::dead_letter::DeadLetterReason;
 use crate::error::{BrokerError, Failure};
 use crate::route::GapPolicy;
-use crate::store::SessionTurn;
+use crate::store::{SessionPosition, SessionTurn};
 use crate::transport::Settlement;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio::sync::broadcast::error::RecvError;
+
+/// Longest delay of a message sent back to make room, in `defer_delay`s.
+const MAX_EVICTED_DELAY_FACTOR: u64 = 16;
 
 /// Waiting messages and batons of every session of one route.
 pub(super) struct SessionGate {
@@ -53,15 +58,19 @@ struct Slot {
     baton: bool,
     /// The session's next number, as last learnt from the store (0: unknown).
     next: u64,
-    /// Its next message failed and waits for a retry: not a gap.
-    retrying: bool,
+    /// This number of it failed here and waits for a retry: not a gap.
+    /// (The retry may run in another worker; the store holds the session
+    /// for it, and the flag is dropped once the session is past it.)
+    retrying: Option<u64>,
     /// A watcher task is running for it.
     watched: bool,
+    /// Wakes its watcher: the session changed in another worker.
+    nudge: Arc<Notify>,
 }
 
 impl Slot {
     fn idle(&self) -> bool {
-        !self.baton && !self.retrying && !self.watched && self.waiting.is_empty()
+        !self.baton && !self.watched && self.waiting.is_empty()
     }
 }
 
@@ -108,10 +117,14 @@ enum Arrival {
     /// The job holds the baton: ask the store now.
     Turn(Job),
     /// It waits. `evicted` must go back to the broker; `watch` asks for a watcher.
-    Waits { evicted: Option<Job>, watch: bool },
+    Waits { evicted: Option<Evicted>, watch: bool },
     /// Shutting down: give it back.
     Closed(Job),
 }
+
+/// A waiting job sent back to the broker to make room, and how far it was
+/// from its turn.
+type Evicted = (Job, u64);
 
 /// What passing the baton on produced.
 struct Passed {
@@ -158,11 +171,11 @@ impl SessionGate {
     /// A job that asked and must wait joins the waiting ones (its baton was
     /// taken out; the caller passes it on next). Returns what must go back to
     /// the broker, and whether a watcher is needed.
-    fn wait(&self, key: &str, sequence: u64, job: Job, next: Option<u64>) -> (Option<Job>, bool) {
+    fn wait(&self, key: &str, sequence: u64, job: Job, next: Option<u64>) -> (Option<Evicted>, bool) {
         debug_assert!(job.keys.as_ref().is_none_or(|k| k.baton.is_none()));
         let mut gate = self.lock();
         if gate.closed {
-            return (Some(job), false);
+            return (Some((job, 0)), false);
         }
         let slot = gate.sessions.entry(key.to_owned()).or_default();
         if let Some(next) = next {
@@ -194,8 +207,15 @@ impl SessionGate {
         let Some(slot) = sessions.get_mut(&key) else {
             return passed;
         };
-        if let Some(retrying) = retrying {
-            slot.retrying = retrying;
+        match retrying {
+            Some(true) => slot.retrying = next.or(slot.retrying),
+            Some(false) => slot.retrying = None,
+            None => {}
+        }
+        if let (Some(next), Some(failed)) = (next, slot.retrying)
+            && failed < next
+        {
+            slot.retrying = None;
         }
         if let (Some(next), false) = (next, *closed) {
             slot.next = next;
@@ -289,8 +309,38 @@ impl SessionGate {
         taken
     }
 
+    /// The watcher's wake-up of `key`'s slot.
+    fn nudger(&self, key: &str) -> Arc<Notify> {
+        self.lock()
+            .sessions
+            .entry(key.to_owned())
+            .or_default()
+            .nudge
+            .clone()
+    }
+
+    /// Wakes the watcher of `key`, if it has one; `None` wakes them all.
+    fn nudge(&self, key: Option<&str>) {
+        let gate = self.lock();
+        match key {
+            Some(key) => {
+                if let Some(slot) = gate.sessions.get(key).filter(|s| s.watched) {
+                    slot.nudge.notify_one();
+                }
+            }
+            None => gate
+                .sessions
+                .values()
+                .filter(|s| s.watched)
+                .for_each(|s| s.nudge.notify_one()),
+        }
+    }
+
     fn is_retrying(&self, key: &str) -> bool {
-        self.lock().sessions.get(key).is_some_and(|s| s.retrying)
+        self.lock()
+            .sessions
+            .get(key)
+            .is_some_and(|s| s.retrying.is_some())
     }
 
     /// Shutdown: refuse new arrivals and hand back everything waiting.
@@ -309,11 +359,11 @@ impl SessionGate {
 impl Gate {
     /// Adds a waiting job. At capacity, the job furthest from its turn — this
     /// one or another — is returned to go back to the broker.
-    fn insert(&mut self, key: &str, sequence: u64, job: Job, capacity: usize) -> Option<Job> {
+    fn insert(&mut self, key: &str, sequence: u64, job: Job, capacity: usize) -> Option<Evicted> {
         let slot = self.sessions.get(key).expect("caller created the slot");
         if slot.waiting.contains_key(&sequence) {
             // The same number is waiting already: a redelivered copy.
-            return Some(job);
+            return Some((job, 0));
         }
         let distance = sequence.saturating_sub(slot.next.max(1));
         let mut evicted = None;
@@ -327,12 +377,12 @@ impl Gate {
                 })
                 .max_by_key(|(d, _)| *d)
                 .filter(|(d, _)| *d > distance)
-                .map(|(_, k)| k.clone());
-            let Some(victim) = furthest else {
-                return Some(job);
+                .map(|(d, k)| (d, k.clone()));
+            let Some((victim_distance, victim)) = furthest else {
+                return Some((job, distance));
             };
             let victim = self.sessions.get_mut(&victim).expect("found above");
-            evicted = victim.waiting.pop_last().map(|(_, job)| job);
+            evicted = victim.waiting.pop_last().map(|(_, job)| (job, victim_distance));
             self.total -= 1;
         }
         let slot = self.sessions.get_mut(key).expect("caller created the slot");
@@ -392,6 +442,10 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 // Whatever was being retried is behind the session now.
                 self.pass_baton(baton, Some(next), Some(false)).await;
             }
+            Ok(SessionTurn::Skipped { next }) => {
+                self.skipped(job, next).await;
+                self.pass_baton(baton, Some(next), Some(false)).await;
+            }
             Ok(SessionTurn::Early { next }) => {
                 let (evicted, watch) = self.sessions.wait(&key, sequence, job, Some(next));
                 self.waited(&key, evicted, watch).await;
@@ -413,7 +467,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
 
     /// After a job joined the waiting ones: start the session's watcher if
     /// it has none, and send back what was evicted.
-    async fn waited(self: &Arc<Self>, key: &str, evicted: Option<Job>, watch: bool) {
+    async fn waited(self: &Arc<Self>, key: &str, evicted: Option<Evicted>, watch: bool) {
         if watch {
             let this = self.clone();
             let watched = key.to_owned();
@@ -421,27 +475,77 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 .tasks
                 .spawn(async move { this.watch(watched).await });
         }
-        if let Some(job) = evicted {
-            self.defer(job, "session buffer full").await;
+        if let Some((job, distance)) = evicted {
+            // The further from its turn, the later it needs to come back: a
+            // long run of early arrivals cycles through the broker a few
+            // times instead of once per buffer's worth of progress.
+            let rounds = (distance / self.sessions.capacity.max(1) as u64).clamp(1, MAX_EVICTED_DELAY_FACTOR);
+            let delay = self.defer_delay.saturating_mul(rounds as u32);
+            self.defer_for(job, "session buffer full", delay).await;
         }
     }
 
-    /// Passes the baton on: acks waiting jobs that became stale and starts
-    /// the one whose turn it is.
+    /// Passes the baton on: settles waiting jobs the session has passed and
+    /// starts the one whose turn it is.
     async fn pass_baton(self: &Arc<Self>, baton: Baton, next: Option<u64>, retrying: Option<bool>) {
         let passed = self.sessions.pass(baton, next, retrying);
+        self.run_passed(passed).await;
+    }
+
+    async fn run_passed(self: &Arc<Self>, passed: Passed) {
         for job in passed.stale {
-            Box::pin(self.stale(job)).await;
+            Box::pin(self.passed_over(job)).await;
         }
         if let Some(job) = passed.next {
             self.dispatch(job);
         }
     }
 
-    /// A session message that already ran (or was skipped): ack, count.
+    /// A waiting job whose number the session has passed: handled already
+    /// (a copy: acked) or skipped by a gap policy, here or in another worker
+    /// (dead-lettered). Only the store can tell which.
+    async fn passed_over(self: &Arc<Self>, job: Job) {
+        let (key, sequence) = job.session().cloned().expect("only session jobs wait");
+        match self.shared.store.session_begin(&key, sequence, self.lease).await {
+            Ok(SessionTurn::Stale { .. }) => self.stale(job).await,
+            Ok(SessionTurn::Skipped { next }) => self.skipped(job, next).await,
+            Ok(SessionTurn::Run) => {
+                // The store moved back (it was wiped): run it when it comes again.
+                let hold = self.lease.saturating_add(self.defer_delay);
+                if let Err(error) = self.shared.store.session_abort(&key, sequence, hold).await {
+                    tracing::warn!(%error, "session lease not released; it expires");
+                }
+                self.defer(job, "session store moved back").await;
+            }
+            Ok(SessionTurn::Early { .. } | SessionTurn::Busy) => {
+                self.defer(job, "session store moved back").await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "session store unavailable");
+                self.defer(job, "session store unavailable").await;
+            }
+        }
+    }
+
+    /// A session message that already ran: ack, count.
     async fn stale(self: &Arc<Self>, job: Job) {
         self.observe.stale();
         self.settle(job.delivery, Settlement::Ack, Handled::Duplicate)
+            .await;
+    }
+
+    /// A session message whose number a gap policy passed over before it
+    /// arrived: it never ran, so it is dead-lettered, not dropped.
+    async fn skipped(self: &Arc<Self>, job: Job, next: u64) {
+        let sequence = job.session().map_or(0, |(_, n)| *n);
+        let failure = Failure::new(
+            true,
+            "session-gap",
+            format!(
+                "sequence {sequence} arrived after its session's gap timeout moved the session on (it waits for {next})"
+            ),
+        );
+        self.dead_letter(job, DeadLetterReason::SessionGap, &failure, false)
             .await;
     }
 
@@ -477,7 +581,15 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 }
             },
             TurnEnd::Retrying | TurnEnd::Abandoned => {
-                if let Err(error) = self.shared.store.session_abort(key, *sequence).await {
+                // The number comes back from the broker (a retry after its
+                // backoff, a deferral, a give-back): until then the session
+                // is held for it, so no worker's gap policy passes it.
+                let back_within = match end {
+                    TurnEnd::Retrying => self.policy.backoff.max_delay(),
+                    _ => self.defer_delay,
+                };
+                let hold = self.lease.saturating_add(back_within);
+                if let Err(error) = self.shared.store.session_abort(key, *sequence, hold).await {
                     tracing::warn!(%error, "session lease not released; it expires");
                 }
                 (Some(*sequence), Some(end == TurnEnd::Retrying))
@@ -506,6 +618,32 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         });
     }
 
+    /// Follows the store's session changes (when it reports them), waking
+    /// the watcher of a session that moved in another worker.
+    pub(crate) fn follow_session_changes(self: &Arc<Self>) {
+        let Some(mut changes) = self.shared.store.session_changes() else {
+            return;
+        };
+        let this = Arc::downgrade(self);
+        let stop = self.lifecycle.stop.clone();
+        self.lifecycle.tasks.spawn(async move {
+            loop {
+                let change = tokio::select! {
+                    () = stop.cancelled() => return,
+                    change = changes.recv() => change,
+                };
+                let Some(this) = this.upgrade() else { return };
+                match change {
+                    // An empty name: the store may have missed changes.
+                    Ok(key) if key.is_empty() => this.sessions.nudge(None),
+                    Ok(key) => this.sessions.nudge(Some(&key)),
+                    Err(RecvError::Lagged(_)) => this.sessions.nudge(None),
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
     /// Watches one session while it has waiting jobs: re-checks the store
     /// (another worker may have moved it on) and applies the gap policy when
     /// the missing number does not arrive.
@@ -513,10 +651,12 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         let tick = (self.gap_timeout / 8).clamp(Duration::from_millis(5), Duration::from_millis(250));
         let mut last_next = None;
         let mut since = Instant::now();
+        let nudge = self.sessions.nudger(&key);
         loop {
             tokio::select! {
                 () = self.lifecycle.stop.cancelled() => return,
                 () = tokio::time::sleep(tick) => {}
+                () = nudge.notified() => {}
             }
             if self.sessions.unwatch_if_empty(&key) {
                 return;
@@ -526,29 +666,35 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 since = Instant::now();
                 continue;
             };
-            let next = match self.shared.store.session_next(&key).await {
-                Ok(next) => next,
+            let position = match self.shared.store.session_position(&key).await {
+                Ok(position) => position,
                 Err(error) => {
                     tracing::warn!(%error, "session store unavailable");
                     continue;
                 }
             };
+            let next = position.next;
+            // Another worker's gap policy must know what waits here: the
+            // store learns the lowest and highest numbers waiting.
+            if let Some((lowest, highest)) = self.sessions.bounds(&key) {
+                if lowest > next && position.early.is_none_or(|early| lowest < early) {
+                    self.report_early(&key, lowest).await;
+                }
+                if highest > next && position.latest.is_none_or(|latest| highest > latest) {
+                    self.report_early(&key, highest).await;
+                }
+            }
             // What is due or stale now goes first; only then is it a gap.
             let passed = self.sessions.pass(baton, Some(next), None);
             let progressed = passed.next.is_some() || !passed.stale.is_empty();
-            for job in passed.stale {
-                self.stale(job).await;
-            }
-            if let Some(job) = passed.next {
-                self.dispatch(job);
-            }
+            self.run_passed(passed).await;
             if progressed || last_next != Some(next) || self.sessions.is_retrying(&key) {
                 last_next = Some(next);
                 since = Instant::now();
             } else if since.elapsed() >= self.gap_timeout {
                 since = Instant::now();
                 if let Some(baton) = self.sessions.take_baton(&key)
-                    && let Some(moved) = self.gap_expired(baton, &key, next).await
+                    && let Some(moved) = self.gap_expired(baton, &key, position).await
                 {
                     last_next = Some(moved);
                 }
@@ -556,58 +702,80 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         }
     }
 
-    /// Applies the gap policy to a session waiting for `next`; the caller
-    /// holds its baton. Returns the session's new next number if it moved.
-    async fn gap_expired(self: &Arc<Self>, baton: Baton, key: &str, next: u64) -> Option<u64> {
+    /// Tells the store that `sequence` waits here, by asking for its turn.
+    async fn report_early(self: &Arc<Self>, key: &str, sequence: u64) {
+        match self.shared.store.session_begin(key, sequence, self.lease).await {
+            // The session reached it meanwhile: the lease taken by asking
+            // is given back; the waiting job is started on the next round.
+            Ok(SessionTurn::Run) => {
+                if let Err(error) = self.shared.store.session_abort(key, sequence, self.lease).await {
+                    tracing::warn!(%error, "session lease not released; it expires");
+                }
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "session store unavailable"),
+        }
+    }
+
+    /// Applies the gap policy to a session at `position`; the caller holds
+    /// its baton. Returns the session's new next number if it moved.
+    ///
+    /// The store moves first and remembers the gap; only then are the
+    /// numbers waiting here inside it dead-lettered. A dead letter that
+    /// fails, or a number of the gap waiting in another worker, comes back
+    /// and is dead-lettered then (the store says it was skipped), so nothing
+    /// in the gap is lost whichever worker applied the policy.
+    async fn gap_expired(
+        self: &Arc<Self>,
+        baton: Baton,
+        key: &str,
+        position: SessionPosition,
+    ) -> Option<u64> {
+        let next = position.next;
         let (lowest, highest) = self.sessions.bounds(key)?;
         if lowest <= next {
             // The missing number (or a stale copy) arrived meanwhile.
             self.pass_baton(baton, Some(next), None).await;
             return None;
         }
-        self.observe.gap_timeout();
-        tracing::warn!(missing = next, waiting_from = lowest, policy = ?self.gap_policy, "session gap timeout");
         let to = match self.gap_policy {
-            GapPolicy::SkipAhead => lowest,
-            GapPolicy::DeadLetter => {
-                let failure = Failure::new(
-                    true,
-                    "session-gap",
-                    format!(
-                        "sequence {next} did not arrive within {:?}; waiting messages {lowest}..={highest} dead-lettered",
-                        self.gap_timeout
-                    ),
-                );
-                // Store the dead letters first: the session may move past them
-                // only once they are safe, or a redelivery would be acked as
-                // stale and lost.
-                let mut stored = true;
-                for job in self.sessions.take_through(key, highest) {
-                    stored &= self
-                        .dead_letter(job, DeadLetterReason::SessionGap, &failure, false)
-                        .await;
-                }
-                if !stored {
-                    // The ones not stored come back and wait again.
-                    return None;
-                }
-                highest.checked_add(1)?
-            }
+            // Never past a number waiting in another worker.
+            GapPolicy::SkipAhead => position.early.map_or(lowest, |early| early.min(lowest)),
+            // Past every number waiting, here or in another worker.
+            GapPolicy::DeadLetter => position
+                .latest
+                .map_or(highest, |latest| latest.max(highest))
+                .checked_add(1)?,
         };
         match self.shared.store.session_skip(key, next, to).await {
-            Ok(true) => {
-                self.pass_baton(baton, Some(to), None).await;
-                Some(to)
-            }
+            Ok(true) => {}
             Ok(false) => {
                 tracing::info!("session moved on meanwhile (another worker); gap policy not applied");
-                None
+                return None;
             }
             Err(error) => {
                 tracing::warn!(%error, "session store unavailable; gap policy postponed");
-                None
+                return None;
             }
         }
+        self.observe.gap_timeout();
+        tracing::warn!(missing = next, moved_to = to, waiting_from = lowest, policy = ?self.gap_policy, "session gap timeout");
+        if to > lowest {
+            let failure = Failure::new(
+                true,
+                "session-gap",
+                format!(
+                    "sequence {next} did not arrive within {:?}; waiting messages {lowest}..{to} dead-lettered",
+                    self.gap_timeout
+                ),
+            );
+            for job in self.sessions.take_through(key, to - 1) {
+                self.dead_letter(job, DeadLetterReason::SessionGap, &failure, false)
+                    .await;
+            }
+        }
+        self.pass_baton(baton, Some(to), None).await;
+        Some(to)
     }
 
     /// Shutdown: everything waiting goes back to the broker.

@@ -1,11 +1,13 @@
 //! A single-process store: idempotency records and session state in memory.
 
-use super::{Claim, ClaimToken, SessionTurn, Store, StoredReply};
+use super::{
+    Claim, ClaimToken, REMEMBERED_GAPS, SessionPosition, SessionTurn, Store, StoredReply, fresh_token,
+};
 use crate::error::BrokerError;
 use crate::transport::{BoxFuture, succeeded};
 use bytes::Bytes;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,14 +42,44 @@ struct Keys {
     /// Expiry times of done records, earliest first; stale entries (the key
     /// was claimed again since) are skipped when they surface.
     expiries: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
-    next_token: u64,
 }
 
 struct Session {
     next: u64,
     lease: Option<(u64, Instant)>,
+    /// Held for this number until then (see [`Store::session_abort`]).
+    hold: Option<(u64, Instant)>,
+    /// Lowest and highest numbers reported early (meaningful only while
+    /// above `next`).
+    early: u64,
+    latest: u64,
+    /// Ranges the gap policy skipped, newest last.
+    gaps: VecDeque<(u64, u64)>,
     state: Option<Bytes>,
     touched: Instant,
+}
+
+impl Session {
+    fn new(now: Instant) -> Self {
+        Session {
+            next: 1,
+            lease: None,
+            hold: None,
+            early: 0,
+            latest: 0,
+            gaps: VecDeque::new(),
+            state: None,
+            touched: now,
+        }
+    }
+
+    fn early(&self) -> Option<u64> {
+        (self.early > self.next).then_some(self.early)
+    }
+
+    fn latest(&self) -> Option<u64> {
+        (self.latest > self.next).then_some(self.latest)
+    }
 }
 
 #[derive(Default)]
@@ -112,8 +144,7 @@ impl MemoryStore {
                 keys.records.remove(&expired);
             }
         }
-        keys.next_token += 1;
-        let token = ClaimToken(keys.next_token);
+        let token = fresh_token();
         let claimed = State::Claimed { token };
         let until = now + lease;
         if let Some(record) = keys.records.get_mut(key) {
@@ -184,39 +215,75 @@ impl MemoryStore {
         let mut sessions = self.sessions();
         let entry = match sessions.map.get_mut(session) {
             Some(entry) => entry,
-            None => sessions.map.entry(session.to_owned()).or_insert_with(|| Session {
-                next: 1,
-                lease: None,
-                state: None,
-                touched: now,
-            }),
+            None => sessions
+                .map
+                .entry(session.to_owned())
+                .or_insert_with(|| Session::new(now)),
         };
         entry.touched = now;
-        if sequence < entry.next {
-            return SessionTurn::Stale { next: entry.next };
+        let next = entry.next;
+        if sequence < next {
+            if entry
+                .gaps
+                .iter()
+                .any(|&(from, to)| (from..to).contains(&sequence))
+            {
+                return SessionTurn::Skipped { next };
+            }
+            return SessionTurn::Stale { next };
         }
-        if sequence > entry.next {
-            return SessionTurn::Early { next: entry.next };
+        if sequence > next {
+            if entry.early().is_none_or(|early| sequence < early) {
+                entry.early = sequence;
+            }
+            if entry.latest().is_none_or(|latest| sequence > latest) {
+                entry.latest = sequence;
+            }
+            return SessionTurn::Early { next };
         }
         match entry.lease {
-            Some((_, until)) if until > now => SessionTurn::Busy,
+            Some((_, until)) if until > now => {
+                let until = now + lease;
+                if entry.hold.is_none_or(|(_, held)| held < until) {
+                    entry.hold = Some((sequence, until));
+                }
+                SessionTurn::Busy
+            }
             _ => {
                 entry.lease = Some((sequence, now + lease));
+                entry.hold = None;
                 SessionTurn::Run
             }
         }
     }
 
-    fn end_now(&self, session: &str, sequence: u64, advance: bool) {
+    /// Ends `sequence`'s lease: finished (`hold` none: the session moves
+    /// on) or to be tried again (held for `hold`).
+    fn end_now(&self, session: &str, sequence: u64, hold: Option<Duration>) {
+        let now = Instant::now();
         let mut sessions = self.sessions();
         if let Some(entry) = sessions.map.get_mut(session) {
             if matches!(entry.lease, Some((s, _)) if s == sequence) {
                 entry.lease = None;
             }
-            if advance && entry.next == sequence {
-                entry.next = sequence.saturating_add(1);
+            match hold {
+                None => {
+                    if entry.next == sequence {
+                        entry.next = sequence.saturating_add(1);
+                    }
+                    if matches!(entry.hold, Some((s, _)) if s == sequence) {
+                        entry.hold = None;
+                    }
+                }
+                Some(hold) if !hold.is_zero() && entry.next == sequence => {
+                    let until = now + hold;
+                    if entry.hold.is_none_or(|(_, held)| held < until) {
+                        entry.hold = Some((sequence, until));
+                    }
+                }
+                Some(_) => {}
             }
-            entry.touched = Instant::now();
+            entry.touched = now;
         }
     }
 
@@ -227,10 +294,17 @@ impl MemoryStore {
             return false;
         };
         let leased = matches!(entry.lease, Some((_, until)) if until > now);
-        if entry.next != from || leased {
+        let held = matches!(entry.hold, Some((_, until)) if until > now);
+        if entry.next != from || leased || held {
             return false;
         }
         entry.next = to;
+        if from < to {
+            if entry.gaps.len() == REMEMBERED_GAPS {
+                entry.gaps.pop_front();
+            }
+            entry.gaps.push_back((from, to));
+        }
         entry.touched = now;
         true
     }
@@ -272,17 +346,34 @@ impl Store for MemoryStore {
     }
 
     fn session_finish(&self, session: &str, sequence: u64) -> BoxFuture<'_, Result<(), BrokerError>> {
-        self.end_now(session, sequence, true);
+        self.end_now(session, sequence, None);
         succeeded()
     }
 
-    fn session_abort(&self, session: &str, sequence: u64) -> BoxFuture<'_, Result<(), BrokerError>> {
-        self.end_now(session, sequence, false);
+    fn session_abort(
+        &self,
+        session: &str,
+        sequence: u64,
+        hold: Duration,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.end_now(session, sequence, Some(hold));
         succeeded()
     }
 
-    fn session_next(&self, session: &str) -> BoxFuture<'_, Result<u64, BrokerError>> {
-        ready(self.sessions().map.get(session).map_or(1, |s| s.next))
+    fn session_position(&self, session: &str) -> BoxFuture<'_, Result<SessionPosition, BrokerError>> {
+        let sessions = self.sessions();
+        ready(sessions.map.get(session).map_or(
+            SessionPosition {
+                next: 1,
+                early: None,
+                latest: None,
+            },
+            |s| SessionPosition {
+                next: s.next,
+                early: s.early(),
+                latest: s.latest(),
+            },
+        ))
     }
 
     fn session_skip(&self, session: &str, from: u64, to: u64) -> BoxFuture<'_, Result<bool, BrokerError>> {
@@ -296,12 +387,10 @@ impl Store for MemoryStore {
     fn set_session_state(&self, session: &str, value: Bytes) -> BoxFuture<'_, Result<(), BrokerError>> {
         let now = Instant::now();
         let mut sessions = self.sessions();
-        let entry = sessions.map.entry(session.to_owned()).or_insert_with(|| Session {
-            next: 1,
-            lease: None,
-            state: None,
-            touched: now,
-        });
+        let entry = sessions
+            .map
+            .entry(session.to_owned())
+            .or_insert_with(|| Session::new(now));
         entry.state = Some(value);
         entry.touched = now;
         succeeded()
@@ -312,61 +401,8 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
 
-    const LEASE: Duration = Duration::from_secs(30);
-
-    #[test]
-    fn claim_is_exclusive_until_released_or_completed() {
-        let store = MemoryStore::new();
-        let Claim::Acquired(token) = store.claim_now("k", LEASE) else {
-            panic!("first claim must succeed")
-        };
-        assert_eq!(store.claim_now("k", LEASE), Claim::InProgress);
-        store.release_now("k", token);
-        let Claim::Acquired(second) = store.claim_now("k", LEASE) else {
-            panic!("released key can be claimed again")
-        };
-        store.release_now("k", token);
-        assert_eq!(
-            store.claim_now("k", LEASE),
-            Claim::InProgress,
-            "an old token releases nothing"
-        );
-        let _ = second;
-        let reply = StoredReply {
-            body: Bytes::from_static(b"1"),
-            content_type: "application/json".into(),
-        };
-        store.complete_now("k", Some(reply.clone()), Duration::from_secs(60));
-        assert_eq!(store.claim_now("k", LEASE), Claim::Done(Some(reply)));
-    }
-
-    #[test]
-    fn expired_lease_and_expired_record_can_be_claimed_again() {
-        let store = MemoryStore::new();
-        assert!(matches!(store.claim_now("k", Duration::ZERO), Claim::Acquired(_)));
-        let Claim::Acquired(token) = store.claim_now("k", LEASE) else {
-            panic!("a crashed claimant's lease expires")
-        };
-        let _ = token;
-        store.complete_now("k", None, Duration::ZERO);
-        assert!(matches!(store.claim_now("k", LEASE), Claim::Acquired(_)));
-    }
-
-    #[test]
-    fn session_runs_in_order_one_at_a_time() {
-        let store = MemoryStore::new();
-        assert_eq!(store.begin_now("s", 2, LEASE), SessionTurn::Early { next: 1 });
-        assert_eq!(store.begin_now("s", 1, LEASE), SessionTurn::Run);
-        assert_eq!(store.begin_now("s", 1, LEASE), SessionTurn::Busy);
-        store.end_now("s", 1, false);
-        assert_eq!(store.begin_now("s", 1, LEASE), SessionTurn::Run);
-        store.end_now("s", 1, true);
-        assert_eq!(store.begin_now("s", 1, LEASE), SessionTurn::Stale { next: 2 });
-        assert!(store.skip_now("s", 2, 5));
-        assert_eq!(store.begin_now("s", 5, LEASE), SessionTurn::Run);
-        assert!(
-            !store.skip_now("s", 5, 9),
-            "cannot skip while the session is leased"
-        );
+    #[tokio::test]
+    async fn conforms() {
+        super::super::conformance::all(&MemoryStore::new(), "memory").await;
     }
 }

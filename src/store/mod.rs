@@ -1,17 +1,29 @@
 //! Idempotency and session state behind one small trait.
 //!
 //! The in-memory store serves one process. Workers that run as several pods
-//! share a Redis or NATS KV store (a later feature) through the same trait,
-//! so every operation here is a single atomic step on the store's side.
+//! share a Redis store (`RedisStore`, feature `redis`) or a NATS KV store
+//! (`NatsKvStore`, feature `nats`) through the same trait, so every
+//! operation here is a single atomic step on the store's side.
 
+#[cfg(test)]
+pub(crate) mod conformance;
 mod memory;
+#[cfg(feature = "nats")]
+mod nats_kv;
+#[cfg(feature = "redis")]
+mod redis;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "nats")]
+pub use nats_kv::{DEFAULT_BUCKET_PREFIX, MAX_KV_KEY_LEN, NatsKvStore};
+#[cfg(feature = "redis")]
+pub use redis::RedisStore;
 
 use crate::error::BrokerError;
 use crate::transport::BoxFuture;
 use bytes::Bytes;
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Proof of an idempotency claim; only its holder can complete or release it.
@@ -49,13 +61,54 @@ pub enum SessionTurn {
         /// The sequence number the session waits for.
         next: u64,
     },
-    /// This sequence number was handled (or skipped) already.
+    /// This sequence number was handled already (a redelivered copy or a
+    /// duplicate): acking it loses nothing.
     Stale {
+        /// The sequence number the session waits for.
+        next: u64,
+    },
+    /// The gap policy moved the session past this number before it arrived:
+    /// it was never handled, and must not vanish silently.
+    Skipped {
         /// The sequence number the session waits for.
         next: u64,
     },
     /// It is this number's turn, but another delivery of it is running.
     Busy,
+}
+
+/// Where a session stands, as [`Store::session_position`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionPosition {
+    /// The sequence number the session waits for (1 for a new session).
+    pub next: u64,
+    /// The lowest number above `next` that some worker was told is early
+    /// (it exists and waits somewhere): skipping ahead goes no further.
+    pub early: Option<u64>,
+    /// The highest number above `next` that some worker was told is early:
+    /// a gap that dead-letters what waits goes past it.
+    pub latest: Option<u64>,
+}
+
+/// Gap ranges a store remembers per session, so that a number arriving
+/// after the session moved past it is told apart from a repeat.
+pub const REMEMBERED_GAPS: usize = 16;
+
+/// A claim token no other process will make: the process's random hasher
+/// seed mixed with a counter and the clock.
+pub fn fresh_token() -> ClaimToken {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = SEED.get_or_init(Default::default).build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u32(std::process::id());
+    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        hasher.write_u128(now.as_nanos());
+    }
+    ClaimToken(hasher.finish())
 }
 
 /// Shared idempotency and session state.
@@ -79,7 +132,11 @@ pub trait Store: Send + Sync + 'static {
     fn release(&self, key: &str, token: ClaimToken) -> BoxFuture<'_, Result<(), BrokerError>>;
 
     /// Asks whether `sequence` may run now; on [`SessionTurn::Run`] the
-    /// session is leased to the caller for `lease`.
+    /// session is leased to the caller for `lease` (and no longer held). On
+    /// [`SessionTurn::Busy`] the session is held for `sequence` for `lease`:
+    /// the asker has it and asks again. An early number is
+    /// remembered (the lowest and highest ones) for [`SessionPosition`]; a number
+    /// below `next` inside a remembered gap is [`SessionTurn::Skipped`].
     fn session_begin(
         &self,
         session: &str,
@@ -92,14 +149,23 @@ pub trait Store: Send + Sync + 'static {
     fn session_finish(&self, session: &str, sequence: u64) -> BoxFuture<'_, Result<(), BrokerError>>;
 
     /// `sequence` will be tried again later: the lease ends, the session
-    /// still waits for `sequence`.
-    fn session_abort(&self, session: &str, sequence: u64) -> BoxFuture<'_, Result<(), BrokerError>>;
+    /// still waits for `sequence`, and for `hold` it is *held* for it — the
+    /// number exists (it comes back from the broker), so no gap policy may
+    /// move the session past it, in this worker or another.
+    fn session_abort(
+        &self,
+        session: &str,
+        sequence: u64,
+        hold: Duration,
+    ) -> BoxFuture<'_, Result<(), BrokerError>>;
 
-    /// The sequence number `session` waits for (1 for a new session).
-    fn session_next(&self, session: &str) -> BoxFuture<'_, Result<u64, BrokerError>>;
+    /// Where `session` stands.
+    fn session_position(&self, session: &str) -> BoxFuture<'_, Result<SessionPosition, BrokerError>>;
 
     /// Moves the session from waiting for `from` to waiting for `to`, if it
-    /// still waits for `from` and nobody holds its lease. Returns whether it moved.
+    /// still waits for `from` and it is neither leased nor held, and remembers
+    /// `from..to` as a gap (the last [`REMEMBERED_GAPS`] of them). Returns
+    /// whether it moved.
     fn session_skip(&self, session: &str, from: u64, to: u64) -> BoxFuture<'_, Result<bool, BrokerError>>;
 
     /// The handler-owned checkpoint of `session`.
@@ -107,4 +173,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replaces the handler-owned checkpoint of `session`.
     fn set_session_state(&self, session: &str, value: Bytes) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// Sessions whose turn ended or that moved, in any worker, as the store
+    /// hears of them: a worker holding a later number of one asks again at
+    /// once instead of at its watcher's next look. `None` (the default)
+    /// where the store cannot tell; waiting sessions are then re-checked on
+    /// a timer only. A store shared by processes should provide it. An
+    /// empty name means the store may have missed changes (it reconnected):
+    /// every waiting session looks again.
+    fn session_changes(&self) -> Option<tokio::sync::broadcast::Receiver<Arc<str>>> {
+        None
+    }
 }

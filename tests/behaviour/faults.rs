@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use wharf::store::{Claim, ClaimToken, MemoryStore, SessionTurn, Store, StoredReply};
+use wharf::store::{Claim, ClaimToken, MemoryStore, SessionPosition, SessionTurn, Store, StoredReply};
 use wharf::transport::{
     Acker, BoxFuture, Delivery, DeliveryStream, QueueSpec, ReplyInbox, Settlement, Transport,
 };
@@ -15,7 +15,7 @@ use wharf::{Broker, BrokerError, BrokerErrorKind, Message};
 /// What a [`FaultyStore`] does wrong.
 #[derive(Clone, Copy)]
 pub enum Fault {
-    /// `session_next` takes this long (a remote store's round trip).
+    /// `session_position` takes this long (a remote store's round trip).
     SlowSessionNext(Duration),
     /// `claim` panics for keys ending in `/boom` (a bug in a store).
     PanicOnBoomKey,
@@ -71,20 +71,20 @@ impl Store for FaultyStore {
         self.inner.session_finish(s, n)
     }
 
-    fn session_abort(&self, s: &str, n: u64) -> BoxFuture<'_, Result<(), BrokerError>> {
-        self.inner.session_abort(s, n)
+    fn session_abort(&self, s: &str, n: u64, hold: Duration) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.inner.session_abort(s, n, hold)
     }
 
-    fn session_next(&self, s: &str) -> BoxFuture<'_, Result<u64, BrokerError>> {
+    fn session_position(&self, s: &str) -> BoxFuture<'_, Result<SessionPosition, BrokerError>> {
         match self.fault {
             Fault::SlowSessionNext(delay) => {
                 let s = s.to_owned();
                 Box::pin(async move {
                     tokio::time::sleep(delay).await;
-                    self.inner.session_next(&s).await
+                    self.inner.session_position(&s).await
                 })
             }
-            Fault::PanicOnBoomKey => self.inner.session_next(s),
+            Fault::PanicOnBoomKey => self.inner.session_position(s),
         }
     }
 

@@ -37,6 +37,20 @@ pub async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> boo
     started.elapsed()
 }
 
+/// [`wait_for`] with an async condition.
+pub async fn wait_for_async(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    let deadline = started + limit;
+    while !done().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
 /// Polls `done` until it holds or `limit` runs out; says which.
 pub async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;

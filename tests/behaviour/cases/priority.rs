@@ -20,9 +20,8 @@ fn with_priority(id: u64, priority: u8) -> Message {
 async fn handled_order(h: &Harness, name: &str, messages: Vec<Message>) -> Vec<u8> {
     let queue = h.queue(name);
     let spec = QueueSpec {
-        name: queue.clone(),
         priority: true,
-        persistent: true,
+        ..QueueSpec::new(queue.clone())
     };
     h.broker.declare(&spec).await.unwrap();
     let count = messages.len() as u64;

@@ -179,11 +179,15 @@ pub async fn gap_timeout_dead_letters_the_waiting_messages(h: Harness) {
             .all(|l| l.reason() == Some(DeadLetterReason::SessionGap))
     );
     // The session carries on after the dead-lettered numbers; the missing
-    // one, arriving late, is stale.
+    // one, arriving late, never ran: it is dead-lettered too, not dropped.
     h.client().send(&queue, in_session("g", 5)).await.unwrap();
     h.client().send(&queue, in_session("g", 2)).await.unwrap();
-    until(&running, &queue, |s| s.acked == 2 && s.stale == 1).await;
+    let stats = until(&running, &queue, |s| s.acked == 2 && s.dead_lettered == 3).await;
+    assert_eq!(stats.stale, 0);
     assert_eq!(of(&log, "g"), vec![1, 5]);
+    let letters = h.dead_letters(&queue, 1).await;
+    assert_eq!(letters[0].message.sequence(), Some("2"));
+    assert_eq!(letters[0].reason(), Some(DeadLetterReason::SessionGap));
     running.shutdown().await;
 }
 
@@ -192,6 +196,13 @@ pub async fn gap_timeout_skip_ahead_continues_with_the_next_waiting(h: Harness) 
     let stats = until(&running, &queue, |s| s.acked == 3).await;
     assert_eq!((stats.gap_timeouts, stats.dead_lettered), (1, 0));
     assert_eq!(of(&log, "g"), vec![1, 3, 4]);
+    // The skipped number, arriving late, is dead-lettered, not dropped.
+    h.client().send(&queue, in_session("g", 2)).await.unwrap();
+    let stats = until(&running, &queue, |s| s.dead_lettered == 1).await;
+    assert_eq!((stats.acked, stats.stale), (3, 0));
+    let letters = h.dead_letters(&queue, 1).await;
+    assert_eq!(letters[0].message.sequence(), Some("2"));
+    assert_eq!(letters[0].reason(), Some(DeadLetterReason::SessionGap));
     running.shutdown().await;
 }
 
