@@ -83,7 +83,7 @@ impl Acker for AmqpAcker {
     fn settle(mut self: Box<Self>, settlement: Settlement) -> BoxFuture<'static, Result<(), BrokerError>> {
         self.settled = true;
         if let Settlement::Ack = settlement {
-            if !self.book.alive() {
+            if self.book.killed() {
                 return Box::pin(async { Err(AmqpAcker::gone()) });
             }
             self.book.ack(self.tag);

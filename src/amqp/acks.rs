@@ -110,6 +110,15 @@ impl AckBook {
         !self.dead.load(Ordering::Relaxed) && self.channel.status().connected()
     }
 
+    /// Whether [`kill`](Self::kill) was called. Cheaper than
+    /// [`alive`](Self::alive), which reads the channel's state (a lock that
+    /// lapin's I/O thread takes for every frame): the settling path of every
+    /// message uses this, and a channel that closed without it is still
+    /// caught where acks are sent (`basic.ack` fails, and the book dies).
+    pub(crate) fn killed(&self) -> bool {
+        self.dead.load(Ordering::Relaxed)
+    }
+
     /// The channel died (or its session ended): nothing more is sent.
     pub(crate) fn kill(&self) {
         self.dead.store(true, Ordering::Relaxed);

@@ -71,12 +71,19 @@ impl Shared {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Moves what the consumer has received into the lanes.
-    fn receive(&self, cx: &mut Context<'_>) {
+    /// Moves what the consumer has received into the lanes and takes the
+    /// first in line (one lock of each for all that has arrived; lock
+    /// order: active, then lanes).
+    fn receive(&self, cx: &mut Context<'_>) -> Option<Delivery> {
         let mut active = self.active();
-        let Some(active) = active.as_mut().filter(|a| !a.ended) else {
-            return;
-        };
+        let mut lanes = self.lanes();
+        if let Some(active) = active.as_mut().filter(|a| !a.ended) {
+            self.receive_into(active, &mut lanes, cx);
+        }
+        lanes.pop().map(|(_, delivery)| delivery)
+    }
+
+    fn receive_into(&self, active: &mut Active, lanes: &mut Lanes<(u64, Delivery)>, cx: &mut Context<'_>) {
         loop {
             let delivery = match active.consumer.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(delivery))) => delivery,
@@ -108,7 +115,7 @@ impl Shared {
             };
             let delivery = acker.delivery();
             let priority = delivery.message.priority;
-            self.lanes().push(priority, (active.generation, delivery));
+            lanes.push(priority, (active.generation, delivery));
         }
     }
 
@@ -149,9 +156,8 @@ impl futures_util::Stream for Stream {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
         let shared = &self.shared;
         shared.reader.register(cx.waker());
-        shared.receive(cx);
-        match shared.lanes().pop() {
-            Some((_, delivery)) => Poll::Ready(Some(delivery)),
+        match shared.receive(cx) {
+            Some(delivery) => Poll::Ready(Some(delivery)),
             None => Poll::Pending,
         }
     }
