@@ -806,6 +806,15 @@ mod tests {
         assert_eq!(delete_prefix(&store, &prefix).await, 0, "nothing left behind");
     }
 
+    /// A second store on its own connection, over the same keys.
+    async fn another_connection(prefix: &str) -> RedisStore {
+        RedisStore::connect(URL)
+            .await
+            .unwrap()
+            .with_prefix(prefix)
+            .with_session_ttl(TEST_SESSION_TTL)
+    }
+
     #[tokio::test]
     async fn conforms() {
         with_store("store::redis::conforms", |store, prefix| async move {
@@ -819,11 +828,7 @@ mod tests {
         with_store(
             "store::redis::session_changes_reach_other_connections",
             |writer, prefix| async move {
-                let listener = RedisStore::connect(URL)
-                    .await
-                    .unwrap()
-                    .with_prefix(&prefix)
-                    .with_session_ttl(TEST_SESSION_TTL);
+                let listener = another_connection(&prefix).await;
                 crate::store::conformance::announces_session_changes(&*writer, &listener, "q").await;
             },
         )
@@ -835,11 +840,7 @@ mod tests {
         with_store(
             "store::redis::state_is_shared_between_connections",
             |first, prefix| async move {
-                let second = RedisStore::connect(URL)
-                    .await
-                    .unwrap()
-                    .with_prefix(&prefix)
-                    .with_session_ttl(TEST_SESSION_TTL);
+                let second = another_connection(&prefix).await;
                 let lease = Duration::from_secs(30);
                 let Claim::Acquired(token) = first.claim("q/job", lease).await.unwrap() else {
                     panic!("a new key is acquired")
