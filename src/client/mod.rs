@@ -159,6 +159,16 @@ impl Client {
                         String::from_utf8_lossy(&reply.body)
                     ),
                 ))),
+                // Made up by a transport that learnt the request was stored
+                // where no reply can come back (NATS: a lean request taken by
+                // a stream created since the client last looked).
+                Some("unanswerable") => Err(RequestError::Broker(BrokerError::new(
+                    BrokerErrorKind::Publish,
+                    format!(
+                        "request to {queue:?} cannot be answered: {}",
+                        String::from_utf8_lossy(&reply.body)
+                    ),
+                ))),
                 _ => Ok(reply),
             },
             Ok(None) => Err(RequestError::Broker(BrokerError::new(

@@ -2,6 +2,8 @@
 //! `docs/wire-format.md`).
 
 use super::naming;
+use crate::codec::Codec;
+use crate::headers::names;
 use crate::message::Message;
 use async_nats::HeaderMap;
 use async_nats::header::HeaderName;
@@ -119,6 +121,25 @@ pub(crate) fn headers(message: &Message, copy: bool) -> HeaderMap {
         set(&mut headers, name, value);
     }
     headers
+}
+
+/// Leaves out of a core reply what a lean request's requester does not
+/// need: a reply to a request without a correlation id (whose reply
+/// subject is its correlation) that succeeded says so by having no
+/// `wharf-status`, and JSON, the default, needs no `content-type`. Error
+/// replies keep every header.
+pub(crate) fn strip_lean_reply(reply: &mut Message) {
+    if reply.correlation_id.is_some() || reply.header(names::STATUS) != Some("ok") {
+        return;
+    }
+    reply.headers.remove(names::STATUS);
+    if reply
+        .content_type
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case(Codec::Json.content_type()))
+    {
+        reply.content_type = None;
+    }
 }
 
 /// A copy of a received message's headers with `changes` applied, and a

@@ -14,6 +14,7 @@ mod convert;
 mod fetch;
 mod naming;
 mod reply;
+mod request_form;
 mod service;
 mod topology;
 
@@ -175,7 +176,9 @@ impl Transport for NatsTransport {
     }
 
     /// A reply to an inbox (`_INBOX.…`) is a core NATS message; a requester
-    /// that has gone is not an error. A reply to any other address goes to
+    /// that has gone is not an error. A successful reply to a request with
+    /// no correlation id (a lean request: its reply subject is its
+    /// correlation) has no headers when it is JSON. A reply to any other address goes to
     /// the queue of that name if there is one (confirmed), else to the
     /// address as a core subject.
     fn reply(&self, address: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
@@ -183,20 +186,33 @@ impl Transport for NatsTransport {
         Box::pin(async move {
             let mut message = message;
             message.reply_to = None;
-            let headers = convert::headers(&message, false);
             if !address.starts_with("_INBOX.") && naming::check_queue(&address).is_ok() {
                 let subject = naming::subject(&address, message.priority.unwrap_or(0));
-                if try_publish(&self.shared, subject, headers.clone(), message.body.clone()).await? {
+                let headers = convert::headers(&message, false);
+                if try_publish(&self.shared, subject, headers, message.body.clone()).await? {
                     return Ok(());
                 }
             }
+            let failed =
+                |e| BrokerError::new(BrokerErrorKind::Publish, "publishing the reply failed").with_source(e);
+            convert::strip_lean_reply(&mut message);
+            if message.content_type.is_none()
+                && message.headers.is_empty()
+                && message.correlation_id.is_none()
+            {
+                return self
+                    .shared
+                    .client
+                    .publish(address, message.body)
+                    .await
+                    .map_err(failed);
+            }
+            let headers = convert::headers(&message, false);
             self.shared
                 .client
                 .publish_with_headers(address, headers, message.body)
                 .await
-                .map_err(|e| {
-                    BrokerError::new(BrokerErrorKind::Publish, "publishing the reply failed").with_source(e)
-                })
+                .map_err(failed)
         })
     }
 

@@ -1,13 +1,16 @@
 //! The request client's reply address on NATS: a core subscription to
 //! `<inbox>.*`. Each request gets its own reply subject `<inbox>.<token>`
-//! (the token is its correlation id when that is a plain `[A-Za-z0-9_-]`
-//! token, else `_x` and the id in hex), used both as the core NATS reply
-//! subject and as the `reply-to` header, so that whatever comes back can be
-//! matched: the handler's reply, JetStream's publish ack when a stream holds
+//! (see [`token`]), so that whatever comes back can be matched without
+//! headers: the handler's reply, JetStream's publish ack when a stream holds
 //! the queue (ignored unless it reports an error), or the server's "no
 //! responders" status when neither a stream nor a core service listens
 //! (turned into a clear error for that request).
+//!
+//! A request takes one of two forms ([`super::request_form`]): *durable*,
+//! with `reply-to`, `Nats-Msg-Id` and `correlation-id` headers, for a
+//! subject a stream holds; *lean*, without them, for a core service.
 
+use super::request_form::{Form, Forms};
 use super::{Shared, convert, naming};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::headers::names;
@@ -15,11 +18,15 @@ use crate::message::Message;
 use crate::transport::{BoxFuture, ReplyInbox, RequestSender};
 use async_nats::StatusCode;
 use futures_util::StreamExt;
+use serde::Deserialize;
 use std::sync::Arc;
 
 /// `wharf-status` of a reply the transport made up because the request
 /// could not be delivered; the client turns it into a broker error.
 pub(crate) const UNDELIVERABLE: &str = "undeliverable";
+/// `wharf-status` of a reply the transport made up because the request was
+/// stored without a reply address (a lean request taken by a stream).
+pub(crate) const UNANSWERABLE: &str = "unanswerable";
 
 /// Opens a reply address.
 pub(crate) async fn open(shared: Arc<Shared>) -> Result<ReplyInbox, BrokerError> {
@@ -31,17 +38,24 @@ pub(crate) async fn open(shared: Arc<Shared>) -> Result<ReplyInbox, BrokerError>
         .map_err(|e| {
             BrokerError::new(BrokerErrorKind::Connection, "cannot open a reply subscription").with_source(e)
         })?;
-    let replies = subscription.filter_map(|message| std::future::ready(to_reply(message)));
+    let forms = Arc::new(Forms::default());
+    let learnt = forms.clone();
+    let replies = subscription.filter_map(move |message| std::future::ready(to_reply(message, &learnt)));
     Ok(ReplyInbox {
         address: prefix.clone(),
         replies: Box::pin(replies),
-        requests: Box::new(Requests { shared, prefix }),
+        requests: Box::new(Requests {
+            shared,
+            prefix,
+            forms,
+        }),
     })
 }
 
 struct Requests {
     shared: Arc<Shared>,
     prefix: String,
+    forms: Arc<Forms>,
 }
 
 impl RequestSender for Requests {
@@ -58,70 +72,153 @@ impl RequestSender for Requests {
                 ));
             }
             let mut message = message;
-            let token = token(message.correlation_id.as_deref().unwrap_or_default());
-            let reply = format!("{}.{token}", self.prefix);
+            let subject = naming::subject(&queue, message.priority.unwrap_or(0));
+            let correlation_id = message.correlation_id.as_deref().unwrap_or_default();
+            let form = match is_plain(correlation_id) {
+                true => self.forms.of(&self.shared, &subject).await,
+                // Only a plain id can be a lean token.
+                false => Form::Durable,
+            };
+            let failed = |e| {
+                BrokerError::new(BrokerErrorKind::Publish, "publishing the request failed").with_source(e)
+            };
+            let client = &self.shared.client;
+            if form == Form::Lean {
+                let reply = format!("{}.{LEAN_TOKEN}{correlation_id}", self.prefix);
+                strip_for_service(&mut message);
+                return if message.content_type.is_none() && message.headers.is_empty() {
+                    client.publish_with_reply(subject, reply, message.body).await
+                } else {
+                    let headers = convert::headers(&message, false);
+                    client
+                        .publish_with_reply_and_headers(subject, reply, headers, message.body)
+                        .await
+                }
+                .map_err(failed);
+            }
+            let reply = format!("{}.{}", self.prefix, token(correlation_id));
             message.reply_to = Some(reply.clone());
             let headers = convert::headers(&message, false);
-            let subject = naming::subject(&queue, message.priority.unwrap_or(0));
-            self.shared
-                .client
+            client
                 .publish_with_reply_and_headers(subject, reply, headers, message.body)
                 .await
-                .map_err(|e| {
-                    BrokerError::new(BrokerErrorKind::Publish, "publishing the request failed").with_source(e)
-                })
+                .map_err(failed)
         })
     }
 }
 
+/// Leaves out of a request what a core service does not need: the reply
+/// address and correlation (its reply subject is both), the message id the
+/// client made up (equal to the correlation id; no stream sees the request
+/// to de-duplicate it) and the default content type.
+fn strip_for_service(message: &mut Message) {
+    if message.message_id == message.correlation_id {
+        message.message_id = None;
+    }
+    message.correlation_id = None;
+    message.reply_to = None;
+    if message
+        .content_type
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case(crate::codec::Codec::Json.content_type()))
+    {
+        message.content_type = None;
+    }
+}
+
 /// What a message on the reply subscription means for its request.
-fn to_reply(message: async_nats::Message) -> Option<Message> {
-    let correlation_id = || correlation_id(message.subject.rsplit('.').next().unwrap_or_default());
+fn to_reply(message: async_nats::Message, forms: &Forms) -> Option<Message> {
+    let token = message.subject.rsplit('.').next().unwrap_or_default();
+    let lean = token.starts_with(LEAN_TOKEN);
+    let correlation_id = || correlation_id(token);
     if message.status == Some(StatusCode::NO_RESPONDERS) {
-        return Some(undeliverable(
+        return Some(made_up(
             correlation_id()?,
+            UNDELIVERABLE,
             "no queue or service is listening for this request (declare the queue or start a worker)",
         ));
     }
     let headers = message.headers.as_ref();
-    let is_reply = headers.is_some_and(|h| {
+    let has_reply_headers = headers.is_some_and(|h| {
         h.get_last(convert::CORRELATION_ID).is_some() || h.get_last(names::STATUS).is_some()
     });
-    if is_reply {
+    if lean
+        && !has_reply_headers
+        && let Some(ack) = publish_ack(&message.payload)
+    {
+        // A stream holds the subject now and stored the request without
+        // a reply address: a worker will handle it, but cannot answer.
+        forms.forget();
+        return Some(made_up(
+            correlation_id()?,
+            UNANSWERABLE,
+            &format!(
+                "the queue is now held by the JetStream stream {:?}, which stored this request \
+                 without a reply address: it will be handled, but no reply can come back \
+                 (the next request to it is sent with one)",
+                ack.stream
+            ),
+        ));
+    }
+    if lean || has_reply_headers {
+        // A service's reply to a lean request has no headers when it
+        // succeeded in JSON: its subject says which request it answers.
         let mut reply = convert::to_message(message.subject.as_str(), headers, message.payload, None);
         reply.priority = None;
-        if reply.correlation_id.is_none() {
-            reply.correlation_id = correlation_id();
+        // The subject is the request's own: its token is the correlation id
+        // even when the reply carries another (a service that passed a lean
+        // request on gave the copy a message id, and answers with that).
+        if let Some(id) = correlation_id() {
+            reply.correlation_id = Some(id);
         }
         return Some(reply);
     }
     // JetStream's publish ack: {"stream": …, "seq": …} or {"error": …}.
     let ack: serde_json::Value = serde_json::from_slice(&message.payload).ok()?;
     let error = ack.get("error")?;
-    Some(undeliverable(
+    Some(made_up(
         correlation_id()?,
+        UNDELIVERABLE,
         &format!("JetStream did not store the request: {error}"),
     ))
 }
 
-fn undeliverable(correlation_id: String, why: &str) -> Message {
-    Message::new(why.to_owned())
-        .with_correlation_id(correlation_id)
-        .with_header(names::STATUS, UNDELIVERABLE)
+/// JetStream's publish ack, exactly: a reply body with other fields is a
+/// handler's.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Read to tell an ack from a reply.
+struct PublishAck {
+    stream: String,
+    seq: u64,
+    #[serde(default)]
+    duplicate: bool,
+    #[serde(default)]
+    domain: Option<String>,
 }
 
+fn publish_ack(body: &[u8]) -> Option<PublishAck> {
+    if !body.starts_with(br#"{"stream":"#) {
+        return None;
+    }
+    serde_json::from_slice(body).ok()
+}
+
+fn made_up(correlation_id: String, status: &str, why: &str) -> Message {
+    Message::new(why.to_owned())
+        .with_correlation_id(correlation_id)
+        .with_header(names::STATUS, status)
+}
+
+/// Marks the token of a lean request (its plain correlation id follows).
+const LEAN_TOKEN: &str = "_c";
 /// Marks a token that carries its correlation id hex-encoded.
 const HEX_TOKEN: &str = "_x";
 
 /// The last token of a request's reply subject: its correlation id as it
 /// is when that is a plain token (wharf's client's ids are), else hex.
 fn token(correlation_id: &str) -> std::borrow::Cow<'_, str> {
-    let plain = !correlation_id.is_empty()
-        && !correlation_id.starts_with('_')
-        && correlation_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if plain {
+    if is_plain(correlation_id) {
         return correlation_id.into();
     }
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -134,8 +231,20 @@ fn token(correlation_id: &str) -> std::borrow::Cow<'_, str> {
     token.into()
 }
 
+/// Whether `correlation_id` can be a token as it is.
+fn is_plain(correlation_id: &str) -> bool {
+    !correlation_id.is_empty()
+        && !correlation_id.starts_with('_')
+        && correlation_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// The correlation id a reply subject's last token stands for.
 fn correlation_id(token: &str) -> Option<String> {
+    if let Some(plain) = token.strip_prefix(LEAN_TOKEN) {
+        return is_plain(plain).then(|| plain.to_owned());
+    }
     let Some(hex) = token.strip_prefix(HEX_TOKEN) else {
         return (!token.is_empty()).then(|| token.to_owned());
     };
@@ -152,6 +261,67 @@ fn correlation_id(token: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn arriving(token: &str, headers: &[(&str, &str)], body: &str) -> async_nats::Message {
+        let headers = (!headers.is_empty()).then(|| {
+            let mut map = async_nats::HeaderMap::new();
+            for (name, value) in headers {
+                map.insert(*name, *value);
+            }
+            map
+        });
+        async_nats::Message {
+            subject: format!("_INBOX.abc.{token}").into(),
+            reply: None,
+            payload: bytes::Bytes::copy_from_slice(body.as_bytes()),
+            length: body.len(),
+            headers,
+            status: None,
+            description: None,
+        }
+    }
+
+    #[test]
+    fn a_bare_message_for_a_lean_request_is_its_reply() {
+        let reply = to_reply(arriving("_c7f-1", &[], "42"), &Forms::default()).expect("a reply");
+        assert_eq!(reply.correlation_id.as_deref(), Some("7f-1"));
+        assert_eq!(&reply.body[..], b"42");
+        assert_eq!(reply.header(names::STATUS), None, "no status: it succeeded");
+        // A reply body that merely looks like an ack, with other fields.
+        let body = r#"{"stream":"x","seq":1,"note":"mine"}"#;
+        let reply = to_reply(arriving("_c7f-2", &[], body), &Forms::default()).expect("a reply");
+        assert_eq!(reply.header(names::STATUS), None);
+    }
+
+    #[test]
+    fn the_token_is_the_correlation_even_when_the_reply_names_another() {
+        // A service passed the lean request on; the copy got a message id.
+        let headers = [(convert::CORRELATION_ID, "wharf-copy-9"), (names::STATUS, "ok")];
+        let reply = to_reply(arriving("_c7f-3", &headers, "1"), &Forms::default()).expect("a reply");
+        assert_eq!(reply.correlation_id.as_deref(), Some("7f-3"));
+    }
+
+    #[test]
+    fn a_publish_ack_for_a_lean_request_fails_it_and_forgets_the_form() {
+        let forms = Forms::default();
+        forms.learn("wharf.p0.orders", true);
+        let ack = r#"{"stream":"WHARF_orders","seq":12}"#;
+        let reply = to_reply(arriving("_c7f-4", &[], ack), &forms).expect("made up");
+        assert_eq!(reply.correlation_id.as_deref(), Some("7f-4"));
+        assert_eq!(reply.header(names::STATUS), Some(UNANSWERABLE));
+        assert!(String::from_utf8_lossy(&reply.body).contains("WHARF_orders"));
+        assert!(!forms.is_known("wharf.p0.orders"), "asked again next time");
+    }
+
+    #[test]
+    fn a_publish_ack_for_a_durable_request_is_ignored_unless_it_failed() {
+        let ack = r#"{"stream":"WHARF_orders","seq":12}"#;
+        assert!(to_reply(arriving("7f-5", &[], ack), &Forms::default()).is_none());
+        let failed = r#"{"error":{"code":503,"description":"insufficient resources"}}"#;
+        let reply = to_reply(arriving("7f-6", &[], failed), &Forms::default()).expect("made up");
+        assert_eq!(reply.header(names::STATUS), Some(UNDELIVERABLE));
+        assert_eq!(reply.correlation_id.as_deref(), Some("7f-6"));
+    }
 
     #[test]
     fn tokens_carry_the_correlation_id() {
