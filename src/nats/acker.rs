@@ -95,6 +95,16 @@ impl NatsAcker {
 impl Acker for NatsAcker {
     fn settle(mut self: Box<Self>, settlement: Settlement) -> BoxFuture<'static, Result<(), BrokerError>> {
         self.settled = true;
+        if let Settlement::Ack = settlement {
+            // The common case gets a future of its own: the one below is as
+            // large as its largest arm (a confirmed JetStream publish, some
+            // kilobytes), and allocating that for every ack cost more than
+            // the ack itself.
+            let shared = self.shared.clone();
+            let ack_subject = std::mem::replace(&mut self.ack_subject, Subject::from_static(""));
+            drop(self);
+            return Box::pin(async move { ack(&shared, ack_subject).await });
+        }
         Box::pin(async move {
             match settlement {
                 Settlement::Ack => ack(&self.shared, self.ack_subject.clone()).await,

@@ -146,6 +146,12 @@ impl State {
     /// Fills empty lanes from their subscriptions, then hands out the lane
     /// whose turn it is.
     fn poll_lanes(&mut self, cx: &mut Context<'_>) -> Poll<Result<jetstream::Message, BrokerError>> {
+        if !self.spec.priority {
+            // One subscription and nothing to order: hand each message on as
+            // it comes (a message moved through the lanes is copied twice
+            // more, and it is some hundred bytes).
+            return self.poll_single(cx);
+        }
         for lane in 0..self.pulls.len() {
             let priority = Some(lane as u8);
             while self.waiting.lane_is_empty(priority) {
@@ -174,6 +180,27 @@ impl State {
         match self.waiting.pop() {
             Some(message) => Poll::Ready(Ok(message)),
             None => Poll::Pending,
+        }
+    }
+
+    /// The next message of a route without priority: its one subscription.
+    fn poll_single(&mut self, cx: &mut Context<'_>) -> Poll<Result<jetstream::Message, BrokerError>> {
+        loop {
+            return match self.pulls[0].poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(message))) => Poll::Ready(Ok(message)),
+                Poll::Ready(Some(Err(error))) => match error.kind() {
+                    MessagesErrorKind::MissingHeartbeat | MessagesErrorKind::Pull => {
+                        tracing::debug!(queue = %self.queue, %error, "pull subscription hiccup");
+                        continue;
+                    }
+                    _ => Poll::Ready(Err(consume_error(error))),
+                },
+                Poll::Ready(None) => Poll::Ready(Err(BrokerError::new(
+                    BrokerErrorKind::Consume,
+                    "the pull subscription ended",
+                ))),
+                Poll::Pending => Poll::Pending,
+            };
         }
     }
 
@@ -278,21 +305,28 @@ pub(crate) fn delivery(
 /// about 2,000 instructions per message, a quarter of wharf's own cost on
 /// this path.
 pub(crate) fn delivered_count(ack_subject: &str) -> Option<u64> {
-    let rest = ack_subject.strip_prefix("$JS.ACK.")?;
-    let mut tokens = [""; 5];
-    let mut count = 0;
-    for token in rest.split('.') {
-        if let Some(slot) = tokens.get_mut(count) {
-            *slot = token;
+    let rest = ack_subject.strip_prefix("$JS.ACK.")?.as_bytes();
+    // Where the first five tokens start, and how many tokens there are: a
+    // plain byte loop (the subject is short; `split('.')` searched for each
+    // dot with memchr, about 450 instructions per message).
+    let mut starts = [0usize; 5];
+    let mut count = 1;
+    for (at, byte) in rest.iter().enumerate() {
+        if *byte == b'.' {
+            if let Some(start) = starts.get_mut(count) {
+                *start = at + 1;
+            }
+            count += 1;
         }
-        count += 1;
     }
     let index = match count {
         7 => 2,
         9.. => 4,
         _ => return None,
     };
-    tokens[index].parse().ok()
+    let token = &rest[starts[index]..];
+    let token = &token[..token.iter().position(|b| *b == b'.').unwrap_or(token.len())];
+    std::str::from_utf8(token).ok()?.parse().ok()
 }
 
 /// Moves deferred copies whose time has come from the delay stream back to

@@ -60,9 +60,11 @@ pub(crate) fn any_lane(queue: &str) -> String {
 
 /// The priority lane of a subject `wharf.p<P>.<queue>`.
 pub(crate) fn lane_of(subject: &str) -> Option<u8> {
-    let lane = subject.strip_prefix("wharf.p")?.split('.').next()?;
-    let lane: u8 = lane.parse().ok()?;
-    (usize::from(lane) <= MAX_PRIORITY).then_some(lane)
+    // Read on every delivery: the digit and the dot after it, no search.
+    match subject.strip_prefix("wharf.p")?.as_bytes() {
+        [digit @ b'0'..=b'9', b'.', ..] if usize::from(digit - b'0') <= MAX_PRIORITY => Some(digit - b'0'),
+        _ => None,
+    }
 }
 
 /// The stream holding `queue`.
@@ -111,6 +113,17 @@ mod tests {
         assert_eq!(delay_stream("orders"), "WHARFDELAY_orders");
         assert_eq!(lane_of("wharf.p3.orders.eu"), Some(3));
         assert_eq!(lane_of("wharf.x.orders"), None);
+        assert_eq!(lane_of("wharf.p0.q"), Some(0));
+        assert_eq!(lane_of("wharf.p9.q"), Some(9));
+        for not_a_lane in [
+            "wharf.p10.q",
+            "wharf.p7",
+            "wharf.p.q",
+            "wharf.pa.q",
+            "wharf-delay.q",
+        ] {
+            assert_eq!(lane_of(not_a_lane), None, "{not_a_lane}");
+        }
         assert_eq!(subjects("q").len(), 10);
     }
 
