@@ -14,6 +14,7 @@ mod extract;
 mod handler;
 pub mod headers;
 mod health;
+mod id_map;
 mod lanes;
 mod memory;
 mod message;

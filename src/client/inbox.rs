@@ -12,10 +12,10 @@
 //! or dropped — it wakes another waiting request, which reads on in its
 //! place; a request that takes its own reply off the stream does the same.
 
+use crate::id_map::IdMap;
 use crate::message::Message;
 use crate::transport::{ReplyInbox, RequestSender};
 use futures_util::Stream;
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,7 +39,7 @@ pub(super) struct Inbox {
 #[derive(Default)]
 struct State {
     /// Requests in flight by correlation id.
-    waiting: HashMap<String, Slot>,
+    waiting: IdMap<Slot>,
     /// The request whose waker the reply stream holds; `None` when no
     /// waiting request is known to hold it.
     reader: Option<u64>,

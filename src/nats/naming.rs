@@ -24,14 +24,19 @@ pub(crate) const DELAY_CONSUMER: &str = "wharf-delay";
 /// Checks that `queue` can be a subject's tail: dot-separated, non-empty
 /// tokens of ASCII letters, digits, `_` and `-`.
 pub(crate) fn check_queue(queue: &str) -> Result<(), BrokerError> {
-    let valid = !queue.is_empty()
-        && queue.split('.').all(|token| {
-            !token.is_empty()
-                && token
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        });
-    if valid {
+    // One pass, no splitting: checked on every request.
+    let mut token_len = 0usize;
+    let mut valid = true;
+    for byte in queue.bytes() {
+        if byte == b'.' {
+            valid &= token_len > 0;
+            token_len = 0;
+        } else {
+            valid &= byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-';
+            token_len += 1;
+        }
+    }
+    if valid && token_len > 0 {
         Ok(())
     } else {
         Err(BrokerError::new(
@@ -45,8 +50,18 @@ pub(crate) fn check_queue(queue: &str) -> Result<(), BrokerError> {
 
 /// The subject of lane `priority` of `queue`.
 pub(crate) fn subject(queue: &str, priority: u8) -> String {
-    format!("wharf.p{}.{queue}", usize::from(priority).min(MAX_PRIORITY))
+    // Built on every publish and request; `format!` cost several times this.
+    let lane = usize::from(priority).min(MAX_PRIORITY) as u8;
+    let mut subject = String::with_capacity(LANE_PREFIX.len() + 2 + queue.len());
+    subject.push_str(LANE_PREFIX);
+    subject.push(char::from(b'0' + lane));
+    subject.push('.');
+    subject.push_str(queue);
+    subject
 }
+
+/// What every lane's subject starts with.
+const LANE_PREFIX: &str = "wharf.p";
 
 /// Every lane's subject of `queue`, lowest priority first.
 pub(crate) fn subjects(queue: &str) -> Vec<String> {
@@ -61,7 +76,7 @@ pub(crate) fn any_lane(queue: &str) -> String {
 /// The priority lane of a subject `wharf.p<P>.<queue>`.
 pub(crate) fn lane_of(subject: &str) -> Option<u8> {
     // Read on every delivery: the digit and the dot after it, no search.
-    match subject.strip_prefix("wharf.p")?.as_bytes() {
+    match subject.strip_prefix(LANE_PREFIX)?.as_bytes() {
         [digit @ b'0'..=b'9', b'.', ..] if usize::from(digit - b'0') <= MAX_PRIORITY => Some(digit - b'0'),
         _ => None,
     }

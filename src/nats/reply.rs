@@ -84,7 +84,7 @@ impl RequestSender for Requests {
             };
             let client = &self.shared.client;
             if form == Form::Lean {
-                let reply = format!("{}.{LEAN_TOKEN}{correlation_id}", self.prefix);
+                let reply = self.reply_subject(&[LEAN_TOKEN, correlation_id]);
                 strip_for_service(&mut message);
                 return if message.content_type.is_none() && message.headers.is_empty() {
                     client.publish_with_reply(subject, reply, message.body).await
@@ -96,7 +96,7 @@ impl RequestSender for Requests {
                 }
                 .map_err(failed);
             }
-            let reply = format!("{}.{}", self.prefix, token(correlation_id));
+            let reply = self.reply_subject(&[&token(correlation_id)]);
             message.reply_to = Some(reply.clone());
             let headers = convert::headers(&message, false);
             client
@@ -104,6 +104,18 @@ impl RequestSender for Requests {
                 .await
                 .map_err(failed)
         })
+    }
+}
+
+impl Requests {
+    /// `<prefix>.` and `token` (in parts), without `format!`'s machinery.
+    fn reply_subject(&self, token: &[&str]) -> String {
+        let len = self.prefix.len() + 1 + token.iter().map(|part| part.len()).sum::<usize>();
+        let mut subject = String::with_capacity(len);
+        subject.push_str(&self.prefix);
+        subject.push('.');
+        token.iter().for_each(|part| subject.push_str(part));
+        subject
     }
 }
 

@@ -18,7 +18,7 @@
 //! learnt is forgotten, so the next request asks again.
 
 use super::Shared;
-use std::collections::HashMap;
+use crate::id_map::IdMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -55,7 +55,7 @@ enum Known {
 /// The forms learnt by one client's reply address.
 #[derive(Default)]
 pub(crate) struct Forms {
-    known: Mutex<HashMap<String, Known>>,
+    known: Mutex<IdMap<Known>>,
 }
 
 impl Forms {
@@ -110,7 +110,7 @@ impl Forms {
         self.known().contains_key(subject)
     }
 
-    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
+    fn known(&self) -> std::sync::MutexGuard<'_, IdMap<Known>> {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
