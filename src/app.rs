@@ -10,6 +10,7 @@ use crate::store::{MemoryStore, Store};
 use crate::transport::QueueSpec;
 use std::collections::HashSet;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +38,13 @@ pub struct App<S = ()> {
     routes: Vec<RouteDef<S>>,
     store: Arc<dyn Store>,
     grace: Duration,
+    http: Option<SocketAddr>,
 }
+
+/// Environment variable that sets (or, with `off`, disables) the address of
+/// the `/healthz`, `/readyz` and `/metrics` listener, over
+/// [`App::http`]: `WHARF_HTTP_ADDR=0.0.0.0:8080`.
+pub const HTTP_ADDR_ENV: &str = "WHARF_HTTP_ADDR";
 
 struct RouteDef<S> {
     queue: String,
@@ -62,6 +69,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
             routes: Vec::new(),
             store: Arc::new(MemoryStore::new()),
             grace: Duration::from_secs(25),
+            http: None,
         }
     }
 
@@ -107,6 +115,35 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
         self
     }
 
+    /// Serves `/healthz` (alive), `/readyz` (connected, consuming, not
+    /// draining: 200, else 503 with the reason) and `/metrics` (Prometheus
+    /// text format, wharf's exporter installed as the process's `metrics`
+    /// recorder) on `addr`, from start until the app is dropped. Off unless
+    /// set here or by [`HTTP_ADDR_ENV`], which overrides it (`off`
+    /// disables it). Port 0 picks a free port: see
+    /// [`Running::http_addr`].
+    pub fn http(mut self, addr: SocketAddr) -> Self {
+        self.http = Some(addr);
+        self
+    }
+
+    /// The listener address after the environment's say.
+    fn http_addr(&self) -> Result<Option<SocketAddr>, BrokerError> {
+        let Ok(value) = std::env::var(HTTP_ADDR_ENV) else {
+            return Ok(self.http);
+        };
+        let value = value.trim();
+        if value.is_empty() || value.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        value.parse().map(Some).map_err(|_| {
+            BrokerError::new(
+                BrokerErrorKind::Config,
+                format!("{HTTP_ADDR_ENV}={value:?} is not an address like 0.0.0.0:8080 (or off)"),
+            )
+        })
+    }
+
     /// Declares every queue, starts consuming and returns the running app.
     pub async fn start(self) -> Result<Running, BrokerError> {
         let mut seen = HashSet::new();
@@ -120,7 +157,11 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
         }
         let transport = self.broker.transport().clone();
         let lifecycle = Lifecycle::default();
-        let running = Running::new(transport.clone(), lifecycle.clone(), self.grace);
+        let mut running = Running::new(transport.clone(), lifecycle.clone(), self.grace);
+        if let Some(addr) = self.http_addr()? {
+            // Up while starting too: alive, not ready yet.
+            running.serve_http(addr).await?;
+        }
         let mut routes: Vec<(String, Arc<dyn RouteControl>)> = Vec::new();
         let mut streams = Vec::new();
         for route in self.routes {

@@ -4,6 +4,7 @@ use crate::error::{BrokerError, BrokerErrorKind, Error};
 use crate::extract::{FromMessage, Incoming, Rejection};
 use crate::message::Message;
 use crate::pipeline::RouteShared;
+use crate::trace_context::TraceContext;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub struct Context {
     route: Arc<RouteShared>,
     message: Arc<Message>,
     attempt: u32,
+    trace: Option<Arc<TraceContext>>,
 }
 
 impl<S> FromMessage<S> for Context {
@@ -37,6 +39,7 @@ impl<S> FromMessage<S> for Context {
             route: incoming.route.clone(),
             message: incoming.message.clone(),
             attempt: incoming.attempt,
+            trace: incoming.trace.clone(),
         })
     }
 }
@@ -77,8 +80,15 @@ impl Context {
         self.send(queue, message).await
     }
 
-    /// Publishes a message to `queue`, confirmed by the broker.
+    /// Publishes a message to `queue`, confirmed by the broker. When the
+    /// message being handled carries a W3C `traceparent`, the new message
+    /// carries the trace on (with this handling as its parent) unless it
+    /// has a `traceparent` of its own.
     pub async fn send(&self, queue: &str, message: Message) -> Result<(), Error> {
+        let mut message = message;
+        if let Some(trace) = &self.trace {
+            trace.stamp(&mut message);
+        }
         self.route
             .transport
             .publish(queue, message)

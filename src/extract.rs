@@ -25,6 +25,8 @@ pub struct Incoming {
     /// Codec to encode the handler's reply with, when a reply is needed.
     pub(crate) reply: Option<Codec>,
     pub(crate) route: Arc<RouteShared>,
+    /// This handling's place in the message's trace, if it carries one.
+    pub(crate) trace: Option<Arc<crate::trace_context::TraceContext>>,
 }
 
 impl Incoming {

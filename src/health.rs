@@ -44,3 +44,14 @@ impl Health {
         self.is_connected() && self.phase() == Phase::Running
     }
 }
+
+impl Health {
+    /// Waits until the phase or the connection changes; `false` once
+    /// neither can change any more.
+    pub(crate) async fn changed(&mut self) -> bool {
+        tokio::select! {
+            changed = self.phase.changed() => changed.is_ok(),
+            changed = self.connected.changed() => changed.is_ok(),
+        }
+    }
+}

@@ -6,7 +6,10 @@
 //! message content, so their number is bounded.
 
 use crate::dead_letter::DeadLetterReason;
-use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics::{
+    Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
+};
 
 /// `wharf_messages_received_total{queue,handler}`
 pub const MESSAGES_RECEIVED: &str = "wharf_messages_received_total";
@@ -26,6 +29,28 @@ pub const REPLIES_SENT: &str = "wharf_replies_sent_total";
 pub const SESSION_BUFFERED: &str = "wharf_session_buffered_messages";
 /// `wharf_session_gap_timeouts_total{queue,handler}`
 pub const SESSION_GAP_TIMEOUTS: &str = "wharf_session_gap_timeouts_total";
+
+/// `wharf_client_request_duration_seconds{queue,outcome}`: a request made
+/// with [`Client`](crate::Client), from sending to its reply or failure.
+pub const CLIENT_REQUEST_DURATION: &str = "wharf_client_request_duration_seconds";
+/// `wharf_broker_connected{broker}`: 1 while the broker connection is up.
+pub const BROKER_CONNECTED: &str = "wharf_broker_connected";
+/// `wharf_broker_reconnects_total{broker}`: connections re-established
+/// after one was lost.
+pub const BROKER_RECONNECTS: &str = "wharf_broker_reconnects_total";
+/// `wharf_queue_depth{queue}`: messages waiting in a route's queue
+/// (RabbitMQ: the queue's ready messages; NATS: the consumer's pending
+/// messages, its lag), sampled every [`QUEUE_DEPTH_EVERY`].
+pub const QUEUE_DEPTH: &str = "wharf_queue_depth";
+/// `wharf_ready`: 1 while the app is ready (connected, consuming, not
+/// draining), as `/readyz` answers.
+pub const READY: &str = "wharf_ready";
+
+/// How often a running app samples [`QUEUE_DEPTH`].
+pub const QUEUE_DEPTH_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Outcome label values of [`CLIENT_REQUEST_DURATION`].
+pub const REQUEST_OUTCOMES: [&str; 4] = ["ok", "remote_error", "timeout", "broker_error"];
 
 /// Outcome label values of [`MESSAGES_HANDLED`].
 pub const OUTCOMES: [&str; 7] = [
@@ -76,3 +101,74 @@ impl RouteMetrics {
         }
     }
 }
+
+/// The client's handles for one queue, indexed like [`REQUEST_OUTCOMES`].
+pub(crate) struct RequestMetrics(pub(crate) [Histogram; 4]);
+
+impl RequestMetrics {
+    pub(crate) fn register(queue: &str) -> Self {
+        RequestMetrics(REQUEST_OUTCOMES.map(
+            |outcome| histogram!(CLIENT_REQUEST_DURATION, "queue" => queue.to_owned(), "outcome" => outcome),
+        ))
+    }
+}
+
+/// Help texts and units of every metric wharf records, for the exporter.
+pub(crate) fn describe() {
+    describe_counter!(MESSAGES_RECEIVED, Unit::Count, "Deliveries taken from the queue.");
+    describe_counter!(
+        MESSAGES_HANDLED,
+        Unit::Count,
+        "Deliveries settled, by outcome: acked, retried, dead_lettered, rejected (bad input), \
+         duplicate, deferred (session or key busy), returned (shutdown)."
+    );
+    describe_histogram!(
+        HANDLER_DURATION,
+        Unit::Seconds,
+        "Time from invoking the handler (decoding its arguments included) to its result, per attempt."
+    );
+    describe_gauge!(IN_FLIGHT, Unit::Count, "Handlers running now.");
+    describe_counter!(
+        RETRIES,
+        Unit::Count,
+        "Failed attempts sent back for a later retry."
+    );
+    describe_counter!(DEAD_LETTERS, Unit::Count, "Messages dead-lettered, by reason.");
+    describe_counter!(
+        REPLIES_SENT,
+        Unit::Count,
+        "Replies published, by status (ok or error)."
+    );
+    describe_gauge!(
+        SESSION_BUFFERED,
+        Unit::Count,
+        "Session messages waiting in memory for their turn."
+    );
+    describe_counter!(
+        SESSION_GAP_TIMEOUTS,
+        Unit::Count,
+        "Session gaps that did not fill within the gap timeout."
+    );
+    describe_histogram!(
+        CLIENT_REQUEST_DURATION,
+        Unit::Seconds,
+        "Requests made with wharf's client, from sending to reply, by outcome."
+    );
+    describe_gauge!(BROKER_CONNECTED, "1 while the broker connection is up, else 0.");
+    describe_counter!(
+        BROKER_RECONNECTS,
+        Unit::Count,
+        "Broker connections re-established after a loss."
+    );
+    describe_gauge!(
+        QUEUE_DEPTH,
+        Unit::Count,
+        "Messages waiting in the queue (NATS: the consumer's lag)."
+    );
+    describe_gauge!(
+        READY,
+        "1 while the app is ready (connected, consuming, not draining), else 0."
+    );
+}
+
+pub use crate::exporter::{ExporterError, MetricsExporter, install as install_prometheus};

@@ -1,12 +1,15 @@
 //! A started app: consumer loops, stats, health and graceful shutdown.
 
+use crate::error::BrokerError;
 use crate::health::{Health, Phase};
+use crate::http::HttpServer;
 use crate::pipeline::{Lifecycle, Pipeline};
 use crate::stats::RouteStats;
 use crate::transport::{BoxFuture, DeliveryStream, Settlement, Transport};
 use futures_util::FutureExt;
 use futures_util::StreamExt;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,6 +17,7 @@ use std::task::{Context, Waker};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// What the app needs of a route, whatever its state type.
 pub(crate) trait RouteControl: Send + Sync {
@@ -59,6 +63,11 @@ pub struct Running {
     phase: watch::Sender<Phase>,
     routes: Vec<(String, Arc<dyn RouteControl>)>,
     consumers: Vec<JoinHandle<()>>,
+    /// `/healthz`, `/readyz`, `/metrics`, when configured; serves until the
+    /// app is dropped, through the drain.
+    http: Option<HttpServer>,
+    /// Ends the readiness, connection and queue-depth monitors.
+    monitors: CancellationToken,
 }
 
 impl Running {
@@ -70,7 +79,28 @@ impl Running {
             phase: watch::channel(Phase::Starting).0,
             routes: Vec::new(),
             consumers: Vec::new(),
+            http: None,
+            monitors: CancellationToken::new(),
         }
+    }
+
+    /// Serves `/healthz`, `/readyz` and `/metrics` on `addr` from now on.
+    pub(crate) async fn serve_http(&mut self, addr: SocketAddr) -> Result<(), BrokerError> {
+        let metrics = match crate::exporter::install() {
+            Ok(exporter) => Some(exporter),
+            Err(error) => {
+                tracing::warn!(%error, "/metrics will answer 503");
+                None
+            }
+        };
+        self.http = Some(HttpServer::start(addr, self.health(), metrics).await?);
+        Ok(())
+    }
+
+    /// The address `/healthz`, `/readyz` and `/metrics` are served on, if
+    /// they are (see [`App::http`](crate::App::http)).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::addr)
     }
 
     pub(crate) fn begin<S: Send + Sync + 'static>(
@@ -83,6 +113,13 @@ impl Running {
             .into_iter()
             .map(|(pipeline, stream)| tokio::spawn(consume(pipeline, stream)))
             .collect();
+        let queues = self.routes.iter().map(|(queue, _)| queue.clone()).collect();
+        crate::monitor::start(
+            self.transport.clone(),
+            self.health(),
+            queues,
+            self.monitors.clone(),
+        );
         self.phase.send_replace(Phase::Running);
         self
     }
@@ -144,6 +181,7 @@ impl Running {
         }
         self.transport.flush().await;
         self.phase.send_replace(Phase::Stopped);
+        self.monitors.cancel();
         tracing::info!(drained, "shutdown complete");
         ShutdownReport {
             drained,
@@ -162,6 +200,7 @@ impl Drop for Running {
         // go back to the broker as their tasks end.
         self.lifecycle.stop.cancel();
         self.lifecycle.abandon.cancel();
+        self.monitors.cancel();
     }
 }
 

@@ -408,11 +408,14 @@ async fn server_restart_mid_run_loses_nothing() {
     };
     let running = App::new(broker.clone())
         .route_with(&queue, handler, RouteOptions::new().concurrency(32))
+        .http("127.0.0.1:0".parse().unwrap())
         .start()
         .await
         .unwrap();
     let health = running.health();
     assert!(health.is_ready());
+    let ops = running.http_addr().expect("operations listener");
+    assert_eq!(support::http_get(ops, "/readyz").await.0, 200);
 
     // The publisher keeps going through the outage, retrying what fails. It
     // is paced (about 1 ms a message) so that the outage falls in the middle.
@@ -455,6 +458,12 @@ async fn server_restart_mid_run_loses_nothing() {
     })
     .await
         + stop_took;
+    let (status, body) = support::http_get(ops, "/readyz").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "not ready: broker connection lost: reconnecting\n"),
+        "/readyz while the broker is away"
+    );
     assert!(
         handled_at_stop < MESSAGES,
         "the server went away mid-run (all {MESSAGES} were handled before the stop)"
@@ -509,6 +518,28 @@ async fn server_restart_mid_run_loses_nothing() {
         health.is_ready()
     })
     .await;
+    assert_eq!(
+        support::http_get(ops, "/readyz").await.0,
+        200,
+        "/readyz after the reconnect"
+    );
+    let (_, metrics) = support::http_get(ops, "/metrics").await;
+    let broker_kind = broker.kind();
+    let reconnects = support::sample(
+        &metrics,
+        &format!("wharf_broker_reconnects_total{{broker=\"{broker_kind}\"}}"),
+    );
+    assert!(
+        reconnects >= Some(1.0),
+        "reconnects counted: {reconnects:?}\n{metrics}"
+    );
+    assert_eq!(
+        support::sample(
+            &metrics,
+            &format!("wharf_broker_connected{{broker=\"{broker_kind}\"}}")
+        ),
+        Some(1.0)
+    );
     let (retries, last_publish_error, slowest_failure) =
         tokio::time::timeout(Duration::from_secs(120), publisher)
             .await

@@ -8,7 +8,9 @@ use inbox::Inbox;
 use crate::codec::{Codec, CodecError};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::headers::names;
+use crate::id_map::IdMap;
 use crate::message::Message;
+use crate::metrics::RequestMetrics;
 use crate::pipeline::ErrorBody;
 use crate::transport::Transport;
 use serde::Serialize;
@@ -50,6 +52,8 @@ struct Inner {
     opening: tokio::sync::Mutex<()>,
     id_prefix: String,
     next_id: AtomicU64,
+    /// `wharf_client_request_duration_seconds` handles, by queue.
+    metrics: Mutex<IdMap<RequestMetrics>>,
 }
 
 impl Client {
@@ -66,6 +70,7 @@ impl Client {
                 opening: tokio::sync::Mutex::new(()),
                 id_prefix: format!("{:x}-{:x}", std::process::id(), nanos),
                 next_id: AtomicU64::new(1),
+                metrics: Mutex::default(),
             }),
         }
     }
@@ -80,6 +85,7 @@ impl Client {
                 opening: tokio::sync::Mutex::new(()),
                 id_prefix: format!("{}-t", self.inner.id_prefix),
                 next_id: AtomicU64::new(1),
+                metrics: Mutex::default(),
             }),
         }
     }
@@ -127,6 +133,33 @@ impl Client {
     /// correlation id and reply address are set here. An error reply is
     /// returned as `Err(RequestError::Remote)`.
     pub async fn request_message(
+        &self,
+        queue: &str,
+        message: Message,
+        timeout: Duration,
+    ) -> Result<Message, RequestError> {
+        let started = std::time::Instant::now();
+        let result = self.round_trip(queue, message, timeout).await;
+        let outcome = match &result {
+            Ok(_) => 0,
+            Err(RequestError::Remote(_)) => 1,
+            Err(RequestError::Timeout { .. }) => 2,
+            Err(_) => 3,
+        };
+        let took = started.elapsed().as_secs_f64();
+        let mut metrics = self.inner.metrics.lock().unwrap_or_else(|p| p.into_inner());
+        match metrics.get(queue) {
+            Some(handles) => handles.0[outcome].record(took),
+            None => {
+                let handles = RequestMetrics::register(queue);
+                handles.0[outcome].record(took);
+                metrics.insert(queue.to_owned(), handles);
+            }
+        }
+        result
+    }
+
+    async fn round_trip(
         &self,
         queue: &str,
         mut message: Message,

@@ -41,7 +41,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         tracing::debug!("duplicate idempotency key; handler not run");
         let request = job.delivery.message.clone();
         if let Some(address) = request.reply_to.as_deref() {
-            let response = match stored {
+            let mut response = match stored {
                 Some(stored) => reply::ok(&request, stored.body, &stored.content_type),
                 None => reply::ok(
                     &request,
@@ -49,6 +49,9 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                     job.codec.content_type(),
                 ),
             };
+            if let Some(trace) = &job.trace {
+                trace.stamp(&mut response);
+            }
             if let Err(error) = self.shared.transport.reply(address, response).await {
                 tracing::warn!(%error, "repeated reply could not be published");
                 return self.defer(job, "reply publish failed").await;

@@ -28,6 +28,7 @@ use crate::handler::BoxedHandler;
 use crate::route::{GapPolicy, RouteOptions};
 use crate::stats::RouteStats;
 use crate::store::{ClaimToken, Store, StoredReply};
+use crate::trace_context::TraceContext;
 use crate::transport::{Delivery, Settlement, Transport};
 use bytes::Bytes;
 use invoke::Invocation;
@@ -79,6 +80,9 @@ pub(crate) struct Job {
     /// Idempotency and session state, boxed: most messages have neither, and
     /// the job is moved through every step.
     keys: Option<Box<Keys>>,
+    /// This handling's place in the message's trace, when it carries one:
+    /// the parent of its reply and of what its handler publishes.
+    trace: Option<Arc<TraceContext>>,
 }
 
 /// A job's idempotency and session state.
@@ -103,6 +107,7 @@ impl Job {
             delivery,
             codec,
             keys,
+            trace: None,
         }
     }
 
@@ -234,11 +239,23 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
             correlation_id = message.correlation_id.as_deref(),
             session = message.session_id(),
             attempt = delivery.delivery_count,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            parent_span_id = tracing::field::Empty,
         );
-        self.process_inner(delivery).instrument(span)
+        let trace = TraceContext::of(message).map(|received| {
+            let handling = received.child();
+            if !span.is_disabled() {
+                span.record("trace_id", format_args!("{:032x}", handling.trace_id));
+                span.record("span_id", format_args!("{:016x}", handling.span_id));
+                span.record("parent_span_id", format_args!("{:016x}", received.span_id));
+            }
+            Arc::new(handling)
+        });
+        self.process_inner(delivery, trace).instrument(span)
     }
 
-    async fn process_inner(self: &Arc<Self>, delivery: Delivery) {
+    async fn process_inner(self: &Arc<Self>, delivery: Delivery, trace: Option<Arc<TraceContext>>) {
         self.observe.received();
         if delivery.delivery_count > self.policy.max_attempts {
             return Box::pin(self.redelivered_too_often(delivery)).await;
@@ -257,10 +274,16 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
             (envelope.codec, keys)
         });
         let job = match admitted {
-            Ok((codec, keys)) => Job::new(delivery, codec, keys),
+            Ok((codec, keys)) => Job {
+                trace,
+                ..Job::new(delivery, codec, keys)
+            },
             Err(invalid) => {
                 // The envelope is unreadable, so the error reply (if any) is JSON.
-                let job = Job::new(delivery, Codec::Json, None);
+                let job = Job {
+                    trace,
+                    ..Job::new(delivery, Codec::Json, None)
+                };
                 let failure = Failure::new(true, invalid.reason.as_str(), invalid.message);
                 Box::pin(self.dead_letter(job, invalid.reason, &failure, false)).await;
                 return;
@@ -355,6 +378,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
             sequence: job.sequence(),
             reply: wants_reply.then_some(job.codec),
             route: self.shared.clone(),
+            trace: job.trace.clone(),
         };
         self.observe.started();
         let started = Instant::now();
@@ -387,7 +411,10 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         let content_type = job.codec.content_type();
         let request = job.delivery.message.clone();
         if let (Some(address), Some(body)) = (request.reply_to.as_deref(), &reply) {
-            let response = reply::ok(&request, body.clone(), content_type);
+            let mut response = reply::ok(&request, body.clone(), content_type);
+            if let Some(trace) = &job.trace {
+                trace.stamp(&mut response);
+            }
             if let Err(error) = self.shared.transport.reply(address, response).await {
                 tracing::warn!(%error, "reply could not be published; the message will be retried");
                 let failure = Failure::new(false, "reply", error.to_string());
@@ -447,7 +474,10 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 message: failure.message.clone(),
                 details: failure.details.clone(),
             };
-            let response = reply::error(message, job.codec, &body);
+            let mut response = reply::error(message, job.codec, &body);
+            if let Some(trace) = &job.trace {
+                trace.stamp(&mut response);
+            }
             match self.shared.transport.reply(address, response).await {
                 Ok(()) => self.observe.replied(false),
                 Err(error) => tracing::warn!(%error, "error reply could not be published"),

@@ -48,6 +48,7 @@ macro_rules! for_every_case {
                 error_reply_surfaces_as_typed_error_not_timeout,
                 request_without_responder_times_out,
                 unit_handler_replies_null,
+                trace_context_follows_a_request_through_workers,
                 // retries and dead letters
                 retryable_error_is_retried_then_succeeds,
                 retry_waits_without_holding_a_slot,

@@ -9,6 +9,7 @@ mod retries;
 mod robustness;
 mod sessions;
 mod shutdown;
+mod tracing;
 
 pub use bad_input::*;
 pub use idempotency::*;
@@ -19,6 +20,7 @@ pub use retries::*;
 pub use robustness::*;
 pub use sessions::*;
 pub use shutdown::*;
+pub use tracing::*;
 
 use serde::{Deserialize, Serialize};
 

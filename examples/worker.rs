@@ -1,0 +1,136 @@
+//! A long-lived wharf worker configured only by environment variables: the
+//! program the container image (`Dockerfile`) runs and the Helm chart
+//! (`charts/wharf-worker`) deploys.
+//!
+//! ```sh
+//! WHARF_BROKER_URL=amqp://guest:guest@127.0.0.1:5672/%2f WHARF_HTTP_ADDR=127.0.0.1:8080 \
+//!     cargo run --example worker --features amqp,nats,redis
+//! curl 127.0.0.1:8080/readyz; curl 127.0.0.1:8080/metrics
+//! ```
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `WHARF_BROKER_URL` | `memory://` | `amqp://…`, `nats://…` (credentials are never printed) |
+//! | `WHARF_QUEUE` | `orders` | the queue the handler consumes |
+//! | `WHARF_CONCURRENCY` | `16` | handlers at once |
+//! | `WHARF_PREFETCH` | 2 × concurrency | unsettled deliveries per worker |
+//! | `WHARF_MAX_ATTEMPTS` | `5` | attempts before a message is dead-lettered |
+//! | `WHARF_BACKOFF_MS` | `1000` | first retry delay (doubling, capped at 60 s, jittered) |
+//! | `WHARF_SHUTDOWN_GRACE_SECONDS` | `25` | drain time after SIGTERM; keep the pod's `terminationGracePeriodSeconds` above it |
+//! | `WHARF_HTTP_ADDR` | `0.0.0.0:8080` | `/healthz`, `/readyz`, `/metrics`; `off` disables |
+//! | `WHARF_STORE_URL` | in-memory | `redis://…` (feature `redis`) or `nats://…` (feature `nats`): idempotency and sessions shared by all pods |
+//! | `WHARF_LOG_FORMAT` | `text` | `json` for one JSON object per line |
+//! | `RUST_LOG` | `info` | log filter (`tracing-subscriber` syntax) |
+//!
+//! The handler takes an order, `{"id": 1, "item": "teapot", "quantity": 2}`:
+//! quantity 0 is a permanent error (dead-lettered at once, error reply to a
+//! request); the item `flaky` fails its first attempt (retried); anything
+//! else succeeds, replying with a receipt when asked.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::time::Duration;
+use wharf::{App, Backoff, Broker, Context, Error, RouteOptions};
+
+#[derive(Debug, Deserialize)]
+struct Order {
+    id: u64,
+    item: String,
+    quantity: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct Receipt {
+    order_id: u64,
+    total_cents: u64,
+}
+
+async fn place_order(ctx: Context, order: Order) -> Result<Receipt, Error> {
+    if order.quantity == 0 {
+        return Err(Error::permanent(format!("order {} has no items", order.id)).with_kind("invalid-order"));
+    }
+    if order.item == "flaky" && ctx.attempt() == 1 {
+        return Err(Error::new(format!(
+            "order {}: warehouse busy, try again",
+            order.id
+        )));
+    }
+    tracing::info!(order = order.id, item = %order.item, quantity = order.quantity, "order placed");
+    Ok(Receipt {
+        order_id: order.id,
+        total_cents: u64::from(order.quantity) * 250,
+    })
+}
+
+/// `name` parsed, or `default` when unset; a value that does not parse is
+/// an error naming the variable.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
+    match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(value) => value
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name}={value:?} is not valid")),
+    }
+}
+
+fn init_logs() -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match std::env::var("WHARF_LOG_FORMAT").as_deref() {
+        Ok("json") => builder.json().flatten_event(true).with_current_span(true).init(),
+        Ok("text") | Err(_) => builder.init(),
+        Ok(other) => return Err(format!("WHARF_LOG_FORMAT={other:?}: use text or json")),
+    }
+    Ok(())
+}
+
+async fn store(app: App, url: Option<String>) -> Result<App, Box<dyn std::error::Error>> {
+    let Some(url) = url else {
+        return Ok(app);
+    };
+    #[cfg(feature = "redis")]
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        return Ok(app.store(wharf::store::RedisStore::connect(&url).await?));
+    }
+    #[cfg(feature = "nats")]
+    if url.starts_with("nats://") || url.starts_with("tls://") {
+        return Ok(app.store(wharf::store::NatsKvStore::connect(&url).await?));
+    }
+    let _ = app;
+    Err(format!("WHARF_STORE_URL: no store for this URL in this build (scheme of {url:?})").into())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    init_logs()?;
+    let queue = std::env::var("WHARF_QUEUE").unwrap_or_else(|_| "orders".to_owned());
+    let concurrency: usize = env_or("WHARF_CONCURRENCY", 16)?;
+    let prefetch: usize = env_or("WHARF_PREFETCH", concurrency * 2)?;
+    let attempts: u32 = env_or("WHARF_MAX_ATTEMPTS", 5)?;
+    let backoff_ms: u64 = env_or("WHARF_BACKOFF_MS", 1000)?;
+    let grace: u64 = env_or("WHARF_SHUTDOWN_GRACE_SECONDS", 25)?;
+    let http: SocketAddr = "0.0.0.0:8080".parse()?;
+
+    let broker = Broker::from_env().await?;
+    tracing::info!(broker = %broker.url(), %queue, concurrency, prefetch, "starting worker");
+    let options = RouteOptions::new()
+        .name("place_order")
+        .concurrency(concurrency)
+        .prefetch(prefetch)
+        .max_attempts(attempts)
+        .backoff(Backoff::exponential(
+            Duration::from_millis(backoff_ms),
+            Duration::from_secs(60),
+        ));
+    let app = App::new(broker)
+        .route_with(&queue, place_order, options)
+        .shutdown_grace(Duration::from_secs(grace))
+        // WHARF_HTTP_ADDR overrides this (or turns it off).
+        .http(http);
+    let app = store(app, std::env::var("WHARF_STORE_URL").ok()).await?;
+    app.run().await?;
+    tracing::info!("worker stopped");
+    Ok(())
+}
