@@ -143,10 +143,16 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
         }
         buffer.extend_from_slice(&chunk[..read]);
         if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            // However the bytes were split into reads.
+            if end > MAX_REQUEST {
+                return Ok(None);
+            }
             buffer.truncate(end);
             return Ok(Some(String::from_utf8_lossy(&buffer).into_owned()));
         }
-        if buffer.len() > MAX_REQUEST {
+        // Read on past the limit (up to a hard cap) so the answer is a 400,
+        // not a connection reset for unread bytes.
+        if buffer.len() > 8 * MAX_REQUEST {
             return Ok(None);
         }
     }
