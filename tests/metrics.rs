@@ -165,8 +165,22 @@ async fn pipeline_records_outcomes_reasons_and_durations_with_configuration_labe
         .cloned()
         .collect();
     assert!(all.iter().all(|s| !s.contains("secret")), "{all:#?}");
+    // Every route series names its queue; the app's own (connection,
+    // readiness) carry the broker kind or nothing.
+    let app_wide = [
+        "wharf_broker_connected{",
+        "wharf_broker_reconnects_total{",
+        "wharf_ready{",
+    ];
     assert!(
-        all.iter().all(|s| s.contains(r#"queue="metrics.orders""#)),
+        all.iter()
+            .filter(|s| !app_wide.iter().any(|name| s.starts_with(name)))
+            .all(|s| s.contains(r#"queue="metrics.orders""#)),
+        "{all:#?}"
+    );
+    assert!(
+        all.iter()
+            .any(|s| s == r#"wharf_broker_connected{broker="memory"}"#),
         "{all:#?}"
     );
 }
