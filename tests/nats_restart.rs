@@ -458,12 +458,7 @@ async fn server_restart_mid_run_loses_nothing() {
     })
     .await
         + stop_took;
-    let (status, body) = support::http_get(ops, "/readyz").await;
-    assert_eq!(
-        (status, body.as_str()),
-        (503, "not ready: broker connection lost: reconnecting\n"),
-        "/readyz while the broker is away"
-    );
+    support::assert_reconnecting(ops).await;
     assert!(
         handled_at_stop < MESSAGES,
         "the server went away mid-run (all {MESSAGES} were handled before the stop)"
@@ -518,28 +513,7 @@ async fn server_restart_mid_run_loses_nothing() {
         health.is_ready()
     })
     .await;
-    assert_eq!(
-        support::http_get(ops, "/readyz").await.0,
-        200,
-        "/readyz after the reconnect"
-    );
-    let (_, metrics) = support::http_get(ops, "/metrics").await;
-    let broker_kind = broker.kind();
-    let reconnects = support::sample(
-        &metrics,
-        &format!("wharf_broker_reconnects_total{{broker=\"{broker_kind}\"}}"),
-    );
-    assert!(
-        reconnects >= Some(1.0),
-        "reconnects counted: {reconnects:?}\n{metrics}"
-    );
-    assert_eq!(
-        support::sample(
-            &metrics,
-            &format!("wharf_broker_connected{{broker=\"{broker_kind}\"}}")
-        ),
-        Some(1.0)
-    );
+    support::assert_reconnected(ops, broker.kind()).await;
     let (retries, last_publish_error, slowest_failure) =
         tokio::time::timeout(Duration::from_secs(120), publisher)
             .await

@@ -104,3 +104,40 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
         .lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// What a worker's operations listener says while its broker is away:
+/// not ready, because it is reconnecting.
+pub async fn assert_reconnecting(ops: std::net::SocketAddr) {
+    let (status, body) = http_get(ops, "/readyz").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "not ready: broker connection lost: reconnecting\n"),
+        "/readyz while the broker is away"
+    );
+}
+
+/// What it says once the broker is back: ready, connected, and the
+/// reconnect counted.
+pub async fn assert_reconnected(ops: std::net::SocketAddr, broker_kind: &str) {
+    assert_eq!(
+        http_get(ops, "/readyz").await.0,
+        200,
+        "/readyz after the reconnect"
+    );
+    let (_, metrics) = http_get(ops, "/metrics").await;
+    let reconnects = sample(
+        &metrics,
+        &format!("wharf_broker_reconnects_total{{broker=\"{broker_kind}\"}}"),
+    );
+    assert!(
+        reconnects >= Some(1.0),
+        "reconnects counted: {reconnects:?}\n{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!("wharf_broker_connected{{broker=\"{broker_kind}\"}}")
+        ),
+        Some(1.0)
+    );
+}
