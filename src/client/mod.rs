@@ -140,6 +140,7 @@ impl Client {
     ) -> Result<Message, RequestError> {
         let started = std::time::Instant::now();
         let result = self.round_trip(queue, message, timeout).await;
+        // Indexed like `metrics::REQUEST_OUTCOMES`.
         let outcome = match &result {
             Ok(_) => 0,
             Err(RequestError::Remote(_)) => 1,

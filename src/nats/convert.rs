@@ -133,12 +133,17 @@ pub(crate) fn strip_lean_reply(reply: &mut Message) {
         return;
     }
     reply.headers.remove(names::STATUS);
-    if reply
+    drop_default_content_type(reply);
+}
+
+/// JSON is what a message without `content-type` means: not written.
+pub(crate) fn drop_default_content_type(message: &mut Message) {
+    if message
         .content_type
         .as_deref()
         .is_some_and(|t| t.eq_ignore_ascii_case(Codec::Json.content_type()))
     {
-        reply.content_type = None;
+        message.content_type = None;
     }
 }
 

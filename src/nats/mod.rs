@@ -176,9 +176,9 @@ impl Transport for NatsTransport {
     }
 
     /// A reply to an inbox (`_INBOX.…`) is a core NATS message; a requester
-    /// that has gone is not an error. A successful reply to a request with
-    /// no correlation id (a lean request: its reply subject is its
-    /// correlation) has no headers when it is JSON. A reply to any other address goes to
+    /// that has gone is not an error; a successful JSON reply to a request
+    /// with no correlation id (a lean request: its reply subject is its
+    /// correlation) has no headers. A reply to any other address goes to
     /// the queue of that name if there is one (confirmed), else to the
     /// address as a core subject.
     fn reply(&self, address: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
@@ -196,10 +196,8 @@ impl Transport for NatsTransport {
             let failed =
                 |e| BrokerError::new(BrokerErrorKind::Publish, "publishing the reply failed").with_source(e);
             convert::strip_lean_reply(&mut message);
-            if message.content_type.is_none()
-                && message.headers.is_empty()
-                && message.correlation_id.is_none()
-            {
+            let headers = convert::headers(&message, false);
+            if headers.is_empty() {
                 return self
                     .shared
                     .client
@@ -207,7 +205,6 @@ impl Transport for NatsTransport {
                     .await
                     .map_err(failed);
             }
-            let headers = convert::headers(&message, false);
             self.shared
                 .client
                 .publish_with_headers(address, headers, message.body)

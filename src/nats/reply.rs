@@ -86,10 +86,10 @@ impl RequestSender for Requests {
             if form == Form::Lean {
                 let reply = self.reply_subject(&[LEAN_TOKEN, correlation_id]);
                 strip_for_service(&mut message);
-                return if message.content_type.is_none() && message.headers.is_empty() {
+                let headers = convert::headers(&message, false);
+                return if headers.is_empty() {
                     client.publish_with_reply(subject, reply, message.body).await
                 } else {
-                    let headers = convert::headers(&message, false);
                     client
                         .publish_with_reply_and_headers(subject, reply, headers, message.body)
                         .await
@@ -129,13 +129,7 @@ fn strip_for_service(message: &mut Message) {
     }
     message.correlation_id = None;
     message.reply_to = None;
-    if message
-        .content_type
-        .as_deref()
-        .is_some_and(|t| t.eq_ignore_ascii_case(crate::codec::Codec::Json.content_type()))
-    {
-        message.content_type = None;
-    }
+    convert::drop_default_content_type(message);
 }
 
 /// What a message on the reply subscription means for its request.

@@ -49,9 +49,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                     job.codec.content_type(),
                 ),
             };
-            if let Some(trace) = &job.trace {
-                trace.stamp(&mut response);
-            }
+            job.stamp(&mut response);
             if let Err(error) = self.shared.transport.reply(address, response).await {
                 tracing::warn!(%error, "repeated reply could not be published");
                 return self.defer(job, "reply publish failed").await;

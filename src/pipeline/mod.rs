@@ -102,12 +102,24 @@ struct Keys {
 }
 
 impl Job {
-    fn new(delivery: Delivery, codec: Codec, keys: Option<Box<Keys>>) -> Self {
+    fn new(
+        delivery: Delivery,
+        codec: Codec,
+        keys: Option<Box<Keys>>,
+        trace: Option<Arc<TraceContext>>,
+    ) -> Self {
         Job {
             delivery,
             codec,
             keys,
-            trace: None,
+            trace,
+        }
+    }
+
+    /// Carries the job's trace (if any) on to a message it sends.
+    fn stamp(&self, message: &mut crate::message::Message) {
+        if let Some(trace) = &self.trace {
+            trace.stamp(message);
         }
     }
 
@@ -258,7 +270,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
     async fn process_inner(self: &Arc<Self>, delivery: Delivery, trace: Option<Arc<TraceContext>>) {
         self.observe.received();
         if delivery.delivery_count > self.policy.max_attempts {
-            return Box::pin(self.redelivered_too_often(delivery)).await;
+            return Box::pin(self.redelivered_too_often(delivery, trace)).await;
         }
         let queue = &self.shared.queue;
         let admitted = validate::check(&delivery.message, &self.limits).map(|envelope| {
@@ -274,16 +286,10 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
             (envelope.codec, keys)
         });
         let job = match admitted {
-            Ok((codec, keys)) => Job {
-                trace,
-                ..Job::new(delivery, codec, keys)
-            },
+            Ok((codec, keys)) => Job::new(delivery, codec, keys, trace),
             Err(invalid) => {
                 // The envelope is unreadable, so the error reply (if any) is JSON.
-                let job = Job {
-                    trace,
-                    ..Job::new(delivery, Codec::Json, None)
-                };
+                let job = Job::new(delivery, Codec::Json, None, trace);
                 let failure = Failure::new(true, invalid.reason.as_str(), invalid.message);
                 Box::pin(self.dead_letter(job, invalid.reason, &failure, false)).await;
                 return;
@@ -344,7 +350,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
     /// A message delivered more often than it may be attempted was dropped
     /// unsettled each time: its worker died or the pipeline panicked on it.
     /// It is dead-lettered before any step can fail on it again.
-    async fn redelivered_too_often(self: &Arc<Self>, delivery: Delivery) {
+    async fn redelivered_too_often(self: &Arc<Self>, delivery: Delivery, trace: Option<Arc<TraceContext>>) {
         let failure = Failure::new(
             true,
             "redelivered",
@@ -353,7 +359,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 delivery.delivery_count
             ),
         );
-        let job = Job::new(delivery, Codec::Json, None);
+        let job = Job::new(delivery, Codec::Json, None, trace);
         self.dead_letter(job, DeadLetterReason::MaxAttempts, &failure, false)
             .await;
     }
@@ -412,9 +418,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         let request = job.delivery.message.clone();
         if let (Some(address), Some(body)) = (request.reply_to.as_deref(), &reply) {
             let mut response = reply::ok(&request, body.clone(), content_type);
-            if let Some(trace) = &job.trace {
-                trace.stamp(&mut response);
-            }
+            job.stamp(&mut response);
             if let Err(error) = self.shared.transport.reply(address, response).await {
                 tracing::warn!(%error, "reply could not be published; the message will be retried");
                 let failure = Failure::new(false, "reply", error.to_string());
@@ -475,9 +479,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 details: failure.details.clone(),
             };
             let mut response = reply::error(message, job.codec, &body);
-            if let Some(trace) = &job.trace {
-                trace.stamp(&mut response);
-            }
+            job.stamp(&mut response);
             match self.shared.transport.reply(address, response).await {
                 Ok(()) => self.observe.replied(false),
                 Err(error) => tracing::warn!(%error, "error reply could not be published"),
