@@ -306,6 +306,8 @@ async fn prometheus_scrapes_workers_on_both_brokers() {
                 1.0,
             ),
             (format!(r#"wharf_ready{{instance="{}"}}"#, worker.http), 1.0),
+            // Sampled at start and every 10 s; everything was consumed.
+            (format!(r#"wharf_queue_depth{{queue="{}"}}"#, worker.queue), 0.0),
         ];
         for (query, expected) in checks {
             let got = query_until(listen, &query, expected).await;
