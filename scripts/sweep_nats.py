@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Deletes JetStream streams left behind by test runs that failed before
-their cleanup: the streams of `wharf-test.*` queues (WHARF_wharf-test...,
+their cleanup, and keeps one anchor stream (see `anchor`): the streams of `wharf-test.*` queues (WHARF_wharf-test...,
 WHARFDELAY_wharf-test...) and the KV buckets of test stores
 (KV_wharftest_...). Nothing else is touched. Plain NATS protocol over a
 socket, so that it needs no package."""
@@ -69,7 +69,32 @@ def main():
     for name in doomed:
         nats.request(f"$JS.API.STREAM.DELETE.{name}", {})
     print(f"sweep: deleted {len(doomed)} leftover test streams and KV buckets on NATS")
+    anchor(nats)
     return 0
+
+
+# nats-server (2.9) removes an account's storage directory with its last
+# file stream, and a stream created at that moment fails ("could not create
+# storage directory", 10077): seen once in CI, when the sweep had left no
+# stream and parallel tests created and deleted theirs. One small stream
+# that nobody deletes keeps the directory.
+ANCHOR = "WHARFTESTANCHOR"
+
+
+def anchor(nats):
+    config = {
+        "name": ANCHOR,
+        "subjects": ["wharf-test-anchor.keep"],
+        "storage": "file",
+        "max_msgs": 1,
+    }
+    answer = nats.request(f"$JS.API.STREAM.CREATE.{ANCHOR}", config)
+    error = answer.get("error")
+    # 10058: it exists already (same name).
+    if error and error.get("err_code") != 10058:
+        print(f"sweep: could not keep the anchor stream: {error}")
+    else:
+        print(f"sweep: anchor stream {ANCHOR} in place")
 
 
 if __name__ == "__main__":
