@@ -14,6 +14,7 @@ use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// The lane a deferred copy goes back to (its subject in the delay stream
 /// has none).
@@ -42,7 +43,14 @@ pub(crate) struct NatsAcker {
     pub(crate) settled: bool,
     /// Its place in the worker's window (consumers), freed with the acker.
     pub(crate) _window: Option<crate::window::Slot>,
+    /// Cancelled once its consumer's pull subscriptions are closed
+    /// (consumers; see the `Drop` impl).
+    pub(crate) consumer: Option<CancellationToken>,
 }
+
+/// How long the copy of a delivery dropped unsettled waits for its consumer
+/// to close, when the consumer lives on (see the `Drop` impl).
+const ORPHAN_GRACE: Duration = Duration::from_millis(100);
 
 pub(crate) use crate::timestamp::unix_millis as now_ms;
 
@@ -180,6 +188,25 @@ impl Drop for NatsAcker {
                     .ok(),
             }
         };
+        // A consumer's pull requests stay open at the server until the
+        // consumer's subscriptions are closed, and the copy would be
+        // delivered to them: when this worker's runtime is being dropped,
+        // with its consumer, the copy would go to the dying worker and wait
+        // out the ack wait (30 s). So, while the consumer is open, the copy
+        // is sent from the connection's runtime once the consumer has closed
+        // (its unsubscribes are then ahead of it on the connection), or
+        // after ORPHAN_GRACE if the consumer lives on (only this task was
+        // dropped).
+        if let Some(consumer) = self.consumer.take().filter(|c| !c.is_cancelled()) {
+            self.shared.runtime.spawn(async move {
+                tokio::select! {
+                    () = consumer.cancelled() => {}
+                    () = tokio::time::sleep(ORPHAN_GRACE) => {}
+                }
+                settle.await;
+            });
+            return;
+        }
         // Unconstrained: a task that used up its tokio budget (or a runtime
         // dropping its tasks) would otherwise see the client's channel as
         // full, and a task spawned on a runtime that is going away never

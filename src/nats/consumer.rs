@@ -58,6 +58,9 @@ struct State {
     /// one then waits the full [`START_WAIT`] once, at start.)
     awaited: Vec<bool>,
     start_wait: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Cancelled when the state is dropped: after `pulls`, whose
+    /// subscriptions are closed by then (fields drop in order).
+    stop: CancellationToken,
     _stop: DropGuard,
 }
 
@@ -81,6 +84,7 @@ pub(crate) fn consume(shared: Arc<Shared>, spec: QueueSpec, prefetch: usize) -> 
         window: Window::new(prefetch),
         awaited: Vec::new(),
         start_wait: None,
+        stop: stop.clone(),
         _stop: stop.drop_guard(),
     };
     Box::pin(futures_util::stream::unfold(state, |mut state| async move {
@@ -235,8 +239,8 @@ impl State {
     }
 
     fn delivery(&self, message: jetstream::Message) -> Delivery {
-        let slot = self.window.take();
-        delivery(&self.shared, &self.queue, message, Mode::Consumer, Some(slot))
+        let held = (self.window.take(), self.stop.clone());
+        delivery(&self.shared, &self.queue, message, Mode::Consumer, Some(held))
     }
 }
 
@@ -260,13 +264,15 @@ fn consume_error(e: impl std::fmt::Display) -> BrokerError {
 }
 
 /// A received JetStream message as a delivery. Its count is the attempts
-/// a copy carries plus JetStream's deliveries of this message.
+/// a copy carries plus JetStream's deliveries of this message. A
+/// consumer's delivery holds its place in the consumer's window and the
+/// token cancelled when the consumer closes.
 pub(crate) fn delivery(
     shared: &Arc<Shared>,
     queue: &Arc<str>,
     message: jetstream::Message,
     mode: Mode,
-    window: Option<Slot>,
+    consumer: Option<(Slot, CancellationToken)>,
 ) -> Delivery {
     let delivered = message
         .reply
@@ -283,6 +289,7 @@ pub(crate) fn delivery(
         .and_then(|a| a.trim().parse().ok())
         .unwrap_or(0);
     let ack_subject = message.reply.unwrap_or_else(|| "".into());
+    let (window, closed) = consumer.unzip();
     NatsAcker {
         shared: shared.clone(),
         ack_subject,
@@ -293,6 +300,7 @@ pub(crate) fn delivery(
         mode,
         settled: false,
         _window: window,
+        consumer: closed,
     }
     .delivery()
 }

@@ -34,6 +34,9 @@ pub(crate) struct Shared {
     pub(crate) client: async_nats::Client,
     pub(crate) jetstream: jetstream::Context,
     pub(crate) connected: watch::Receiver<bool>,
+    /// The runtime the connection's task runs on: what must outlive a
+    /// worker's runtime is sent from there (see `acker`'s `Drop`).
+    pub(crate) runtime: tokio::runtime::Handle,
 }
 
 /// A NATS connection; async-nats reconnects it by itself.
@@ -81,6 +84,7 @@ impl NatsTransport {
                 client,
                 jetstream,
                 connected: rx,
+                runtime: tokio::runtime::Handle::current(),
             }),
         })
     }
