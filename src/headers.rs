@@ -39,9 +39,13 @@ pub mod names {
 /// Free-form string headers of a [`Message`](crate::Message).
 ///
 /// Kept as a small vector: messages carry a handful of headers, and a vector
-/// is cheaper to build, clone and scan than a map at that size.
+/// is cheaper to build, clone and scan than a map at that size. Names and
+/// values wharf writes itself (`wharf-status: ok` on every reply) are kept
+/// as `&'static str`, not copied.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, String)>);
+pub struct Headers(Vec<(Text, Text)>);
+
+type Text = std::borrow::Cow<'static, str>;
 
 impl Headers {
     /// An empty header set.
@@ -54,13 +58,20 @@ impl Headers {
         self.0
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 
     /// Sets `name` to `value`, replacing any existing value.
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        let name = name.into();
-        let value = value.into();
+        self.set(Text::Owned(name.into()), Text::Owned(value.into()));
+    }
+
+    /// Sets `name` to `value` without copying either.
+    pub(crate) fn insert_static(&mut self, name: &'static str, value: &'static str) {
+        self.set(Text::Borrowed(name), Text::Borrowed(value));
+    }
+
+    fn set(&mut self, name: Text, value: Text) {
         match self.0.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(&name)) {
             Some(slot) => slot.1 = value,
             None => self.0.push((name, value)),
@@ -70,12 +81,17 @@ impl Headers {
     /// Removes `name` and returns its value.
     pub fn remove(&mut self, name: &str) -> Option<String> {
         let index = self.0.iter().position(|(k, _)| k.eq_ignore_ascii_case(name))?;
-        Some(self.0.remove(index).1)
+        Some(self.0.remove(index).1.into_owned())
+    }
+
+    /// Removes `name`, if present, without returning its value.
+    pub(crate) fn discard(&mut self, name: &str) {
+        self.0.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
     }
 
     /// Iterates over `(name, value)` pairs in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
     }
 
     /// Number of headers.
@@ -112,5 +128,20 @@ mod tests {
         assert_eq!(h.get("SESSION-ID"), Some("b"));
         assert_eq!(h.remove("session-ID").as_deref(), Some("b"));
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn static_and_owned_headers_read_and_compare_alike() {
+        let mut fixed = Headers::new();
+        fixed.insert_static("wharf-status", "ok");
+        let mut owned = Headers::new();
+        owned.insert(String::from("wharf-status"), String::from("ok"));
+        assert_eq!(fixed, owned);
+        assert_eq!(fixed.get("WHARF-STATUS"), Some("ok"));
+        fixed.insert("Wharf-Status", "error");
+        assert_eq!(fixed.iter().collect::<Vec<_>>(), vec![("wharf-status", "error")]);
+        fixed.discard("wharf-status");
+        assert!(fixed.is_empty());
+        assert_eq!(owned.remove("wharf-status").as_deref(), Some("ok"));
     }
 }

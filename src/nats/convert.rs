@@ -132,7 +132,7 @@ pub(crate) fn strip_lean_reply(reply: &mut Message) {
     if reply.correlation_id.is_some() || reply.header(names::STATUS) != Some("ok") {
         return;
     }
-    reply.headers.remove(names::STATUS);
+    reply.headers.discard(names::STATUS);
     drop_default_content_type(reply);
 }
 

@@ -22,6 +22,7 @@ use crate::error::{BrokerError, BrokerErrorKind};
 use crate::message::Message;
 use crate::transport::{BoxFuture, Delivery, DeliveryStream, QueueSpec, ReplyInbox, Transport};
 use async_nats::jetstream;
+use futures_util::TryFutureExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -107,6 +108,29 @@ pub(crate) async fn publish_confirmed(
     }
 }
 
+/// A reply published to `address` as a core subject: a successful JSON
+/// reply to a lean request without headers.
+fn publish_reply(
+    shared: &Shared,
+    address: String,
+    mut message: Message,
+) -> BoxFuture<'_, Result<(), BrokerError>> {
+    fn failed(e: async_nats::PublishError) -> BrokerError {
+        BrokerError::new(BrokerErrorKind::Publish, "publishing the reply failed").with_source(e)
+    }
+    convert::strip_lean_reply(&mut message);
+    let headers = convert::headers(&message, false);
+    if headers.is_empty() {
+        return Box::pin(shared.client.publish(address, message.body).map_err(failed));
+    }
+    Box::pin(
+        shared
+            .client
+            .publish_with_headers(address, headers, message.body)
+            .map_err(failed),
+    )
+}
+
 /// A JetStream publish, confirmed by its stream; `false` when no stream
 /// holds the subject.
 async fn try_publish(
@@ -185,35 +209,21 @@ impl Transport for NatsTransport {
     /// correlation) has no headers. A reply to any other address goes to
     /// the queue of that name if there is one (confirmed), else to the
     /// address as a core subject.
-    fn reply(&self, address: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
+    fn reply(&self, address: &str, mut message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
+        message.reply_to = None;
+        if address.starts_with("_INBOX.") || naming::check_queue(address).is_err() {
+            // Not a queue: decided here, so that the future of every reply
+            // is not as large as a confirmed JetStream publish's.
+            return publish_reply(&self.shared, address.to_owned(), message);
+        }
         let address = address.to_owned();
         Box::pin(async move {
-            let mut message = message;
-            message.reply_to = None;
-            if !address.starts_with("_INBOX.") && naming::check_queue(&address).is_ok() {
-                let subject = naming::subject(&address, message.priority.unwrap_or(0));
-                let headers = convert::headers(&message, false);
-                if try_publish(&self.shared, subject, headers, message.body.clone()).await? {
-                    return Ok(());
-                }
-            }
-            let failed =
-                |e| BrokerError::new(BrokerErrorKind::Publish, "publishing the reply failed").with_source(e);
-            convert::strip_lean_reply(&mut message);
+            let subject = naming::subject(&address, message.priority.unwrap_or(0));
             let headers = convert::headers(&message, false);
-            if headers.is_empty() {
-                return self
-                    .shared
-                    .client
-                    .publish(address, message.body)
-                    .await
-                    .map_err(failed);
+            if try_publish(&self.shared, subject, headers, message.body.clone()).await? {
+                return Ok(());
             }
-            self.shared
-                .client
-                .publish_with_headers(address, headers, message.body)
-                .await
-                .map_err(failed)
+            publish_reply(&self.shared, address, message).await
         })
     }
 

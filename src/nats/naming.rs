@@ -21,6 +21,25 @@ pub(crate) const CONSUMER: &str = "wharf";
 /// The consumer of a delay stream.
 pub(crate) const DELAY_CONSUMER: &str = "wharf-delay";
 
+/// The bytes of a subject token wharf accepts: ASCII letters, digits, `_`
+/// and `-` (a table: checked for every byte of every request's queue name).
+const TOKEN_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        table[b] = byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-';
+        b += 1;
+    }
+    table
+};
+
+/// Whether `byte` may be part of a subject token: an ASCII letter, digit,
+/// `_` or `-`.
+pub(crate) fn is_token_byte(byte: u8) -> bool {
+    TOKEN_BYTES[usize::from(byte)]
+}
+
 /// Checks that `queue` can be a subject's tail: dot-separated, non-empty
 /// tokens of ASCII letters, digits, `_` and `-`.
 pub(crate) fn check_queue(queue: &str) -> Result<(), BrokerError> {
@@ -32,7 +51,7 @@ pub(crate) fn check_queue(queue: &str) -> Result<(), BrokerError> {
             valid &= token_len > 0;
             token_len = 0;
         } else {
-            valid &= byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-';
+            valid &= is_token_byte(byte);
             token_len += 1;
         }
     }

@@ -17,7 +17,7 @@ use crate::headers::names;
 use crate::message::Message;
 use crate::transport::{BoxFuture, ReplyInbox, RequestSender};
 use async_nats::StatusCode;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryFutureExt};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -60,54 +60,81 @@ struct Requests {
 
 impl RequestSender for Requests {
     fn send(&self, queue: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
-        let queue = queue.to_owned();
-        Box::pin(async move {
-            naming::check_queue(&queue)?;
-            // A core publish while disconnected would wait in the client's
-            // buffer and the caller would only learn of it at its timeout.
-            if !*self.shared.connected.borrow() {
-                return Err(BrokerError::new(
-                    BrokerErrorKind::Connection,
-                    "not connected to NATS (reconnecting): the request was not sent",
-                ));
-            }
-            let mut message = message;
-            let subject = naming::subject(&queue, message.priority.unwrap_or(0));
-            let correlation_id = message.correlation_id.as_deref().unwrap_or_default();
-            let form = match is_plain(correlation_id) {
-                true => self.forms.of(&self.shared, &subject).await,
-                // Only a plain id can be a lean token.
-                false => Form::Durable,
-            };
-            let failed = |e| {
-                BrokerError::new(BrokerErrorKind::Publish, "publishing the request failed").with_source(e)
-            };
-            let client = &self.shared.client;
-            if form == Form::Lean {
-                let reply = self.reply_subject(&[LEAN_TOKEN, correlation_id]);
-                strip_for_service(&mut message);
-                let headers = convert::headers(&message, false);
-                return if headers.is_empty() {
-                    client.publish_with_reply(subject, reply, message.body).await
-                } else {
-                    client
-                        .publish_with_reply_and_headers(subject, reply, headers, message.body)
-                        .await
-                }
-                .map_err(failed);
-            }
-            let reply = self.reply_subject(&[&token(correlation_id)]);
-            message.reply_to = Some(reply.clone());
-            let headers = convert::headers(&message, false);
-            client
-                .publish_with_reply_and_headers(subject, reply, headers, message.body)
-                .await
-                .map_err(failed)
-        })
+        // Everything but the publish itself is done before the future is
+        // made: the future is allocated per request, and a JetStream lookup
+        // held in it would make every request's future as large as the rare
+        // lookup's.
+        if let Err(e) = naming::check_queue(queue) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        // A core publish while disconnected would wait in the client's
+        // buffer and the caller would only learn of it at its timeout.
+        if !*self.shared.connected.borrow() {
+            return Box::pin(std::future::ready(Err(BrokerError::new(
+                BrokerErrorKind::Connection,
+                "not connected to NATS (reconnecting): the request was not sent",
+            ))));
+        }
+        let subject = naming::subject(queue, message.priority.unwrap_or(0));
+        let correlation_id = message.correlation_id.as_deref().unwrap_or_default();
+        let known = match is_plain(correlation_id) {
+            true => self.forms.known_form(&subject),
+            // Only a plain id can be a lean token.
+            false => Some(Form::Durable),
+        };
+        match known {
+            Some(form) => self.publish(form, subject, message),
+            None => Box::pin(async move {
+                let form = self.forms.learn_form(&self.shared, &subject).await;
+                self.publish(form, subject, message).await
+            }),
+        }
     }
 }
 
+/// Why a request could not be published.
+fn publish_failed(e: async_nats::PublishError) -> BrokerError {
+    BrokerError::new(BrokerErrorKind::Publish, "publishing the request failed").with_source(e)
+}
+
 impl Requests {
+    /// Publishes a request in `form` to `subject`.
+    fn publish(
+        &self,
+        form: Form,
+        subject: String,
+        mut message: Message,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let client = &self.shared.client;
+        let correlation_id = message.correlation_id.as_deref().unwrap_or_default();
+        if form == Form::Lean {
+            let reply = self.reply_subject(&[LEAN_TOKEN, correlation_id]);
+            strip_for_service(&mut message);
+            let headers = convert::headers(&message, false);
+            return if headers.is_empty() {
+                Box::pin(
+                    client
+                        .publish_with_reply(subject, reply, message.body)
+                        .map_err(publish_failed),
+                )
+            } else {
+                Box::pin(
+                    client
+                        .publish_with_reply_and_headers(subject, reply, headers, message.body)
+                        .map_err(publish_failed),
+                )
+            };
+        }
+        let reply = self.reply_subject(&[&token(correlation_id)]);
+        message.reply_to = Some(reply.clone());
+        let headers = convert::headers(&message, false);
+        Box::pin(
+            client
+                .publish_with_reply_and_headers(subject, reply, headers, message.body)
+                .map_err(publish_failed),
+        )
+    }
+
     /// `<prefix>.` and `token` (in parts), without `format!`'s machinery.
     fn reply_subject(&self, token: &[&str]) -> String {
         let len = self.prefix.len() + 1 + token.iter().map(|part| part.len()).sum::<usize>();
@@ -241,9 +268,7 @@ fn token(correlation_id: &str) -> std::borrow::Cow<'_, str> {
 fn is_plain(correlation_id: &str) -> bool {
     !correlation_id.is_empty()
         && !correlation_id.starts_with('_')
-        && correlation_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && correlation_id.bytes().all(naming::is_token_byte)
 }
 
 /// The correlation id a reply subject's last token stands for.

@@ -59,19 +59,24 @@ pub(crate) struct Forms {
 }
 
 impl Forms {
-    /// The form of a request to `subject`, asking JetStream the first time.
-    pub(crate) async fn of(&self, shared: &Shared, subject: &str) -> Form {
-        {
-            let mut known = self.known();
-            match known.get(subject) {
-                Some(Known::Stream) => return Form::Durable,
-                Some(Known::Service) => return Form::Lean,
-                Some(Known::Looking(since)) if since.elapsed() < LOOKUP_TIMEOUT => return Form::Durable,
-                Some(Known::Unsure(until)) if Instant::now() < *until => return Form::Durable,
-                _ => {}
-            }
-            known.insert(subject.to_owned(), Known::Looking(Instant::now()));
+    /// The form of a request to `subject` if it is known, without waiting;
+    /// `None` when JetStream must be asked ([`Forms::learn_form`]).
+    pub(crate) fn known_form(&self, subject: &str) -> Option<Form> {
+        let mut known = self.known();
+        match known.get(subject) {
+            Some(Known::Stream) => return Some(Form::Durable),
+            Some(Known::Service) => return Some(Form::Lean),
+            Some(Known::Looking(since)) if since.elapsed() < LOOKUP_TIMEOUT => return Some(Form::Durable),
+            Some(Known::Unsure(until)) if Instant::now() < *until => return Some(Form::Durable),
+            _ => {}
         }
+        known.insert(subject.to_owned(), Known::Looking(Instant::now()));
+        None
+    }
+
+    /// Asks JetStream whether a stream holds `subject` (after
+    /// [`Forms::known_form`] said it is not known) and remembers the answer.
+    pub(crate) async fn learn_form(&self, shared: &Shared, subject: &str) -> Form {
         let learnt = match tokio::time::timeout(LOOKUP_TIMEOUT, shared.jetstream.stream_by_subject(subject))
             .await
         {

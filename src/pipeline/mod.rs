@@ -22,14 +22,14 @@ pub(crate) use reply::ErrorBody;
 
 use crate::codec::Codec;
 use crate::dead_letter::DeadLetterReason;
-use crate::error::Failure;
+use crate::error::{BrokerError, Failure};
 use crate::extract::Incoming;
 use crate::handler::BoxedHandler;
 use crate::route::{GapPolicy, RouteOptions};
 use crate::stats::RouteStats;
 use crate::store::{ClaimToken, Store, StoredReply};
 use crate::trace_context::TraceContext;
-use crate::transport::{Delivery, Settlement, Transport};
+use crate::transport::{BoxFuture, Delivery, Settlement, Transport};
 use bytes::Bytes;
 use invoke::Invocation;
 use observe::Observer;
@@ -267,10 +267,49 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         self.process_inner(delivery, trace).instrument(span)
     }
 
+    // The steps each message takes are awaited here, in the future
+    // allocated per message; what only some messages need is decided by
+    // plain functions and awaited as boxed futures, so that the values it
+    // needs do not take room in every message's future.
     async fn process_inner(self: &Arc<Self>, delivery: Delivery, trace: Option<Arc<TraceContext>>) {
         self.observe.received();
+        let job = match self.admit(delivery, trace) {
+            Ok(job) => job,
+            Err(dead_letter) => return dead_letter.await,
+        };
+        // Session order comes before idempotency: a message takes its turn
+        // first, so that a duplicate, acked without running, still uses up
+        // its sequence number and its session moves on.
+        let job = if job.session().is_some() {
+            let admit = Box::pin(self.session_admit(job));
+            let Some(job) = admit.await else {
+                return;
+            };
+            job
+        } else {
+            job
+        };
+        let job = if job.idempotency_key().is_some() {
+            let admit = Box::pin(self.dedup_admit(job));
+            let Some(job) = admit.await else {
+                return;
+            };
+            job
+        } else {
+            job
+        };
+        self.run(job).await
+    }
+
+    /// The job of a delivery whose envelope is valid and that has attempts
+    /// left; else its way to the dead-letter queue.
+    fn admit(
+        self: &Arc<Self>,
+        delivery: Delivery,
+        trace: Option<Arc<TraceContext>>,
+    ) -> Result<Job, BoxFuture<'_, ()>> {
         if delivery.delivery_count > self.policy.max_attempts {
-            return Box::pin(self.redelivered_too_often(delivery, trace)).await;
+            return Err(Box::pin(self.redelivered_too_often(delivery, trace)));
         }
         let queue = &self.shared.queue;
         let admitted = validate::check(&delivery.message, &self.limits).map(|envelope| {
@@ -285,38 +324,17 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
             });
             (envelope.codec, keys)
         });
-        let job = match admitted {
-            Ok((codec, keys)) => Job::new(delivery, codec, keys, trace),
+        match admitted {
+            Ok((codec, keys)) => Ok(Job::new(delivery, codec, keys, trace)),
             Err(invalid) => {
                 // The envelope is unreadable, so the error reply (if any) is JSON.
                 let job = Job::new(delivery, Codec::Json, None, trace);
                 let failure = Failure::new(true, invalid.reason.as_str(), invalid.message);
-                Box::pin(self.dead_letter(job, invalid.reason, &failure, false)).await;
-                return;
+                Err(Box::pin(async move {
+                    self.dead_letter(job, invalid.reason, &failure, false).await;
+                }))
             }
-        };
-        // Session order comes before idempotency: a message takes its turn
-        // first, so that a duplicate, acked without running, still uses up
-        // its sequence number and its session moves on. (Both steps are
-        // boxed, and only entered for messages that need them, to keep the
-        // per-message future small.)
-        let job = if job.session().is_some() {
-            let Some(job) = Box::pin(self.session_admit(job)).await else {
-                return;
-            };
-            job
-        } else {
-            job
-        };
-        let job = if job.idempotency_key().is_some() {
-            let Some(job) = Box::pin(self.dedup_admit(job)).await else {
-                return;
-            };
-            job
-        } else {
-            job
-        };
-        self.run(job).await
+        }
     }
 
     /// Records whether a handler run that finished on its first poll
@@ -404,43 +422,79 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         drop(incoming);
         match invocation {
             Invocation::Done(reply) => self.succeed(job, reply).await,
-            Invocation::Failed(failure) => Box::pin(self.fail(job, attempt, failure)).await,
-            Invocation::Rejected(rejection) => {
-                let failure = Failure::new(true, rejection.reason.as_str(), rejection.message);
-                Box::pin(self.dead_letter(job, rejection.reason, &failure, true)).await;
-            }
-            Invocation::Aborted => Box::pin(self.give_back(job)).await,
+            other => self.not_done(job, attempt, other).await,
         }
     }
 
+    /// What follows a handler run that did not succeed.
+    fn not_done(self: &Arc<Self>, job: Job, attempt: u32, invocation: Invocation) -> BoxFuture<'_, ()> {
+        match invocation {
+            Invocation::Done(reply) => Box::pin(self.succeed(job, reply)),
+            Invocation::Failed(failure) => Box::pin(self.fail(job, attempt, failure)),
+            Invocation::Rejected(rejection) => Box::pin(async move {
+                let failure = Failure::new(true, rejection.reason.as_str(), rejection.message);
+                self.dead_letter(job, rejection.reason, &failure, true).await;
+            }),
+            Invocation::Aborted => Box::pin(self.give_back(job)),
+        }
+    }
+
+    // Every successful message goes through here, inside the future
+    // allocated per message: what only some messages need (a failed reply,
+    // an idempotency record, a session turn) is in futures of its own, boxed
+    // when needed, so that this one stays small.
     async fn succeed(self: &Arc<Self>, mut job: Job, reply: Option<Bytes>) {
-        let content_type = job.codec.content_type();
-        let request = job.delivery.message.clone();
-        if let (Some(address), Some(body)) = (request.reply_to.as_deref(), &reply) {
-            let mut response = reply::ok(&request, body.clone(), content_type);
-            job.stamp(&mut response);
-            if let Err(error) = self.shared.transport.reply(address, response).await {
-                tracing::warn!(%error, "reply could not be published; the message will be retried");
-                let failure = Failure::new(false, "reply", error.to_string());
-                let attempt = job.delivery.delivery_count.max(1);
-                return Box::pin(self.fail(job, attempt, failure)).await;
+        if let Some(sent) = self.send_reply(&job, reply.as_ref()) {
+            if let Err(error) = sent.await {
+                let failed = Box::pin(self.reply_failed(job, error));
+                return failed.await;
             }
             self.observe.replied(true);
         }
-        let claim = job.keys.as_mut().and_then(|k| k.claim.take());
-        if let (Some(key), Some(token)) = (job.idempotency_key(), claim) {
-            let stored = reply.map(|body| StoredReply {
-                body,
-                content_type: content_type.into(),
-            });
-            if let Err(error) = self.shared.store.complete(key, token, stored, self.window).await {
-                tracing::warn!(%error, "idempotency record not saved; a duplicate may run again");
-            }
+        if job.claim().is_some() {
+            let complete = Box::pin(self.complete(&job, reply));
+            complete.await;
         }
         if job.turn() {
-            Box::pin(self.session_end(&mut job, TurnEnd::Finished)).await;
+            let end = Box::pin(self.session_end(&mut job, TurnEnd::Finished));
+            end.await;
         }
         self.settle(job.delivery, Settlement::Ack, Handled::Acked).await;
+    }
+
+    /// Publishes the handler's reply, if it has one and the request wants
+    /// it. (Not async: the reply message is built and handed over before
+    /// the caller awaits, so the caller's future does not keep room for it.)
+    fn send_reply(&self, job: &Job, reply: Option<&Bytes>) -> Option<BoxFuture<'_, Result<(), BrokerError>>> {
+        let (Some(address), Some(body)) = (job.delivery.message.reply_to.as_deref(), reply) else {
+            return None;
+        };
+        let mut response = reply::ok(&job.delivery.message, body.clone(), job.codec.content_type());
+        job.stamp(&mut response);
+        Some(self.shared.transport.reply(address, response))
+    }
+
+    /// The handler succeeded but its reply could not be published.
+    async fn reply_failed(self: &Arc<Self>, job: Job, error: BrokerError) {
+        tracing::warn!(%error, "reply could not be published; the message will be retried");
+        let failure = Failure::new(false, "reply", error.to_string());
+        let attempt = job.delivery.delivery_count.max(1);
+        self.fail(job, attempt, failure).await
+    }
+
+    /// Records a claimed idempotency key as done, with the reply to give
+    /// its duplicates.
+    async fn complete(&self, job: &Job, reply: Option<Bytes>) {
+        let (Some(key), Some(token)) = (job.idempotency_key(), job.claim()) else {
+            return;
+        };
+        let stored = reply.map(|body| StoredReply {
+            body,
+            content_type: job.codec.content_type().into(),
+        });
+        if let Err(error) = self.shared.store.complete(key, token, stored, self.window).await {
+            tracing::warn!(%error, "idempotency record not saved; a duplicate may run again");
+        }
     }
 
     async fn fail(self: &Arc<Self>, mut job: Job, attempt: u32, failure: Failure) {
@@ -559,21 +613,40 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         }
     }
 
-    async fn settle(&self, delivery: Delivery, settlement: Settlement, outcome: Handled) {
-        self.settle_ok(delivery, settlement, outcome).await;
+    fn settle(
+        &self,
+        delivery: Delivery,
+        settlement: Settlement,
+        outcome: Handled,
+    ) -> impl Future<Output = ()> + Send + '_ {
+        let settled = self.settle_ok(delivery, settlement, outcome);
+        async move {
+            settled.await;
+        }
     }
 
-    async fn settle_ok(&self, delivery: Delivery, settlement: Settlement, outcome: Handled) -> bool {
-        match delivery.settle(settlement).await {
-            Ok(()) => {
-                self.observe.handled(outcome);
-                true
-            }
-            Err(error) => {
-                // The broker still holds the message and will deliver it
-                // again; nothing is lost, and nothing is counted as done.
-                tracing::warn!(%error, ?outcome, "settling failed; the broker will redeliver");
-                false
+    // Not async up to the settle call: the delivery and settlement are
+    // handed to the transport before the future is made, so the futures of
+    // every message's path do not keep room for them.
+    fn settle_ok(
+        &self,
+        delivery: Delivery,
+        settlement: Settlement,
+        outcome: Handled,
+    ) -> impl Future<Output = bool> + Send + '_ {
+        let settling = delivery.settle(settlement);
+        async move {
+            match settling.await {
+                Ok(()) => {
+                    self.observe.handled(outcome);
+                    true
+                }
+                Err(error) => {
+                    // The broker still holds the message and will deliver it
+                    // again; nothing is lost, and nothing is counted as done.
+                    tracing::warn!(%error, ?outcome, "settling failed; the broker will redeliver");
+                    false
+                }
             }
         }
     }

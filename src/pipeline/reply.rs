@@ -2,7 +2,7 @@
 //! request's reply address with the request's correlation id.
 
 use crate::codec::Codec;
-use crate::headers::names;
+use crate::headers::{Headers, names};
 use crate::message::Message;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -27,11 +27,13 @@ fn correlation(request: &Message) -> Option<String> {
 
 /// A successful reply carrying `body` encoded with `content_type`.
 pub(crate) fn ok(request: &Message, body: Bytes, content_type: &str) -> Message {
+    let mut headers = Headers::new();
+    headers.insert_static(names::STATUS, "ok");
     Message {
         body,
         content_type: Some(content_type.to_owned()),
         correlation_id: correlation(request),
-        headers: [(names::STATUS, "ok")].into_iter().collect(),
+        headers,
         ..Message::default()
     }
 }
