@@ -15,7 +15,7 @@ use super::{Shared, acker, convert, publish_confirmed, topology};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::headers::names;
 use crate::lanes::{Lanes, MAX_PRIORITY};
-use crate::transport::{Delivery, DeliveryStream, QueueSpec};
+use crate::transport::{BoxFuture, Delivery, DeliveryStream, QueueSpec};
 use crate::window::{Slot, Window};
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::PullConsumer;
@@ -24,7 +24,7 @@ use futures_util::StreamExt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -58,6 +58,10 @@ struct State {
     /// one then waits the full [`START_WAIT`] once, at start.)
     awaited: Vec<bool>,
     start_wait: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Opening the pull subscriptions, while `pulls` is empty.
+    opening: Option<BoxFuture<'static, Result<Opened, BrokerError>>>,
+    /// The pause before opening again after a failure.
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Cancelled when the state is dropped: after `pulls`, whose
     /// subscriptions are closed by then (fields drop in order).
     stop: CancellationToken,
@@ -84,67 +88,65 @@ pub(crate) fn consume(shared: Arc<Shared>, spec: QueueSpec, prefetch: usize) -> 
         window: Window::new(prefetch),
         awaited: Vec::new(),
         start_wait: None,
+        opening: None,
+        pause: None,
         stop: stop.clone(),
         _stop: stop.drop_guard(),
     };
-    Box::pin(futures_util::stream::unfold(state, |mut state| async move {
-        let delivery = state.next().await;
-        Some((delivery, state))
+    // Polled in place: an async loop (or `unfold`) would move the state in
+    // and out of a future for every message.
+    let mut state = state;
+    Box::pin(futures_util::stream::poll_fn(move |cx| {
+        state.poll_next(cx).map(Some)
     }))
 }
 
+/// Pull subscriptions just opened, highest lane last.
+struct Opened {
+    pulls: Vec<PullStream>,
+    /// Whether each lane held messages when its subscription opened.
+    awaited: Vec<bool>,
+}
+
 impl State {
-    async fn next(&mut self) -> Delivery {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Delivery> {
         loop {
-            if self.pulls.is_empty()
-                && let Err(error) = self.open().await
-            {
-                tracing::warn!(queue = %self.queue, %error, "cannot consume yet; retrying");
-                tokio::time::sleep(REOPEN_DELAY).await;
-                continue;
+            if let Some(pause) = self.pause.as_mut() {
+                ready!(pause.as_mut().poll(cx));
+                self.pause = None;
             }
-            std::future::poll_fn(|cx| self.window.poll_room(cx)).await;
-            match std::future::poll_fn(|cx| self.poll_lanes(cx)).await {
-                Ok(message) => return self.delivery(message),
+            if self.pulls.is_empty() {
+                let opening = self.opening.get_or_insert_with(|| {
+                    Box::pin(open(self.shared.clone(), self.spec.clone(), self.batch))
+                });
+                let opened = ready!(opening.as_mut().poll(cx));
+                self.opening = None;
+                match opened {
+                    Ok(opened) => self.opened(opened),
+                    Err(error) => {
+                        tracing::warn!(queue = %self.queue, %error, "cannot consume yet; retrying");
+                        self.pause = Some(Box::pin(tokio::time::sleep(REOPEN_DELAY)));
+                        continue;
+                    }
+                }
+            }
+            ready!(self.window.poll_room(cx));
+            match ready!(self.poll_lanes(cx)) {
+                Ok(message) => return Poll::Ready(self.delivery(message)),
                 Err(error) => {
                     tracing::warn!(queue = %self.queue, %error, "pull subscription failed; re-opening");
                     self.pulls.clear();
-                    tokio::time::sleep(REOPEN_DELAY).await;
+                    self.pause = Some(Box::pin(tokio::time::sleep(REOPEN_DELAY)));
                 }
             }
         }
     }
 
-    /// Declares what is missing and opens the pull subscriptions.
-    async fn open(&mut self) -> Result<(), BrokerError> {
-        topology::declare(&self.shared, &self.spec).await?;
-        let stream = topology::work_stream(&self.shared, &self.spec.name).await?;
-        // Highest lane first, so its pull request is the first served.
-        let names: Vec<String> = if self.spec.priority {
-            (0..=MAX_PRIORITY as u8)
-                .rev()
-                .map(naming::lane_consumer)
-                .collect()
-        } else {
-            vec![CONSUMER.to_owned()]
-        };
-        let mut pulls = Vec::with_capacity(names.len());
-        let mut awaited = Vec::with_capacity(names.len());
-        for name in names {
-            let consumer: PullConsumer = stream
-                .get_consumer(&name)
-                .await
-                .map_err(|e| topology::declare_error(&format!("consumer {name}"), e))?;
-            awaited.push(consumer.cached_info().num_pending > 0);
-            pulls.push(pull(&consumer, self.batch).await?);
-        }
-        pulls.reverse();
-        awaited.reverse();
-        self.pulls = pulls;
-        self.start_wait =
-            (self.spec.priority && awaited.contains(&true)).then(|| Box::pin(tokio::time::sleep(START_WAIT)));
-        self.awaited = awaited;
-        Ok(())
+    fn opened(&mut self, opened: Opened) {
+        self.start_wait = (self.spec.priority && opened.awaited.contains(&true))
+            .then(|| Box::pin(tokio::time::sleep(START_WAIT)));
+        self.pulls = opened.pulls;
+        self.awaited = opened.awaited;
     }
 
     /// Fills empty lanes from their subscriptions, then hands out the lane
@@ -254,6 +256,34 @@ pub(crate) async fn pull(consumer: &PullConsumer, batch: usize) -> Result<PullSt
         .messages()
         .await
         .map_err(consume_error)
+}
+
+/// Declares what is missing and opens the pull subscriptions of `spec`.
+async fn open(shared: Arc<Shared>, spec: QueueSpec, batch: usize) -> Result<Opened, BrokerError> {
+    topology::declare(&shared, &spec).await?;
+    let stream = topology::work_stream(&shared, &spec.name).await?;
+    // Highest lane first, so its pull request is the first served.
+    let names: Vec<String> = if spec.priority {
+        (0..=MAX_PRIORITY as u8)
+            .rev()
+            .map(naming::lane_consumer)
+            .collect()
+    } else {
+        vec![CONSUMER.to_owned()]
+    };
+    let mut pulls = Vec::with_capacity(names.len());
+    let mut awaited = Vec::with_capacity(names.len());
+    for name in names {
+        let consumer: PullConsumer = stream
+            .get_consumer(&name)
+            .await
+            .map_err(|e| topology::declare_error(&format!("consumer {name}"), e))?;
+        awaited.push(consumer.cached_info().num_pending > 0);
+        pulls.push(pull(&consumer, batch).await?);
+    }
+    pulls.reverse();
+    awaited.reverse();
+    Ok(Opened { pulls, awaited })
 }
 
 fn consume_error(e: impl std::fmt::Display) -> BrokerError {
