@@ -5,7 +5,7 @@
 //! before the original is acked; so is a dead letter.
 
 use super::naming;
-use super::{Shared, convert, publish_confirmed};
+use super::{Shared, convert, core_publish, publish_confirmed};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::headers::names;
 use crate::message::Message;
@@ -70,9 +70,12 @@ pub(crate) async fn ack(shared: &Shared, ack_subject: Subject) -> Result<(), Bro
 }
 
 async fn send(shared: &Shared, ack_subject: Subject, body: Bytes) -> Result<(), BrokerError> {
-    shared.client.publish(ack_subject, body).await.map_err(|e| {
-        BrokerError::new(BrokerErrorKind::Connection, "settling the message failed").with_source(e)
-    })
+    let headers = HeaderMap::new();
+    core_publish(shared, ack_subject, None, headers, body)
+        .await
+        .map_err(|e| {
+            BrokerError::new(BrokerErrorKind::Connection, "settling the message failed").with_source(e)
+        })
 }
 
 impl NatsAcker {

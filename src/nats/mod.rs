@@ -23,6 +23,7 @@ use crate::message::Message;
 use crate::transport::{BoxFuture, Delivery, DeliveryStream, QueueSpec, ReplyInbox, Transport};
 use async_nats::jetstream;
 use futures_util::TryFutureExt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -120,15 +121,30 @@ fn publish_reply(
     }
     convert::strip_lean_reply(&mut message);
     let headers = convert::headers(&message, false);
-    if headers.is_empty() {
-        return Box::pin(shared.client.publish(address, message.body).map_err(failed));
-    }
-    Box::pin(
-        shared
-            .client
-            .publish_with_headers(address, headers, message.body)
-            .map_err(failed),
-    )
+    Box::pin(core_publish(shared, address.into(), None, headers, message.body).map_err(failed))
+}
+
+/// A core NATS publish that hands its subjects to the client as they are
+/// (no headers when `headers` is empty). `Client::publish` and its kin take
+/// `impl ToSubject`, which copies a `String` and clones a `Subject`: an
+/// allocation per subject and message that this path does not make.
+pub(crate) fn core_publish(
+    shared: &Shared,
+    subject: async_nats::Subject,
+    reply: Option<async_nats::Subject>,
+    headers: async_nats::HeaderMap,
+    payload: bytes::Bytes,
+) -> impl Future<Output = Result<(), async_nats::PublishError>> + Send + '_ {
+    use async_nats::client::traits::Publisher;
+    let headers = (!headers.is_empty()).then_some(headers);
+    shared
+        .client
+        .publish_message(async_nats::message::OutboundMessage {
+            subject,
+            reply,
+            payload,
+            headers,
+        })
 }
 
 /// A JetStream publish, confirmed by its stream; `false` when no stream

@@ -11,7 +11,7 @@
 //! subject a stream holds; *lean*, without them, for a core service.
 
 use super::request_form::{Form, Forms};
-use super::{Shared, convert, naming};
+use super::{Shared, convert, core_publish, naming};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::headers::names;
 use crate::message::Message;
@@ -105,34 +105,25 @@ impl Requests {
         subject: String,
         mut message: Message,
     ) -> BoxFuture<'_, Result<(), BrokerError>> {
-        let client = &self.shared.client;
         let correlation_id = message.correlation_id.as_deref().unwrap_or_default();
-        if form == Form::Lean {
+        let reply = if form == Form::Lean {
             let reply = self.reply_subject(&[LEAN_TOKEN, correlation_id]);
             strip_for_service(&mut message);
-            let headers = convert::headers(&message, false);
-            return if headers.is_empty() {
-                Box::pin(
-                    client
-                        .publish_with_reply(subject, reply, message.body)
-                        .map_err(publish_failed),
-                )
-            } else {
-                Box::pin(
-                    client
-                        .publish_with_reply_and_headers(subject, reply, headers, message.body)
-                        .map_err(publish_failed),
-                )
-            };
-        }
-        let reply = self.reply_subject(&[&token(correlation_id)]);
-        message.reply_to = Some(reply.clone());
+            reply
+        } else {
+            let reply = self.reply_subject(&[&token(correlation_id)]);
+            message.reply_to = Some(reply.clone());
+            reply
+        };
         let headers = convert::headers(&message, false);
-        Box::pin(
-            client
-                .publish_with_reply_and_headers(subject, reply, headers, message.body)
-                .map_err(publish_failed),
-        )
+        let sent = core_publish(
+            &self.shared,
+            subject.into(),
+            Some(reply.into()),
+            headers,
+            message.body,
+        );
+        Box::pin(sent.map_err(publish_failed))
     }
 
     /// `<prefix>.` and `token` (in parts), without `format!`'s machinery.
