@@ -181,6 +181,26 @@ pub trait RequestSender: Send + Sync + 'static {
     /// no queue of that name exists.
     fn send(&self, queue: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>>;
 
+    /// Publishes `message` as the request with correlation id `id`, whose
+    /// reply is to come to `reply_to` (the inbox's address). By default the
+    /// message carries both, and `id` as its message id unless it has one,
+    /// and goes out with [`RequestSender::send`]; a transport that carries
+    /// them otherwise (NATS: in the reply subject) sets only what it sends.
+    fn send_request(
+        &self,
+        queue: &str,
+        id: &str,
+        reply_to: &str,
+        mut message: Message,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        message.correlation_id = Some(id.to_owned());
+        message.reply_to = Some(reply_to.to_owned());
+        if message.message_id.is_none() {
+            message.message_id = Some(id.to_owned());
+        }
+        self.send(queue, message)
+    }
+
     /// Whether requests can still be sent, and their replies arrive, this
     /// way. A client opens a new reply address when not (RabbitMQ: the
     /// channel of a direct reply-to consumer dies with its connection).

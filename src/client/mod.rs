@@ -163,18 +163,17 @@ impl Client {
     async fn round_trip(
         &self,
         queue: &str,
-        mut message: Message,
+        message: Message,
         timeout: Duration,
     ) -> Result<Message, RequestError> {
         let inbox = self.inbox().await.map_err(RequestError::Broker)?;
         let id = self.next_id();
-        message.correlation_id = Some(id.clone());
-        message.reply_to = Some(inbox.address.clone());
-        if message.message_id.is_none() {
-            message.message_id = Some(id.clone());
-        }
         let wait = inbox.wait(&id);
-        if let Err(error) = inbox.requests.send(queue, message).await {
+        if let Err(error) = inbox
+            .requests
+            .send_request(queue, &id, &inbox.address, message)
+            .await
+        {
             return Err(RequestError::Broker(error));
         }
         match tokio::time::timeout(timeout, wait).await {

@@ -60,6 +60,20 @@ struct Requests {
 
 impl RequestSender for Requests {
     fn send(&self, queue: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
+        // A request whose correlation id its maker set.
+        let id = message.correlation_id.clone().unwrap_or_default();
+        self.send_request(queue, &id, "", message)
+    }
+
+    /// The reply address is this inbox's, in the reply subject: `reply_to`
+    /// is not needed.
+    fn send_request(
+        &self,
+        queue: &str,
+        id: &str,
+        _reply_to: &str,
+        message: Message,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
         // Everything but the publish itself is done before the future is
         // made: the future is allocated per request, and a JetStream lookup
         // held in it would make every request's future as large as the rare
@@ -76,18 +90,20 @@ impl RequestSender for Requests {
             ))));
         }
         let subject = naming::subject(queue, message.priority.unwrap_or(0));
-        let correlation_id = message.correlation_id.as_deref().unwrap_or_default();
-        let known = match is_plain(correlation_id) {
+        let known = match is_plain(id) {
             true => self.forms.known_form(&subject),
             // Only a plain id can be a lean token.
             false => Some(Form::Durable),
         };
         match known {
-            Some(form) => self.publish(form, subject, message),
-            None => Box::pin(async move {
-                let form = self.forms.learn_form(&self.shared, &subject).await;
-                self.publish(form, subject, message).await
-            }),
+            Some(form) => self.publish(form, subject, id, message),
+            None => {
+                let id = id.to_owned();
+                Box::pin(async move {
+                    let form = self.forms.learn_form(&self.shared, &subject).await;
+                    self.publish(form, subject, &id, message).await
+                })
+            }
         }
     }
 }
@@ -103,15 +119,18 @@ impl Requests {
         &self,
         form: Form,
         subject: String,
+        id: &str,
         mut message: Message,
     ) -> BoxFuture<'_, Result<(), BrokerError>> {
-        let correlation_id = message.correlation_id.as_deref().unwrap_or_default();
         let reply = if form == Form::Lean {
-            let reply = self.reply_subject(&[LEAN_TOKEN, correlation_id]);
-            strip_for_service(&mut message);
-            reply
+            strip_for_service(&mut message, id);
+            self.reply_subject(&[LEAN_TOKEN, id])
         } else {
-            let reply = self.reply_subject(&[&token(correlation_id)]);
+            let reply = self.reply_subject(&[&token(id)]);
+            if !id.is_empty() {
+                message.correlation_id.get_or_insert_with(|| id.to_owned());
+                message.message_id.get_or_insert_with(|| id.to_owned());
+            }
             message.reply_to = Some(reply.clone());
             reply
         };
@@ -137,12 +156,12 @@ impl Requests {
     }
 }
 
-/// Leaves out of a request what a core service does not need: the reply
-/// address and correlation (its reply subject is both), the message id the
-/// client made up (equal to the correlation id; no stream sees the request
-/// to de-duplicate it) and the default content type.
-fn strip_for_service(message: &mut Message) {
-    if message.message_id == message.correlation_id {
+/// Leaves out of request `id` what a core service does not need: the reply
+/// address and correlation (its reply subject is both), a message id equal
+/// to the correlation id (no stream sees the request to de-duplicate it)
+/// and the default content type.
+fn strip_for_service(message: &mut Message, id: &str) {
+    if message.message_id.as_deref() == Some(id) {
         message.message_id = None;
     }
     message.correlation_id = None;
@@ -152,7 +171,7 @@ fn strip_for_service(message: &mut Message) {
 
 /// What a message on the reply subscription means for its request.
 fn to_reply(message: async_nats::Message, forms: &Forms) -> Option<Message> {
-    let token = message.subject.rsplit('.').next().unwrap_or_default();
+    let token = last_token(message.subject.as_str());
     let lean = token.starts_with(LEAN_TOKEN);
     let correlation_id = || correlation_id(token);
     if message.status == Some(StatusCode::NO_RESPONDERS) {
@@ -205,6 +224,13 @@ fn to_reply(message: async_nats::Message, forms: &Forms) -> Option<Message> {
         UNDELIVERABLE,
         &format!("JetStream did not store the request: {error}"),
     ))
+}
+
+/// The last token of a subject (a byte search: `rsplit` cost some hundred
+/// instructions per reply).
+fn last_token(subject: &str) -> &str {
+    let dot = subject.bytes().rposition(|b| b == b'.');
+    &subject[dot.map_or(0, |at| at + 1)..]
 }
 
 /// JetStream's publish ack, exactly: a reply body with other fields is a
