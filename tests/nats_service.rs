@@ -16,7 +16,7 @@ mod support;
 use futures_util::StreamExt;
 use std::time::Duration;
 use support::{skip, unique_queue};
-use wharf::{App, Broker, Error, Message, Reply, RequestError, RouteOptions, Running};
+use wharf::{App, Backoff, Broker, Context, Error, Message, Reply, RequestError, RouteOptions, Running};
 
 const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -239,4 +239,39 @@ async fn a_service_replaced_by_a_stream_fails_one_request_clearly_then_answers()
     .await;
 
     stop(stream_worker, &broker, &queue).await;
+}
+
+/// Fails its first attempt, then doubles: an answer on the second attempt.
+async fn double_on_second_try(ctx: Context, n: u64) -> Result<u64, Error> {
+    if ctx.attempt() < 2 {
+        return Err(Error::new("not yet"));
+    }
+    Ok(n * 2)
+}
+
+#[tokio::test]
+async fn a_service_retries_a_failed_request_in_memory_and_answers() {
+    let Some((broker, _raw)) = connect("a_service_retries_a_failed_request_in_memory_and_answers").await
+    else {
+        return;
+    };
+    let queue = unique_queue("service-retry");
+    let options = service().backoff(Backoff::fixed(Duration::from_millis(20)));
+    let running = App::new(broker.clone())
+        .route_with(&queue, double_on_second_try, options)
+        .start()
+        .await
+        .unwrap();
+    let client = broker.client().with_timeout(PATIENCE);
+
+    let answer: u64 = client.request(&queue, &21u64).await.unwrap();
+    assert_eq!(answer, 42, "answered by the second attempt");
+    let stats = running.stats(&queue);
+    assert_eq!(
+        (stats.retried, stats.acked, stats.dead_lettered),
+        (1, 1, 0),
+        "{stats:?}"
+    );
+
+    stop(running, &broker, &queue).await;
 }

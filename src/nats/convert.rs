@@ -136,6 +136,25 @@ pub(crate) fn strip_lean_reply(reply: &mut Message) {
     drop_default_content_type(reply);
 }
 
+/// Whether `reply` is a successful JSON reply to a lean request and
+/// nothing more, so that it goes out with no headers at all: what
+/// [`strip_lean_reply`] would leave of it is nothing (checked without
+/// changing it, which costs more than the check).
+pub(crate) fn is_bare_reply(reply: &Message) -> bool {
+    reply.correlation_id.is_none()
+        && reply.message_id.is_none()
+        && reply.reply_to.is_none()
+        && reply
+            .priority
+            .is_none_or(|p| usize::from(p) <= crate::lanes::MAX_PRIORITY)
+        && reply.headers.len() == 1
+        && reply.header(names::STATUS) == Some("ok")
+        && reply
+            .content_type
+            .as_deref()
+            .is_none_or(|t| t.eq_ignore_ascii_case(Codec::Json.content_type()))
+}
+
 /// JSON is what a message without `content-type` means: not written.
 pub(crate) fn drop_default_content_type(message: &mut Message) {
     if message
@@ -201,6 +220,35 @@ pub(crate) fn unique_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_plain_successful_json_reply_is_bare() {
+        let ok = |content_type: &str| {
+            let mut reply = Message::new(&b"{}"[..]).with_content_type(content_type);
+            reply.headers.insert_static(names::STATUS, "ok");
+            reply
+        };
+        let stripped = |mut reply: Message| {
+            strip_lean_reply(&mut reply);
+            headers(&reply, false)
+        };
+        let bare = ok("application/json");
+        assert!(is_bare_reply(&bare));
+        assert!(
+            stripped(bare).is_empty(),
+            "what strip_lean_reply leaves of a bare reply: nothing"
+        );
+        let not_bare = [
+            ok("application/msgpack"),
+            ok("application/json").with_correlation_id("c1"),
+            ok("application/json").with_header("traceparent", "00-1-2-01"),
+            Message::new(&b"{}"[..]).with_header(names::STATUS, "error"),
+        ];
+        for reply in not_bare {
+            assert!(!is_bare_reply(&reply), "{reply:?}");
+            assert!(!stripped(reply).is_empty());
+        }
+    }
 
     #[test]
     fn a_message_survives_the_round_trip() {

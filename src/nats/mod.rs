@@ -119,8 +119,12 @@ fn publish_reply(
     fn failed(e: async_nats::PublishError) -> BrokerError {
         BrokerError::new(BrokerErrorKind::Publish, "publishing the reply failed").with_source(e)
     }
-    convert::strip_lean_reply(&mut message);
-    let headers = convert::headers(&message, false);
+    let headers = if convert::is_bare_reply(&message) {
+        async_nats::HeaderMap::new()
+    } else {
+        convert::strip_lean_reply(&mut message);
+        convert::headers(&message, false)
+    };
     Box::pin(core_publish(shared, address.into(), None, headers, message.body).map_err(failed))
 }
 

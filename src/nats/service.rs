@@ -7,12 +7,14 @@
 //! stream like any other.
 
 use super::naming::{self, any_lane};
-use super::{Shared, convert, publish_confirmed, topology};
+use super::{Shared, convert, core_publish, publish_confirmed, topology};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::headers::names;
+use crate::message::Message;
 use crate::transport::{
     Acker, BoxFuture, Delivery, DeliveryStream, QueueSpec, Settlement, dead_letter_queue, succeeded,
 };
+use async_nats::{HeaderMap, Subject};
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::task::Poll;
@@ -49,11 +51,20 @@ pub(crate) async fn consume(
                     .and_then(|h| h.get_last(names::ATTEMPT))
                     .and_then(|v| v.as_str().trim().parse().ok())
                     .unwrap_or(0);
+                let message = convert::to_message(
+                    raw.subject.as_str(),
+                    raw.headers.as_ref(),
+                    raw.payload,
+                    raw.reply.as_ref().map(|r| r.as_str()),
+                );
                 let acker = ServiceAcker {
                     shared: shared.clone(),
                     queue: queue.clone(),
                     again: again.clone(),
-                    raw: Arc::new(raw),
+                    subject: raw.subject,
+                    reply: raw.reply,
+                    headers: raw.headers,
+                    message: Arc::new(message),
                     count: attempts.saturating_add(1),
                     settled: false,
                 };
@@ -70,21 +81,19 @@ struct ServiceAcker {
     shared: Arc<Shared>,
     queue: Arc<str>,
     again: mpsc::UnboundedSender<Delivery>,
-    raw: Arc<async_nats::Message>,
+    /// The request as received: its subject, reply subject and headers
+    /// (its payload is the message's body).
+    subject: Subject,
+    reply: Option<Subject>,
+    headers: Option<HeaderMap>,
+    message: Arc<Message>,
     count: u32,
     settled: bool,
 }
 
 impl ServiceAcker {
     fn delivery(self) -> Delivery {
-        let raw = &self.raw;
-        let message = convert::to_message(
-            raw.subject.as_str(),
-            raw.headers.as_ref(),
-            raw.payload.clone(),
-            raw.reply.as_ref().map(|r| r.as_str()),
-        );
-        Delivery::new(Arc::new(message), self.count, Box::new(self))
+        Delivery::new(self.message.clone(), self.count, Box::new(self))
     }
 
     /// The same message again in this worker, after `delay`, as delivery
@@ -94,7 +103,10 @@ impl ServiceAcker {
             shared: self.shared.clone(),
             queue: self.queue.clone(),
             again: self.again.clone(),
-            raw: self.raw.clone(),
+            subject: self.subject.clone(),
+            reply: self.reply.clone(),
+            headers: self.headers.clone(),
+            message: self.message.clone(),
             count,
             settled: false,
         };
@@ -111,31 +123,19 @@ impl ServiceAcker {
     /// Back on the subject for any worker of the group (attempts so far in
     /// `wharf-attempt`).
     async fn pass_on(&self, attempts: u32) -> Result<(), BrokerError> {
-        let headers = convert::copy_headers(
-            self.raw.headers.as_ref(),
-            &[(names::ATTEMPT, attempts.to_string())],
-        );
+        let headers = convert::copy_headers(self.headers.as_ref(), &[(names::ATTEMPT, attempts.to_string())]);
         let failed =
             |e| BrokerError::new(BrokerErrorKind::Publish, "passing the request on failed").with_source(e);
-        match &self.raw.reply {
-            Some(reply) => self
-                .shared
-                .client
-                .publish_with_reply_and_headers(
-                    self.raw.subject.clone(),
-                    reply.clone(),
-                    headers,
-                    self.raw.payload.clone(),
-                )
-                .await
-                .map_err(failed),
-            None => self
-                .shared
-                .client
-                .publish_with_headers(self.raw.subject.clone(), headers, self.raw.payload.clone())
-                .await
-                .map_err(failed),
-        }
+        let body = self.message.body.clone();
+        core_publish(
+            &self.shared,
+            self.subject.clone(),
+            self.reply.clone(),
+            headers,
+            body,
+        )
+        .await
+        .map_err(failed)
     }
 }
 
@@ -154,10 +154,10 @@ impl Acker for ServiceAcker {
             }
             Settlement::DeadLetter { message } => Box::pin(async move {
                 let changes = message.wharf_headers();
-                let headers = convert::copy_headers(self.raw.headers.as_ref(), &changes);
-                let lane = naming::lane_of(self.raw.subject.as_str()).unwrap_or(0);
+                let headers = convert::copy_headers(self.headers.as_ref(), &changes);
+                let lane = naming::lane_of(self.subject.as_str()).unwrap_or(0);
                 let subject = naming::subject(&dead_letter_queue(&self.queue), lane);
-                publish_confirmed(&self.shared, subject, headers, self.raw.payload.clone()).await
+                publish_confirmed(&self.shared, subject, headers, self.message.body.clone()).await
             }),
             Settlement::Return => Box::pin(async move { self.pass_on(self.count.saturating_sub(1)).await }),
         }
