@@ -85,6 +85,7 @@ impl Headers {
     }
 
     /// Removes `name`, if present, without returning its value.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))] // Used by the NATS transport.
     pub(crate) fn discard(&mut self, name: &str) {
         self.0.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
     }

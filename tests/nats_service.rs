@@ -192,6 +192,21 @@ async fn requests_to_a_stream_carry_their_reply_address_and_ids() {
         headers.get("reply-to").map(|v| v.as_str()),
         request.reply.as_ref().map(|r| r.as_str())
     );
+    let id = headers.get("correlation-id").unwrap().as_str().to_owned();
+    assert_eq!(headers.get("Nats-Msg-Id").map(|v| v.as_str()), Some(id.as_str()));
+
+    // A forwarded message's own correlation id is replaced by the request's.
+    let forwarded = Message::json(&4u64).unwrap().with_correlation_id("from-upstream");
+    let reply = broker
+        .client()
+        .request_message(&queue, forwarded, PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(&reply.body[..], b"8");
+    let request = next(&mut spy).await;
+    let correlation = request.headers.as_ref().unwrap().get("correlation-id").unwrap();
+    assert_ne!(correlation.as_str(), "from-upstream");
+    assert_eq!(reply.correlation_id.as_deref(), Some(correlation.as_str()));
 
     stop(running, &broker, &queue).await;
 }

@@ -131,7 +131,9 @@ fn publish_reply(
 /// A core NATS publish that hands its subjects to the client as they are
 /// (no headers when `headers` is empty). `Client::publish` and its kin take
 /// `impl ToSubject`, which copies a `String` and clones a `Subject`: an
-/// allocation per subject and message that this path does not make.
+/// allocation per subject and message that this path does not make. The
+/// subject is checked as `publish` checks it; `reply` is not, so it must be
+/// one wharf made or one the server sent.
 pub(crate) fn core_publish(
     shared: &Shared,
     subject: async_nats::Subject,

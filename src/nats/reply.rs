@@ -58,11 +58,16 @@ struct Requests {
     forms: Arc<Forms>,
 }
 
+/// Why a request could not be published.
+fn publish_failed(e: async_nats::PublishError) -> BrokerError {
+    BrokerError::new(BrokerErrorKind::Publish, "publishing the request failed").with_source(e)
+}
+
 impl RequestSender for Requests {
     fn send(&self, queue: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
         // A request whose correlation id its maker set.
         let id = message.correlation_id.clone().unwrap_or_default();
-        self.send_request(queue, &id, "", message)
+        self.request(queue, &id, message, false)
     }
 
     /// The reply address is this inbox's, in the reply subject: `reply_to`
@@ -73,6 +78,21 @@ impl RequestSender for Requests {
         id: &str,
         _reply_to: &str,
         message: Message,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.request(queue, id, message, true)
+    }
+}
+
+impl Requests {
+    /// Publishes request `id`; `with_message_id`: a durable request without
+    /// a message id gets `id` as its message id (as the client's requests
+    /// do everywhere).
+    fn request(
+        &self,
+        queue: &str,
+        id: &str,
+        message: Message,
+        with_message_id: bool,
     ) -> BoxFuture<'_, Result<(), BrokerError>> {
         // Everything but the publish itself is done before the future is
         // made: the future is allocated per request, and a JetStream lookup
@@ -96,24 +116,17 @@ impl RequestSender for Requests {
             false => Some(Form::Durable),
         };
         match known {
-            Some(form) => self.publish(form, subject, id, message),
+            Some(form) => self.publish(form, subject, id, message, with_message_id),
             None => {
                 let id = id.to_owned();
                 Box::pin(async move {
                     let form = self.forms.learn_form(&self.shared, &subject).await;
-                    self.publish(form, subject, &id, message).await
+                    self.publish(form, subject, &id, message, with_message_id).await
                 })
             }
         }
     }
-}
 
-/// Why a request could not be published.
-fn publish_failed(e: async_nats::PublishError) -> BrokerError {
-    BrokerError::new(BrokerErrorKind::Publish, "publishing the request failed").with_source(e)
-}
-
-impl Requests {
     /// Publishes a request in `form` to `subject`.
     fn publish(
         &self,
@@ -121,6 +134,7 @@ impl Requests {
         subject: String,
         id: &str,
         mut message: Message,
+        with_message_id: bool,
     ) -> BoxFuture<'_, Result<(), BrokerError>> {
         let reply = if form == Form::Lean {
             strip_for_service(&mut message, id);
@@ -128,8 +142,10 @@ impl Requests {
         } else {
             let reply = self.reply_subject(&[&token(id)]);
             if !id.is_empty() {
-                message.correlation_id.get_or_insert_with(|| id.to_owned());
-                message.message_id.get_or_insert_with(|| id.to_owned());
+                message.correlation_id = Some(id.to_owned());
+                if with_message_id && message.message_id.is_none() {
+                    message.message_id = Some(id.to_owned());
+                }
             }
             message.reply_to = Some(reply.clone());
             reply
