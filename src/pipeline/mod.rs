@@ -270,7 +270,11 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
     // The steps each message takes are awaited here, in the future
     // allocated per message; what only some messages need is decided by
     // plain functions and awaited as boxed futures, so that the values it
-    // needs do not take room in every message's future.
+    // needs do not take room in every message's future. A boxed future is
+    // bound with `let` before it is awaited: awaited in the same expression,
+    // the unboxed future it was made from stays a temporary alive across the
+    // await and keeps a slot in this future (measured: 1,120 bytes instead
+    // of 952; `running::tests` checks the size).
     async fn process_inner(self: &Arc<Self>, delivery: Delivery, trace: Option<Arc<TraceContext>>) {
         self.observe.received();
         let job = match self.admit(delivery, trace) {
