@@ -18,7 +18,7 @@ use crate::transport::{ReplyInbox, RequestSender};
 use futures_util::Stream;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::task::{Context, Poll, Waker};
 
@@ -33,6 +33,9 @@ pub(super) struct Inbox {
     state: Mutex<State>,
     /// `None` once the stream has ended.
     replies: Mutex<Option<Replies>>,
+    /// The reply stream ended (the connection or its channel went away):
+    /// read by every request without taking `state`'s lock, set under it.
+    closed: AtomicBool,
     next_ticket: AtomicU64,
 }
 
@@ -43,8 +46,6 @@ struct State {
     /// The request whose waker the reply stream holds; `None` when no
     /// waiting request is known to hold it.
     reader: Option<u64>,
-    /// The reply stream ended (the connection or its channel went away).
-    closed: bool,
 }
 
 #[derive(Default)]
@@ -74,13 +75,14 @@ impl Inbox {
             requests: opened.requests,
             state: Mutex::default(),
             replies: Mutex::new(Some(opened.replies)),
+            closed: AtomicBool::new(false),
             next_ticket: AtomicU64::new(0),
         }
     }
 
     /// Whether replies can still arrive here and requests be sent.
     pub(super) fn is_open(&self) -> bool {
-        !self.state().closed && self.requests.is_open()
+        !self.closed.load(Ordering::Acquire) && self.requests.is_open()
     }
 
     /// Waits for the reply with correlation id `id`; register it before the
@@ -119,7 +121,7 @@ impl Future for Wait<'_> {
         let this = self.get_mut();
         {
             let mut state = this.inbox.state();
-            let closed = state.closed;
+            let closed = this.inbox.closed.load(Ordering::Acquire);
             let Some(slot) = state.waiting.get_mut(this.id) else {
                 return Poll::Ready(None);
             };
@@ -181,7 +183,7 @@ impl Future for Wait<'_> {
                     drop(replies);
                     let wakers: Vec<Waker> = {
                         let mut state = this.inbox.state();
-                        state.closed = true;
+                        this.inbox.closed.store(true, Ordering::Release);
                         state
                             .waiting
                             .values_mut()

@@ -456,5 +456,15 @@ mod tests {
         assert_eq!(delivered_count("$JS.ACK.WORK.wharf.x.17.12.1.0"), None);
         assert_eq!(delivered_count("$JS.ACK.WORK.wharf.3"), None);
         assert_eq!(delivered_count("_INBOX.abc.3"), None);
+        assert_eq!(delivered_count("$JS.ACK.WORK.wharf..17.12.1.0"), None, "empty");
+        assert_eq!(
+            delivered_count("$JS.ACK.WORK.wharf.18446744073709551615.17.12.1.0"),
+            Some(u64::MAX)
+        );
+        assert_eq!(
+            delivered_count("$JS.ACK.WORK.wharf.18446744073709551616.17.12.1.0"),
+            None,
+            "past u64::MAX"
+        );
     }
 }
