@@ -186,13 +186,18 @@ pub trait RequestSender: Send + Sync + 'static {
     /// message carries both, and `id` as its message id unless it has one,
     /// and goes out with [`RequestSender::send`]; a transport that carries
     /// them otherwise (NATS: in the reply subject) sets only what it sends.
+    /// `in_flight`: the requests of this reply address awaiting replies,
+    /// this one included; a transport may hold a request back a moment to
+    /// publish it together with others when there are others (NATS).
     fn send_request(
         &self,
         queue: &str,
         id: &str,
         reply_to: &str,
         mut message: Message,
+        in_flight: usize,
     ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let _ = in_flight;
         message.correlation_id = Some(id.to_owned());
         message.reply_to = Some(reply_to.to_owned());
         if message.message_id.is_none() {

@@ -290,3 +290,80 @@ async fn a_service_retries_a_failed_request_in_memory_and_answers() {
 
     stop(running, &broker, &queue).await;
 }
+
+/// Requests are published in batches (`nats::outbox`); one that the NATS
+/// client refuses there still fails at once, with the reason, and does not
+/// hold up the others.
+#[tokio::test]
+async fn a_request_over_the_payload_limit_fails_at_once_and_the_rest_go_on() {
+    let Some((broker, _raw)) =
+        connect("a_request_over_the_payload_limit_fails_at_once_and_the_rest_go_on").await
+    else {
+        return;
+    };
+    let queue = unique_queue("service-oversized");
+    let running = App::new(broker.clone())
+        .route_with(&queue, double, service())
+        .start()
+        .await
+        .unwrap();
+    let client = broker.client().with_timeout(PATIENCE);
+    let two: u64 = client.request(&queue, &1u64).await.unwrap();
+    assert_eq!(two, 2);
+
+    // Over nats-server's default max_payload (1 MiB): alone (published at
+    // once), then beside a request already in flight (through the outbox).
+    let huge = || Message::new(vec![b'7'; 2 * 1024 * 1024]);
+    let refused = |error: wharf::RequestError| {
+        assert!(
+            matches!(error, wharf::RequestError::Broker(_)),
+            "a broker error, not a timeout: {error}"
+        );
+        assert!(error.to_string().contains("limit"), "says why: {error}");
+    };
+    let started = std::time::Instant::now();
+    refused(
+        client
+            .request_message(&queue, huge(), PATIENCE)
+            .await
+            .unwrap_err(),
+    );
+    let (small, oversized) = tokio::join!(
+        client.request::<_, u64>(&queue, &21u64),
+        client.request_message(&queue, huge(), PATIENCE)
+    );
+    refused(oversized.expect_err("too large to publish"));
+    assert!(started.elapsed() < PATIENCE / 2, "failed at once");
+    assert_eq!(small.unwrap(), 42);
+
+    stop(running, &broker, &queue).await;
+}
+
+/// Many requests in flight to a core service go out through the outbox in
+/// batches; each gets its own reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_requests_in_flight_to_a_service_each_get_their_reply() {
+    let Some((broker, _raw)) = connect("many_requests_in_flight_to_a_service_each_get_their_reply").await
+    else {
+        return;
+    };
+    let queue = unique_queue("service-many");
+    let running = App::new(broker.clone())
+        .route_with(&queue, double, service().concurrency(64))
+        .start()
+        .await
+        .unwrap();
+    let client = broker.client().with_timeout(PATIENCE);
+    let first: u64 = client.request(&queue, &0u64).await.unwrap();
+    assert_eq!(first, 0, "the service answers (and the client learnt its form)");
+    let requests = (1..=500u64).map(|n| {
+        let client = client.clone();
+        let queue = queue.clone();
+        tokio::spawn(async move { (n, client.request::<_, u64>(&queue, &n).await) })
+    });
+    for request in futures_util::future::join_all(requests).await {
+        let (n, reply) = request.unwrap();
+        assert_eq!(reply.unwrap(), n * 2, "each reply reaches its own request");
+    }
+    stop(running, &broker, &queue).await;
+}

@@ -86,14 +86,20 @@ impl Inbox {
     }
 
     /// Waits for the reply with correlation id `id`; register it before the
-    /// request is sent, so a fast reply finds its place.
-    pub(super) fn wait<'a>(&'a self, id: &'a str) -> Wait<'a> {
-        self.state().waiting.insert(id.to_owned(), Slot::default());
-        Wait {
+    /// request is sent, so a fast reply finds its place. Also says how many
+    /// requests now await replies here, this one included.
+    pub(super) fn wait<'a>(&'a self, id: &'a str) -> (Wait<'a>, usize) {
+        let in_flight = {
+            let mut state = self.state();
+            state.waiting.insert(id.to_owned(), Slot::default());
+            state.waiting.len()
+        };
+        let wait = Wait {
             inbox: self,
             id,
             ticket: self.next_ticket.fetch_add(1, Ordering::Relaxed),
-        }
+        };
+        (wait, in_flight)
     }
 
     /// Requests waiting (tests).

@@ -168,10 +168,10 @@ impl Client {
     ) -> Result<Message, RequestError> {
         let inbox = self.inbox().await.map_err(RequestError::Broker)?;
         let id = self.next_id();
-        let wait = inbox.wait(&id);
+        let (wait, in_flight) = inbox.wait(&id);
         if let Err(error) = inbox
             .requests
-            .send_request(queue, &id, &inbox.address, message)
+            .send_request(queue, &id, &inbox.address, message, in_flight)
             .await
         {
             return Err(RequestError::Broker(error));

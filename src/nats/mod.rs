@@ -13,6 +13,7 @@ mod consumer;
 mod convert;
 mod fetch;
 mod naming;
+mod outbox;
 mod reply;
 mod request_form;
 mod service;

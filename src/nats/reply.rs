@@ -10,16 +10,20 @@
 //! with `reply-to`, `Nats-Msg-Id` and `correlation-id` headers, for a
 //! subject a stream holds; *lean*, without them, for a core service.
 
+use super::outbox::{Failure, Outbox};
 use super::request_form::{Form, Forms};
 use super::{Shared, convert, core_publish, naming};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::headers::names;
 use crate::message::Message;
-use crate::transport::{BoxFuture, ReplyInbox, RequestSender};
+use crate::transport::{BoxFuture, ReplyInbox, RequestSender, succeeded};
 use async_nats::StatusCode;
+use async_nats::message::OutboundMessage;
 use futures_util::{StreamExt, TryFutureExt};
 use serde::Deserialize;
 use std::sync::Arc;
+use std::task::Poll;
+use tokio::sync::mpsc;
 
 /// `wharf-status` of a reply the transport made up because the request
 /// could not be delivered; the client turns it into a broker error.
@@ -40,7 +44,24 @@ pub(crate) async fn open(shared: Arc<Shared>) -> Result<ReplyInbox, BrokerError>
         })?;
     let forms = Arc::new(Forms::default());
     let learnt = forms.clone();
-    let replies = subscription.filter_map(move |message| std::future::ready(to_reply(message, &learnt)));
+    let (failures, mut failed) = mpsc::unbounded_channel::<Failure>();
+    let mut subscription =
+        subscription.filter_map(move |message| std::future::ready(to_reply(message, &learnt)));
+    // What the outbox could not send fails its request; the stream ends
+    // with the subscription.
+    let replies = futures_util::stream::poll_fn(move |cx| {
+        if let Poll::Ready(Some((reply, why))) = failed.poll_recv(cx)
+            && let Some(id) = correlation_id(last_token(reply.as_str()))
+        {
+            return Poll::Ready(Some(made_up(
+                id,
+                UNDELIVERABLE,
+                &format!("publishing the request failed: {why}"),
+            )));
+        }
+        subscription.poll_next_unpin(cx)
+    });
+    let outbox = Outbox::new(shared.client.clone(), shared.runtime.clone(), failures);
     Ok(ReplyInbox {
         address: prefix.clone(),
         replies: Box::pin(replies),
@@ -48,14 +69,9 @@ pub(crate) async fn open(shared: Arc<Shared>) -> Result<ReplyInbox, BrokerError>
             shared,
             prefix,
             forms,
+            outbox,
         }),
     })
-}
-
-struct Requests {
-    shared: Arc<Shared>,
-    prefix: String,
-    forms: Arc<Forms>,
 }
 
 /// Why a request could not be published.
@@ -63,36 +79,48 @@ fn publish_failed(e: async_nats::PublishError) -> BrokerError {
     BrokerError::new(BrokerErrorKind::Publish, "publishing the request failed").with_source(e)
 }
 
+struct Requests {
+    shared: Arc<Shared>,
+    prefix: String,
+    forms: Arc<Forms>,
+    /// Publishes the requests, in batches.
+    outbox: Arc<Outbox>,
+}
+
 impl RequestSender for Requests {
     fn send(&self, queue: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
         // A request whose correlation id its maker set.
         let id = message.correlation_id.clone().unwrap_or_default();
-        self.request(queue, &id, message, false)
+        self.request(queue, &id, message, false, false)
     }
 
     /// The reply address is this inbox's, in the reply subject: `reply_to`
-    /// is not needed.
+    /// is not needed. With other requests in flight, the request goes out
+    /// with theirs, through the outbox.
     fn send_request(
         &self,
         queue: &str,
         id: &str,
         _reply_to: &str,
         message: Message,
+        in_flight: usize,
     ) -> BoxFuture<'_, Result<(), BrokerError>> {
-        self.request(queue, id, message, true)
+        self.request(queue, id, message, true, in_flight > 1)
     }
 }
 
 impl Requests {
     /// Publishes request `id`; `with_message_id`: a durable request without
     /// a message id gets `id` as its message id (as the client's requests
-    /// do everywhere).
+    /// do everywhere); `together`: through the outbox, with the requests
+    /// made about the same time (see [`Outbox`]).
     fn request(
         &self,
         queue: &str,
         id: &str,
         message: Message,
         with_message_id: bool,
+        together: bool,
     ) -> BoxFuture<'_, Result<(), BrokerError>> {
         // Everything but the publish itself is done before the future is
         // made: the future is allocated per request, and a JetStream lookup
@@ -116,12 +144,13 @@ impl Requests {
             false => Some(Form::Durable),
         };
         match known {
-            Some(form) => self.publish(form, subject, id, message, with_message_id),
+            Some(form) => self.publish(form, subject, id, message, with_message_id, together),
             None => {
                 let id = id.to_owned();
                 Box::pin(async move {
                     let form = self.forms.learn_form(&self.shared, &subject).await;
-                    self.publish(form, subject, &id, message, with_message_id).await
+                    self.publish(form, subject, &id, message, with_message_id, together)
+                        .await
                 })
             }
         }
@@ -135,6 +164,7 @@ impl Requests {
         id: &str,
         mut message: Message,
         with_message_id: bool,
+        together: bool,
     ) -> BoxFuture<'_, Result<(), BrokerError>> {
         let reply = if form == Form::Lean {
             strip_for_service(&mut message, id);
@@ -151,6 +181,15 @@ impl Requests {
             reply
         };
         let headers = convert::headers(&message, false);
+        if together {
+            self.outbox.send(OutboundMessage {
+                subject: subject.into(),
+                reply: Some(reply.into()),
+                headers: (!headers.is_empty()).then_some(headers),
+                payload: message.body,
+            });
+            return succeeded();
+        }
         let sent = core_publish(
             &self.shared,
             subject.into(),
