@@ -45,7 +45,7 @@ pub(crate) struct NatsAcker {
     pub(crate) _window: Option<crate::window::Slot>,
     /// Cancelled once its consumer's pull subscriptions are closed
     /// (consumers; see the `Drop` impl).
-    pub(crate) consumer: Option<CancellationToken>,
+    pub(crate) consumer: Option<Arc<CancellationToken>>,
 }
 
 /// How long the copy of a delivery dropped unsettled waits for its consumer

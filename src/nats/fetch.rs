@@ -3,7 +3,7 @@
 
 use super::Shared;
 use super::acker::Mode;
-use super::consumer::delivery;
+use super::consumer::{delivered_count, delivery};
 use super::naming::{self, CONSUMER};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::transport::Delivery;
@@ -49,7 +49,11 @@ pub(crate) async fn fetch(
     while let Some(next) = batch.next().await {
         let message = next.map_err(|e| failed(&e))?;
         let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(u64::MAX);
-        out.push((sequence, delivery(shared, &queue, message, Mode::Fetch, None)));
+        let delivered = message.reply.as_deref().and_then(delivered_count);
+        out.push((
+            sequence,
+            delivery(shared, &queue, message, delivered, Mode::Fetch, None),
+        ));
     }
     // Messages given back earlier come first, newest first: stream order
     // is the order they were stored in.
