@@ -407,8 +407,12 @@ impl AckPrefix {
         let ack_subject = ack_subject?;
         if !self.0.is_empty()
             && let Some(rest) = ack_subject.strip_prefix(self.0.as_str())
+            && let Some(count) = leading_number(rest.as_bytes())
         {
-            return leading_number(rest.as_bytes());
+            // Past the prefix the remaining tokens are not counted: a
+            // subject cut short after the count still reads (servers send
+            // none).
+            return Some(count);
         }
         let (at, count) = delivered_at(ack_subject)?;
         self.0.clear();
@@ -499,11 +503,12 @@ mod tests {
             // Domain and account hash first, as newer servers send.
             "$JS.ACK._.ACCHASH.WORK.wharf.5.17.12.1733350000000000000.0",
             "$JS.ACK._.ACCHASH.WORK.wharf.6.18.13.1733350000000000000.0.RANDOM",
+            "$JS.ACK.WORK.wharf.4.22.16.1733350000000000005.0",
+            // Not ack subjects, or no count where it belongs.
             "$JS.ACK.WORK.wharf.x.17.12.1.0",
             "$JS.ACK.WORK.wharf..17.12.1.0",
-            "$JS.ACK.WORK.wharf.3",
             "_INBOX.abc.3",
-            "$JS.ACK.WORK.wharf.4.22.16.1733350000000000005.0",
+            "$JS.ACK.WORK.wharf.8.23.17.1733350000000000006.0",
         ];
         let mut prefix = AckPrefix::default();
         for subject in subjects {
@@ -518,6 +523,9 @@ mod tests {
             "learnt from the last good subject"
         );
         assert_eq!(prefix.delivered(None), None);
+        // The one difference: what follows the count is not checked.
+        assert_eq!(delivered_count("$JS.ACK.WORK.wharf.3"), None);
+        assert_eq!(prefix.delivered(Some("$JS.ACK.WORK.wharf.3")), Some(3));
     }
 
     #[test]

@@ -18,15 +18,24 @@
 //! between batches, until it finds the queue empty.
 //!
 //! A request that async-nats refuses (the client closed; a payload over
-//! the server's limit) is reported on `failures` with its reply subject, so
-//! that its requester fails at once instead of at its timeout.
+//! the server's limit), or that a dropped task could not hand over (the
+//! connection's runtime shutting down), is reported on `failures` with its
+//! reply subject, so that its requester fails at once instead of at its
+//! timeout. The queue holds at most [`MAX_QUEUED`] requests: beyond that
+//! (async-nats' own channel full, a connection that cannot write) a request
+//! is published the usual way, its requester waiting until async-nats
+//! takes it.
 
 use async_nats::Subject;
 use async_nats::client::traits::Publisher;
 use async_nats::message::OutboundMessage;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
+
+/// Requests the queue holds at most.
+pub(crate) const MAX_QUEUED: usize = 1024;
 
 /// A request that could not be handed to the client: its reply subject and
 /// why.
@@ -35,7 +44,9 @@ pub(crate) type Failure = (Subject, String);
 /// Requests waiting to be handed to the client.
 pub(crate) struct Outbox {
     client: async_nats::Client,
-    /// Where a task is spawned when the caller is not on a runtime.
+    /// The connection's runtime, where the task that hands requests over
+    /// runs: requests may come from any runtime, and one of them shutting
+    /// down must not take the task (and others' requests) with it.
     runtime: tokio::runtime::Handle,
     state: Mutex<State>,
     failures: mpsc::UnboundedSender<Failure>,
@@ -44,7 +55,7 @@ pub(crate) struct Outbox {
 #[derive(Default)]
 struct State {
     pending: Vec<OutboundMessage>,
-    /// A task is handing the queue over (or is about to).
+    /// A task has been spawned to hand the queue over and has not ended.
     flushing: bool,
 }
 
@@ -62,20 +73,22 @@ impl Outbox {
         })
     }
 
-    /// Queues `message` (a request with its reply subject) to be published.
-    pub(crate) fn send(self: &Arc<Self>, message: OutboundMessage) {
+    /// Queues `message` (a request with its reply subject) to be published;
+    /// gives it back when the queue is full.
+    #[must_use = "a request given back must be published another way"]
+    pub(crate) fn send(self: &Arc<Self>, message: OutboundMessage) -> Option<OutboundMessage> {
         let start = {
             let mut state = self.state();
+            if state.pending.len() >= MAX_QUEUED {
+                return Some(message);
+            }
             state.pending.push(message);
             !std::mem::replace(&mut state.flushing, true)
         };
         if start {
-            let flushing = flush(self.clone());
-            match tokio::runtime::Handle::try_current() {
-                Ok(current) => current.spawn(flushing),
-                Err(_) => self.runtime.spawn(flushing),
-            };
+            self.runtime.spawn(flush(self.clone()));
         }
+        None
     }
 
     /// Requests queued and not yet handed over (tests).
@@ -91,12 +104,16 @@ impl Outbox {
 
 /// Hands the queue over, batch by batch, until it is empty.
 fn flush(outbox: Arc<Outbox>) -> impl Future<Output = ()> + Send {
-    // Made before the task first runs: a task dropped unfinished, even
-    // unpolled (its runtime shut down), lets the next request start
-    // another, which sends what is still queued.
-    let mut flushing = Flushing { outbox, done: false };
+    // Made before the task first runs, so that a task dropped unfinished
+    // (even unpolled: its runtime shut down) reports what it had not
+    // handed over.
+    let mut flushing = Flushing {
+        outbox,
+        batch: VecDeque::new(),
+        sending: None,
+        done: false,
+    };
     async move {
-        let mut batch = Vec::new();
         loop {
             tokio::task::yield_now().await;
             {
@@ -107,13 +124,12 @@ fn flush(outbox: Arc<Outbox>) -> impl Future<Output = ()> + Send {
                     flushing.finish();
                     return;
                 }
-                std::mem::swap(&mut state.pending, &mut batch);
+                flushing.batch.extend(state.pending.drain(..));
             }
-            for message in batch.drain(..) {
-                let reply = message.reply.clone();
-                if let Err(e) = flushing.outbox.client.publish_message(message).await
-                    && let Some(reply) = reply
-                {
+            while let Some(message) = flushing.batch.pop_front() {
+                flushing.sending = message.reply.clone();
+                let sent = flushing.outbox.client.publish_message(message).await;
+                if let (Err(e), Some(reply)) = (sent, flushing.sending.take()) {
                     let _ = flushing.outbox.failures.send((reply, e.to_string()));
                 }
             }
@@ -121,10 +137,15 @@ fn flush(outbox: Arc<Outbox>) -> impl Future<Output = ()> + Send {
     }
 }
 
-/// The flushing task's hold on the outbox: clears `flushing` when the task
-/// is dropped unfinished.
+/// The flushing task's state, kept outside its future's locals: when the
+/// task is dropped unfinished, the requests it holds or has not yet taken
+/// are reported as failed and `flushing` is cleared.
 struct Flushing {
     outbox: Arc<Outbox>,
+    /// Taken from the queue, not yet handed over.
+    batch: VecDeque<OutboundMessage>,
+    /// The reply subject of the request being handed over.
+    sending: Option<Subject>,
     done: bool,
 }
 
@@ -137,8 +158,23 @@ impl Flushing {
 
 impl Drop for Flushing {
     fn drop(&mut self) {
-        if !self.done {
-            self.outbox.state().flushing = false;
+        if self.done {
+            return;
+        }
+        let pending = {
+            let mut state = self.outbox.state();
+            state.flushing = false;
+            std::mem::take(&mut state.pending)
+        };
+        let unsent = self.sending.take().into_iter().chain(
+            self.batch
+                .drain(..)
+                .chain(pending)
+                .filter_map(|message| message.reply),
+        );
+        for reply in unsent {
+            let why = "the task publishing requests was dropped (its runtime is shutting down)";
+            let _ = self.outbox.failures.send((reply, why.to_owned()));
         }
     }
 }
@@ -167,29 +203,47 @@ mod tests {
         }
     }
 
+    fn replies(failed: &mut mpsc::UnboundedReceiver<Failure>) -> Vec<String> {
+        std::iter::from_fn(|| failed.try_recv().ok())
+            .map(|(reply, _)| reply.to_string())
+            .collect()
+    }
+
     #[test]
-    fn a_flush_dropped_with_its_runtime_lets_the_next_request_flush() {
+    fn requests_left_by_a_flush_dropped_with_its_runtime_fail_at_once() {
+        let keeper = tokio::runtime::Runtime::new().unwrap();
+        let client = keeper.block_on(unconnected_client());
+        let (failures, mut failed) = mpsc::unbounded_channel();
+        // The connection's runtime shuts down before its flush task runs.
+        let doomed = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let outbox = Outbox::new(client, doomed.handle().clone(), failures);
+        doomed.block_on(async {
+            assert!(outbox.send(request(1)).is_none());
+            assert!(outbox.send(request(2)).is_none());
+        });
+        drop(doomed);
+        assert_eq!(replies(&mut failed), ["_INBOX.outbox.1", "_INBOX.outbox.2"]);
+        assert_eq!(outbox.pending(), 0);
+        assert!(!outbox.state().flushing, "the dropped task let go");
+        // Later requests fail too, at once, rather than wait in the queue.
+        keeper.block_on(async { assert!(outbox.send(request(3)).is_none()) });
+        assert_eq!(replies(&mut failed), ["_INBOX.outbox.3"]);
+    }
+
+    #[test]
+    fn a_full_queue_gives_the_request_back() {
         let keeper = tokio::runtime::Runtime::new().unwrap();
         let client = keeper.block_on(unconnected_client());
         let (failures, _failed) = mpsc::unbounded_channel();
-        let outbox = Outbox::new(client, keeper.handle().clone(), failures);
-        // Queued on a runtime that shuts down before its flush task runs.
-        let doomed = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        doomed.block_on(async { outbox.send(request(1)) });
-        drop(doomed);
-        assert_eq!(outbox.pending(), 1);
-        assert!(!outbox.state().flushing, "the dropped task let go");
-        // The next request, on a runtime that lives, takes both.
-        keeper.block_on(async {
-            outbox.send(request(2));
-            for _ in 0..100 {
-                if outbox.pending() == 0 {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-        });
-        assert_eq!(outbox.pending(), 0, "both handed to the client");
+        // Nothing runs the flush task while the queue fills.
+        let idle = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let outbox = Outbox::new(client, idle.handle().clone(), failures);
+        for n in 0..MAX_QUEUED {
+            assert!(outbox.send(request(n as u32)).is_none());
+        }
+        let refused = outbox.send(request(9999)).expect("the queue is full");
+        assert_eq!(refused.reply.unwrap().as_str(), "_INBOX.outbox.9999");
+        assert_eq!(outbox.pending(), MAX_QUEUED);
     }
 
     #[tokio::test]
@@ -200,8 +254,8 @@ mod tests {
         // Over async-nats' default limit (1 MiB before the server says).
         let mut message = request(3);
         message.payload = bytes::Bytes::from(vec![b'x'; 2 * 1024 * 1024]);
-        outbox.send(message);
-        outbox.send(request(4));
+        assert!(outbox.send(message).is_none());
+        assert!(outbox.send(request(4)).is_none());
         let (reply, why) = tokio::time::timeout(std::time::Duration::from_secs(5), failed.recv())
             .await
             .expect("reported at once")

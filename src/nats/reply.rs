@@ -12,12 +12,13 @@
 
 use super::outbox::{Failure, Outbox};
 use super::request_form::{Form, Forms};
-use super::{Shared, convert, core_publish, naming};
+use super::{Shared, convert, naming};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::headers::names;
 use crate::message::Message;
 use crate::transport::{BoxFuture, ReplyInbox, RequestSender, succeeded};
 use async_nats::StatusCode;
+use async_nats::client::traits::Publisher;
 use async_nats::message::OutboundMessage;
 use futures_util::{StreamExt, TryFutureExt};
 use serde::Deserialize;
@@ -50,14 +51,14 @@ pub(crate) async fn open(shared: Arc<Shared>) -> Result<ReplyInbox, BrokerError>
     // What the outbox could not send fails its request; the stream ends
     // with the subscription.
     let replies = futures_util::stream::poll_fn(move |cx| {
-        if let Poll::Ready(Some((reply, why))) = failed.poll_recv(cx)
-            && let Some(id) = correlation_id(last_token(reply.as_str()))
-        {
-            return Poll::Ready(Some(made_up(
-                id,
-                UNDELIVERABLE,
-                &format!("publishing the request failed: {why}"),
-            )));
+        while let Poll::Ready(Some((reply, why))) = failed.poll_recv(cx) {
+            if let Some(id) = correlation_id(last_token(reply.as_str())) {
+                return Poll::Ready(Some(made_up(
+                    id,
+                    UNDELIVERABLE,
+                    &format!("publishing the request failed: {why}"),
+                )));
+            }
         }
         subscription.poll_next_unpin(cx)
     });
@@ -181,23 +182,26 @@ impl Requests {
             reply
         };
         let headers = convert::headers(&message, false);
-        if together {
-            self.outbox.send(OutboundMessage {
-                subject: subject.into(),
-                reply: Some(reply.into()),
-                headers: (!headers.is_empty()).then_some(headers),
-                payload: message.body,
-            });
-            return succeeded();
-        }
-        let sent = core_publish(
-            &self.shared,
-            subject.into(),
-            Some(reply.into()),
-            headers,
-            message.body,
-        );
-        Box::pin(sent.map_err(publish_failed))
+        let outbound = OutboundMessage {
+            subject: subject.into(),
+            reply: Some(reply.into()),
+            headers: (!headers.is_empty()).then_some(headers),
+            payload: message.body,
+        };
+        let outbound = match together {
+            true => match self.outbox.send(outbound) {
+                None => return succeeded(),
+                // The queue is full: this one waits until async-nats takes it.
+                Some(outbound) => outbound,
+            },
+            false => outbound,
+        };
+        Box::pin(
+            self.shared
+                .client
+                .publish_message(outbound)
+                .map_err(publish_failed),
+        )
     }
 
     /// `<prefix>.` and `token` (in parts), without `format!`'s machinery.
