@@ -51,6 +51,15 @@ fn service() -> RouteOptions {
     RouteOptions::new().persistent(false)
 }
 
+/// A worker answering `double` on `queue`.
+async fn doubling(broker: &Broker, queue: &str, options: RouteOptions) -> Running {
+    App::new(broker.clone())
+        .route_with(queue, double, options)
+        .start()
+        .await
+        .unwrap()
+}
+
 /// A copy of every request to `queue`, whichever worker answers it.
 async fn spy(raw: &async_nats::Client, queue: &str) -> async_nats::Subscriber {
     let spy = raw.subscribe(format!("wharf.*.{queue}")).await.unwrap();
@@ -87,11 +96,7 @@ async fn requests_to_a_service_carry_no_headers_and_get_bare_replies() {
         return;
     };
     let queue = unique_queue("service-lean");
-    let running = App::new(broker.clone())
-        .route_with(&queue, double, service())
-        .start()
-        .await
-        .unwrap();
+    let running = doubling(&broker, &queue, service()).await;
     let mut spy = spy(&raw, &queue).await;
     let client = broker.client().with_timeout(PATIENCE);
 
@@ -167,11 +172,7 @@ async fn requests_to_a_stream_carry_their_reply_address_and_ids() {
         return;
     };
     let queue = unique_queue("stream-durable");
-    let running = App::new(broker.clone())
-        .route(&queue, double)
-        .start()
-        .await
-        .unwrap();
+    let running = doubling(&broker, &queue, RouteOptions::default()).await;
     let mut spy = spy(&raw, &queue).await;
 
     let six: u64 = broker
@@ -221,21 +222,13 @@ async fn a_service_replaced_by_a_stream_fails_one_request_clearly_then_answers()
     let queue = unique_queue("service-to-stream");
     let client = broker.client().with_timeout(PATIENCE);
 
-    let service_worker = App::new(broker.clone())
-        .route_with(&queue, double, service())
-        .start()
-        .await
-        .unwrap();
+    let service_worker = doubling(&broker, &queue, service()).await;
     let two: u64 = client.request(&queue, &1u64).await.unwrap();
     assert_eq!(two, 2, "learnt: a service, so requests are lean");
     service_worker.shutdown().await;
 
     // The same queue, now held by a stream: the client does not know yet.
-    let stream_worker = App::new(broker.clone())
-        .route(&queue, double)
-        .start()
-        .await
-        .unwrap();
+    let stream_worker = doubling(&broker, &queue, RouteOptions::default()).await;
     let started = std::time::Instant::now();
     let error = client.request::<_, u64>(&queue, &2u64).await.unwrap_err();
     assert!(
@@ -302,11 +295,7 @@ async fn a_request_over_the_payload_limit_fails_at_once_and_the_rest_go_on() {
         return;
     };
     let queue = unique_queue("service-oversized");
-    let running = App::new(broker.clone())
-        .route_with(&queue, double, service())
-        .start()
-        .await
-        .unwrap();
+    let running = doubling(&broker, &queue, service()).await;
     let client = broker.client().with_timeout(PATIENCE);
     let two: u64 = client.request(&queue, &1u64).await.unwrap();
     assert_eq!(two, 2);
@@ -348,11 +337,7 @@ async fn many_requests_in_flight_to_a_service_each_get_their_reply() {
         return;
     };
     let queue = unique_queue("service-many");
-    let running = App::new(broker.clone())
-        .route_with(&queue, double, service().concurrency(64))
-        .start()
-        .await
-        .unwrap();
+    let running = doubling(&broker, &queue, service().concurrency(64)).await;
     let client = broker.client().with_timeout(PATIENCE);
     let first: u64 = client.request(&queue, &0u64).await.unwrap();
     assert_eq!(first, 0, "the service answers (and the client learnt its form)");

@@ -143,15 +143,25 @@ pub(crate) fn core_publish(
     payload: bytes::Bytes,
 ) -> impl Future<Output = Result<(), async_nats::PublishError>> + Send + '_ {
     use async_nats::client::traits::Publisher;
-    let headers = (!headers.is_empty()).then_some(headers);
     shared
         .client
-        .publish_message(async_nats::message::OutboundMessage {
-            subject,
-            reply,
-            payload,
-            headers,
-        })
+        .publish_message(outbound(subject, reply, headers, payload))
+}
+
+/// A core NATS message as async-nats takes it (no headers when `headers`
+/// is empty).
+pub(crate) fn outbound(
+    subject: async_nats::Subject,
+    reply: Option<async_nats::Subject>,
+    headers: async_nats::HeaderMap,
+    payload: bytes::Bytes,
+) -> async_nats::message::OutboundMessage {
+    async_nats::message::OutboundMessage {
+        subject,
+        reply,
+        headers: (!headers.is_empty()).then_some(headers),
+        payload,
+    }
 }
 
 /// A JetStream publish, confirmed by its stream; `false` when no stream

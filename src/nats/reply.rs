@@ -12,14 +12,13 @@
 
 use super::outbox::{Failure, Outbox};
 use super::request_form::{Form, Forms};
-use super::{Shared, convert, naming};
+use super::{Shared, convert, naming, outbound};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::headers::names;
 use crate::message::Message;
 use crate::transport::{BoxFuture, ReplyInbox, RequestSender, succeeded};
 use async_nats::StatusCode;
 use async_nats::client::traits::Publisher;
-use async_nats::message::OutboundMessage;
 use futures_util::{StreamExt, TryFutureExt};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -182,12 +181,7 @@ impl Requests {
             reply
         };
         let headers = convert::headers(&message, false);
-        let outbound = OutboundMessage {
-            subject: subject.into(),
-            reply: Some(reply.into()),
-            headers: (!headers.is_empty()).then_some(headers),
-            payload: message.body,
-        };
+        let outbound = outbound(subject.into(), Some(reply.into()), headers, message.body);
         let outbound = match together {
             true => match self.outbox.send(outbound) {
                 None => return succeeded(),
