@@ -6,11 +6,9 @@ use crate::http::HttpServer;
 use crate::pipeline::{Lifecycle, Pipeline};
 use crate::stats::RouteStats;
 use crate::transport::{BoxFuture, Delivery, DeliveryStream, Settlement, Transport};
-use futures_util::FutureExt;
 use futures_util::StreamExt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Waker};
@@ -149,7 +147,7 @@ impl Running {
     /// otherwise call [`Broker::close`](crate::Broker::close) when done.
     pub async fn shutdown(mut self) -> ShutdownReport {
         self.phase.send_replace(Phase::Draining);
-        self.lifecycle.stop.cancel();
+        self.lifecycle.stop();
         let started = tokio::time::Instant::now();
         for consumer in self.consumers.drain(..) {
             // A consumer is busy only while it polls a delivery inline.
@@ -198,7 +196,7 @@ impl Drop for Running {
     fn drop(&mut self) {
         // Dropped without shutdown(): stop consuming; unsettled deliveries
         // go back to the broker as their tasks end.
-        self.lifecycle.stop.cancel();
+        self.lifecycle.stop();
         self.lifecycle.abandon.cancel();
         self.monitors.cancel();
     }
@@ -210,14 +208,6 @@ const ABANDON_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a consumer pauses after the pipeline panicked.
 const PANIC_PAUSE: Duration = Duration::from_millis(100);
-
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("non-string panic payload")
-}
 
 /// One route's consumer loop: take a concurrency slot, then a delivery, and
 /// take it through the pipeline. Slots are held only while a handler runs.
@@ -251,7 +241,7 @@ async fn consume<S: Send + Sync + 'static>(pipeline: Arc<Pipeline<S>>, mut strea
                 () = stop.cancelled() => None,
             },
         };
-        let (Some(permit), false) = (permit, stop.is_cancelled()) else {
+        let (Some(permit), false) = (permit, pipeline.lifecycle.stopping()) else {
             let _ = delivery.settle(Settlement::Return).await;
             break;
         };
@@ -279,20 +269,7 @@ async fn message_task<S: Send + Sync + 'static>(
     delivery: Delivery,
     permit: OwnedSemaphorePermit,
 ) {
-    // A panic outside the handler (handlers' own panics are failed
-    // attempts) must not end the consumer: the job is dropped, so its
-    // delivery goes back to the broker and its session baton is put
-    // down; the consumer carries on.
-    let message = delivery.message.clone();
-    if let Err(panic) = AssertUnwindSafe(pipeline.process(delivery)).catch_unwind().await {
-        pipeline.panicked.store(true, Ordering::Relaxed);
-        tracing::error!(
-            queue = %pipeline.shared.queue,
-            message_id = message.message_id.as_deref(),
-            panic = panic_text(&*panic),
-            "the pipeline panicked; the message goes back to the broker"
-        );
-    }
+    pipeline.process(delivery).await;
     drop(permit);
 }
 

@@ -14,7 +14,7 @@
 
 use futures_util::task::AtomicWaker;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 /// Deliveries handed out and not settled, up to a limit.
@@ -22,7 +22,11 @@ pub(crate) struct Window {
     max: usize,
     open: AtomicUsize,
     /// The delivery stream, when it waits for room.
-    waiting: AtomicWaker,
+    waker: AtomicWaker,
+    /// Set while the delivery stream may be waiting: a delivery freeing its
+    /// place wakes it only then (an atomic read instead of the waker's
+    /// read-modify-writes, once per message).
+    waiting: AtomicBool,
 }
 
 impl Window {
@@ -31,17 +35,21 @@ impl Window {
         Arc::new(Window {
             max: max.max(1),
             open: AtomicUsize::new(0),
-            waiting: AtomicWaker::new(),
+            waker: AtomicWaker::new(),
+            waiting: AtomicBool::new(false),
         })
     }
 
     /// Ready when one more delivery may be handed out.
     pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.open.load(Ordering::Acquire) < self.max {
+        if self.open.load(Ordering::SeqCst) < self.max {
             return Poll::Ready(());
         }
-        self.waiting.register(cx.waker());
-        if self.open.load(Ordering::Acquire) < self.max {
+        self.waker.register(cx.waker());
+        // Either a delivery freeing its place after this sees `waiting`, or
+        // this sees its place freed (both sequentially consistent).
+        self.waiting.store(true, Ordering::SeqCst);
+        if self.open.load(Ordering::SeqCst) < self.max {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -51,8 +59,22 @@ impl Window {
     /// Counts a delivery handed out until the returned slot is dropped
     /// (with its acker: settled, or dropped unsettled).
     pub(crate) fn take(self: &Arc<Self>) -> Slot {
-        self.open.fetch_add(1, Ordering::AcqRel);
+        self.acquire();
         Slot(self.clone())
+    }
+
+    /// Counts a delivery handed out; the caller calls [`release`](Self::release)
+    /// exactly once when it is gone (a [`Slot`] without its own reference).
+    pub(crate) fn acquire(&self) {
+        self.open.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A delivery counted by [`acquire`](Self::acquire) is gone.
+    pub(crate) fn release(&self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) && self.waiting.swap(false, Ordering::SeqCst) {
+            self.waker.wake();
+        }
     }
 
     /// Deliveries out now.
@@ -67,8 +89,7 @@ pub(crate) struct Slot(Arc<Window>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
-        self.0.waiting.wake();
+        self.0.release();
     }
 }
 
@@ -88,6 +109,36 @@ mod tests {
         drop(first);
         assert!(window.poll_room(&mut cx).is_ready());
         drop(second);
+        assert_eq!(window.open(), 0);
+    }
+
+    struct Wakes(AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_waiting_stream_is_woken_once_when_a_place_frees_and_not_otherwise() {
+        let window = Window::new(1);
+        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        // Not waiting: freeing a place wakes nobody.
+        window.acquire();
+        window.release();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+        // Waiting: the first place freed wakes the stream, once.
+        let first = window.take();
+        assert!(window.poll_room(&mut cx).is_pending());
+        window.acquire();
+        drop(first);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        window.release();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "woken once per wait");
+        assert!(window.poll_room(&mut cx).is_ready());
         assert_eq!(window.open(), 0);
     }
 }

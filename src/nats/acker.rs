@@ -10,6 +10,7 @@ use crate::error::{BrokerError, BrokerErrorKind};
 use crate::headers::names;
 use crate::message::Message;
 use crate::transport::{Acker, BoxFuture, Delivery, Settlement, dead_letter_queue};
+use crate::window::Window;
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -29,23 +30,33 @@ pub(crate) enum Mode {
     Fetch,
 }
 
+/// What every delivery of one consumer (or one inspection fetch) shares,
+/// behind one reference count: each delivery then costs one atomic
+/// increment and decrement for all of it. (Atomic read-modify-writes were
+/// most of what wharf's consumer spent beyond the raw client's per message:
+/// measured with `perf annotate`, see docs/performance.md.)
+pub(crate) struct Source {
+    pub(crate) shared: Arc<Shared>,
+    /// The queue it consumes.
+    pub(crate) queue: Arc<str>,
+    pub(crate) mode: Mode,
+    /// A consumer's window, which each of its deliveries holds a place in
+    /// until it is dropped (none for a fetch).
+    pub(crate) window: Option<Arc<Window>>,
+    /// Cancelled once the consumer's pull subscriptions are closed
+    /// (consumers; see the `Drop` impl of [`NatsAcker`]).
+    pub(crate) closed: Option<CancellationToken>,
+}
+
 /// What a delivery needs to be settled.
 pub(crate) struct NatsAcker {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) source: Arc<Source>,
     pub(crate) ack_subject: Subject,
-    /// The queue it was consumed from.
-    pub(crate) queue: Arc<str>,
     /// Headers as received, so copies keep every header.
     pub(crate) headers: Option<HeaderMap>,
     pub(crate) message: Arc<Message>,
     pub(crate) count: u32,
-    pub(crate) mode: Mode,
     pub(crate) settled: bool,
-    /// Its place in the worker's window (consumers), freed with the acker.
-    pub(crate) _window: Option<crate::window::Slot>,
-    /// Cancelled once its consumer's pull subscriptions are closed
-    /// (consumers; see the `Drop` impl).
-    pub(crate) consumer: Option<Arc<CancellationToken>>,
 }
 
 /// How long the copy of a delivery dropped unsettled waits for its consumer
@@ -91,13 +102,13 @@ impl NatsAcker {
     /// Publishes a copy (confirmed), then acks the original.
     async fn copy_then_ack(&self, subject: String, changes: &[(&str, String)]) -> Result<(), BrokerError> {
         let headers = convert::copy_headers(self.headers.as_ref(), changes);
-        publish_confirmed(&self.shared, subject, headers, self.message.body.clone()).await?;
-        ack(&self.shared, self.ack_subject.clone()).await
+        publish_confirmed(&self.source.shared, subject, headers, self.message.body.clone()).await?;
+        ack(&self.source.shared, self.ack_subject.clone()).await
     }
 
     /// Back to the work queue as a copy that has made `attempts` attempts.
     async fn return_copy(&self, attempts: u32) -> Result<(), BrokerError> {
-        let subject = naming::subject(&self.queue, self.lane());
+        let subject = naming::subject(&self.source.queue, self.lane());
         self.copy_then_ack(subject, &[(names::ATTEMPT, attempts.to_string())])
             .await
     }
@@ -110,16 +121,18 @@ impl Acker for NatsAcker {
             // The common case gets a future of its own: the one below is as
             // large as its largest arm (a confirmed JetStream publish, some
             // kilobytes), and allocating that for every ack cost more than
-            // the ack itself.
-            let shared = self.shared.clone();
+            // the ack itself. The acker goes along (its place in the window
+            // is freed once the ack is handed over) rather than its
+            // connection being cloned out of it.
             let ack_subject = std::mem::replace(&mut self.ack_subject, Subject::from_static(""));
-            drop(self);
-            return Box::pin(async move { ack(&shared, ack_subject).await });
+            return Box::pin(async move { ack(&self.source.shared, ack_subject).await });
         }
         Box::pin(async move {
             match settlement {
-                Settlement::Ack => ack(&self.shared, self.ack_subject.clone()).await,
-                Settlement::Retry { delay } => nak(&self.shared, self.ack_subject.clone(), delay).await,
+                Settlement::Ack => ack(&self.source.shared, self.ack_subject.clone()).await,
+                Settlement::Retry { delay } => {
+                    nak(&self.source.shared, self.ack_subject.clone(), delay).await
+                }
                 // Not attempted: the copy's next delivery is this attempt again.
                 Settlement::Defer { delay } => {
                     let due = now_ms() + delay.as_millis() as u64;
@@ -128,17 +141,17 @@ impl Acker for NatsAcker {
                         (convert::NOT_BEFORE, due.to_string()),
                         (LANE, self.lane().to_string()),
                     ];
-                    self.copy_then_ack(naming::delay_subject(&self.queue), &changes)
+                    self.copy_then_ack(naming::delay_subject(&self.source.queue), &changes)
                         .await
                 }
                 Settlement::DeadLetter { message } => {
                     let changes = message.wharf_headers();
-                    let subject = naming::subject(&dead_letter_queue(&self.queue), self.lane());
+                    let subject = naming::subject(&dead_letter_queue(&self.source.queue), self.lane());
                     self.copy_then_ack(subject, &changes).await
                 }
-                Settlement::Return => match self.mode {
+                Settlement::Return => match self.source.mode {
                     Mode::Consumer => self.return_copy(self.count.saturating_sub(1)).await,
-                    Mode::Fetch => nak(&self.shared, self.ack_subject.clone(), Duration::ZERO).await,
+                    Mode::Fetch => nak(&self.source.shared, self.ack_subject.clone(), Duration::ZERO).await,
                 },
             }
         })
@@ -147,6 +160,9 @@ impl Acker for NatsAcker {
 
 impl Drop for NatsAcker {
     fn drop(&mut self) {
+        if let Some(window) = &self.source.window {
+            window.release();
+        }
         if self.settled {
             return;
         }
@@ -158,13 +174,13 @@ impl Drop for NatsAcker {
         // is acked; a fetched one is nakked in place. Both are queued on the
         // client at once where possible: the runtime this delivery lived on
         // may be going away with it.
-        let shared = self.shared.clone();
+        let shared = self.source.shared.clone();
         let ack_subject = self.ack_subject.clone();
-        let copy = (self.mode == Mode::Consumer).then(|| {
+        let copy = (self.source.mode == Mode::Consumer).then(|| {
             let headers =
                 convert::copy_headers(self.headers.as_ref(), &[(names::ATTEMPT, self.count.to_string())]);
             (
-                naming::subject(&self.queue, self.lane()),
+                naming::subject(&self.source.queue, self.lane()),
                 headers,
                 self.message.body.clone(),
             )
@@ -200,8 +216,8 @@ impl Drop for NatsAcker {
         // (its unsubscribes are then ahead of it on the connection), or
         // after ORPHAN_GRACE if the consumer lives on (only this task was
         // dropped).
-        if let Some(consumer) = self.consumer.take().filter(|c| !c.is_cancelled()) {
-            self.shared.runtime.spawn(async move {
+        if let Some(consumer) = self.source.closed.clone().filter(|c| !c.is_cancelled()) {
+            self.source.shared.runtime.spawn(async move {
                 tokio::select! {
                     () = consumer.cancelled() => {}
                     () = tokio::time::sleep(ORPHAN_GRACE) => {}

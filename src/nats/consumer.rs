@@ -9,14 +9,14 @@
 //! pulled lane by lane as the lanes empty, so a waiting high-priority message
 //! overtakes a backlog of low ones.
 
-use super::acker::{LANE, Mode, NatsAcker, now_ms};
+use super::acker::{LANE, Mode, NatsAcker, Source, now_ms};
 use super::naming::{self, CONSUMER, DELAY_CONSUMER};
 use super::{Shared, acker, convert, publish_confirmed, topology};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::headers::names;
 use crate::lanes::{Lanes, MAX_PRIORITY};
 use crate::transport::{BoxFuture, Delivery, DeliveryStream, QueueSpec};
-use crate::window::{Slot, Window};
+use crate::window::Window;
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::consumer::pull::{MessagesErrorKind, Stream as PullStream};
@@ -39,9 +39,10 @@ const REOPEN_DELAY: Duration = Duration::from_millis(500);
 const START_WAIT: Duration = Duration::from_millis(500);
 
 struct State {
-    shared: Arc<Shared>,
+    /// The connection, the queue, the window and the closing token, shared
+    /// with every delivery.
+    source: Arc<Source>,
     spec: QueueSpec,
-    queue: Arc<str>,
     batch: usize,
     /// Pull subscriptions, by lane (one without priority).
     pulls: Vec<PullStream>,
@@ -62,11 +63,9 @@ struct State {
     opening: Option<BoxFuture<'static, Result<Opened, BrokerError>>>,
     /// The pause before opening again after a failure.
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Cancelled when the state is dropped: after `pulls`, whose
-    /// subscriptions are closed by then (fields drop in order). Shared with
-    /// every delivery's acker in an `Arc`: cloning the token itself takes
-    /// its tree's lock, once per message.
-    stop: Arc<CancellationToken>,
+    /// Cancels the source's `closed` token when the state is dropped: after
+    /// `pulls`, whose subscriptions are closed by then (fields drop in
+    /// order).
     _stop: DropGuard,
     /// Reads the delivery counts.
     ack_prefix: AckPrefix,
@@ -82,19 +81,24 @@ pub(crate) fn consume(shared: Arc<Shared>, spec: QueueSpec, prefetch: usize) -> 
     } else {
         prefetch.max(1)
     };
+    let window = Window::new(prefetch);
     let state = State {
-        queue: spec.name.as_str().into(),
+        source: Arc::new(Source {
+            queue: spec.name.as_str().into(),
+            shared,
+            mode: Mode::Consumer,
+            window: Some(window.clone()),
+            closed: Some(stop.clone()),
+        }),
         waiting: Lanes::new(spec.priority),
-        shared,
         spec,
         batch,
         pulls: Vec::new(),
-        window: Window::new(prefetch),
+        window,
         awaited: Vec::new(),
         start_wait: None,
         opening: None,
         pause: None,
-        stop: Arc::new(stop.clone()),
         _stop: stop.drop_guard(),
         ack_prefix: AckPrefix::default(),
     };
@@ -122,14 +126,14 @@ impl State {
             }
             if self.pulls.is_empty() {
                 let opening = self.opening.get_or_insert_with(|| {
-                    Box::pin(open(self.shared.clone(), self.spec.clone(), self.batch))
+                    Box::pin(open(self.source.shared.clone(), self.spec.clone(), self.batch))
                 });
                 let opened = ready!(opening.as_mut().poll(cx));
                 self.opening = None;
                 match opened {
                     Ok(opened) => self.opened(opened),
                     Err(error) => {
-                        tracing::warn!(queue = %self.queue, %error, "cannot consume yet; retrying");
+                        tracing::warn!(queue = %self.source.queue, %error, "cannot consume yet; retrying");
                         self.pause = Some(Box::pin(tokio::time::sleep(REOPEN_DELAY)));
                         continue;
                     }
@@ -139,7 +143,7 @@ impl State {
             match ready!(self.poll_lanes(cx)) {
                 Ok(message) => return Poll::Ready(self.delivery(message)),
                 Err(error) => {
-                    tracing::warn!(queue = %self.queue, %error, "pull subscription failed; re-opening");
+                    tracing::warn!(queue = %self.source.queue, %error, "pull subscription failed; re-opening");
                     self.pulls.clear();
                     self.pause = Some(Box::pin(tokio::time::sleep(REOPEN_DELAY)));
                 }
@@ -171,7 +175,7 @@ impl State {
                     Poll::Ready(Some(Err(error))) => match error.kind() {
                         // Transient: the subscription carries on by itself.
                         MessagesErrorKind::MissingHeartbeat | MessagesErrorKind::Pull => {
-                            tracing::debug!(queue = %self.queue, %error, "pull subscription hiccup");
+                            tracing::debug!(queue = %self.source.queue, %error, "pull subscription hiccup");
                         }
                         _ => return Poll::Ready(Err(consume_error(error))),
                     },
@@ -201,7 +205,7 @@ impl State {
                 Poll::Ready(Some(Ok(message))) => Poll::Ready(Ok(message)),
                 Poll::Ready(Some(Err(error))) => match error.kind() {
                     MessagesErrorKind::MissingHeartbeat | MessagesErrorKind::Pull => {
-                        tracing::debug!(queue = %self.queue, %error, "pull subscription hiccup");
+                        tracing::debug!(queue = %self.source.queue, %error, "pull subscription hiccup");
                         continue;
                     }
                     _ => Poll::Ready(Err(consume_error(error))),
@@ -246,16 +250,10 @@ impl State {
     }
 
     fn delivery(&mut self, message: jetstream::Message) -> Delivery {
-        let held = (self.window.take(), self.stop.clone());
+        // Released by the delivery's acker when it is dropped.
+        self.window.acquire();
         let delivered = self.ack_prefix.delivered(message.reply.as_deref());
-        delivery(
-            &self.shared,
-            &self.queue,
-            message,
-            delivered,
-            Mode::Consumer,
-            Some(held),
-        )
+        delivery(&self.source, message, delivered)
     }
 }
 
@@ -309,15 +307,11 @@ fn consume_error(e: impl std::fmt::Display) -> BrokerError {
 /// A received JetStream message as a delivery. Its count is the attempts
 /// a copy carries plus JetStream's deliveries of this message (`delivered`,
 /// read from its ack subject: [`AckPrefix::delivered`]). A consumer's
-/// delivery holds its place in the consumer's window and the token
-/// cancelled when the consumer closes.
+/// delivery has been counted in its window (released by its acker).
 pub(crate) fn delivery(
-    shared: &Arc<Shared>,
-    queue: &Arc<str>,
+    source: &Arc<Source>,
     message: jetstream::Message,
     delivered: Option<u64>,
-    mode: Mode,
-    consumer: Option<(Slot, Arc<CancellationToken>)>,
 ) -> Delivery {
     let delivered = delivered
         .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
@@ -331,18 +325,13 @@ pub(crate) fn delivery(
         .and_then(|a| a.trim().parse().ok())
         .unwrap_or(0);
     let ack_subject = message.reply.unwrap_or_else(|| "".into());
-    let (window, closed) = consumer.unzip();
     NatsAcker {
-        shared: shared.clone(),
+        source: source.clone(),
         ack_subject,
-        queue: queue.clone(),
         headers,
         message: Arc::new(wharf),
         count: attempts.saturating_add(delivered),
-        mode,
         settled: false,
-        _window: window,
-        consumer: closed,
     }
     .delivery()
 }

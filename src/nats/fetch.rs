@@ -2,7 +2,7 @@
 //! inspection and replay. Messages given back return in place (a nak).
 
 use super::Shared;
-use super::acker::Mode;
+use super::acker::{Mode, Source};
 use super::consumer::{delivered_count, delivery};
 use super::naming::{self, CONSUMER};
 use crate::error::{BrokerError, BrokerErrorKind};
@@ -44,16 +44,19 @@ pub(crate) async fn fetch(
         .messages()
         .await
         .map_err(|e| failed(&e))?;
-    let queue: Arc<str> = queue.into();
+    let source = Arc::new(Source {
+        shared: shared.clone(),
+        queue: queue.into(),
+        mode: Mode::Fetch,
+        window: None,
+        closed: None,
+    });
     let mut out = Vec::new();
     while let Some(next) = batch.next().await {
         let message = next.map_err(|e| failed(&e))?;
         let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(u64::MAX);
         let delivered = message.reply.as_deref().and_then(delivered_count);
-        out.push((
-            sequence,
-            delivery(shared, &queue, message, delivered, Mode::Fetch, None),
-        ));
+        out.push((sequence, delivery(&source, message, delivered)));
     }
     // Messages given back earlier come first, newest first: stream order
     // is the order they were stored in.

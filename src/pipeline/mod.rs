@@ -31,11 +31,13 @@ use crate::store::{ClaimToken, Store, StoredReply};
 use crate::trace_context::TraceContext;
 use crate::transport::{BoxFuture, Delivery, Settlement, Transport};
 use bytes::Bytes;
+use futures_util::FutureExt;
 use invoke::Invocation;
 use observe::Observer;
 use retry::{Decision, RetryPolicy};
 use session::{Baton, SessionGate, TurnEnd};
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -62,6 +64,14 @@ const BLOCKING: Duration = Duration::from_millis(1);
 /// Blocking runs, of the last eight that finished on their first poll,
 /// before a route switches to a task per delivery.
 const BLOCKING_STRIKES: u32 = 3;
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic payload")
+}
 
 /// Store keys are scoped by queue: the same idempotency key or session id on
 /// two queues names two different things.
@@ -155,12 +165,28 @@ impl Job {
 /// Lifecycle signals shared by all routes of an app.
 #[derive(Clone, Default)]
 pub(crate) struct Lifecycle {
-    /// Stop taking messages (drain begins).
+    /// Stop taking messages (drain begins); see [`Lifecycle::stop`].
     pub(crate) stop: CancellationToken,
+    /// Set with `stop`, for the consumers' check before each message:
+    /// `CancellationToken::is_cancelled` takes the token's lock.
+    stopping: Arc<AtomicBool>,
     /// Grace period over: abandon running handlers.
     pub(crate) abandon: CancellationToken,
     /// Every task that holds a delivery.
     pub(crate) tasks: TaskTracker,
+}
+
+impl Lifecycle {
+    /// Stops taking messages: the drain begins.
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.stop.cancel();
+    }
+
+    /// Whether [`stop`](Self::stop) was called.
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
 }
 
 /// One route's pipeline.
@@ -264,7 +290,24 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
             }
             Arc::new(handling)
         });
-        self.process_inner(delivery, trace).instrument(span)
+        // A panic outside the handler (handlers' own panics are failed
+        // attempts) must not end the consumer: the job is dropped, so its
+        // delivery goes back to the broker and its session baton is put
+        // down; the consumer carries on. Reported inside the message's span,
+        // which names it.
+        AssertUnwindSafe(self.process_inner(delivery, trace))
+            .catch_unwind()
+            .map(|result| {
+                if let Err(panic) = result {
+                    self.panicked.store(true, Ordering::Relaxed);
+                    tracing::error!(
+                        queue = %self.shared.queue,
+                        panic = panic_text(&*panic),
+                        "the pipeline panicked; the message goes back to the broker"
+                    );
+                }
+            })
+            .instrument(span)
     }
 
     // The steps each message takes are awaited here, in the future
@@ -599,7 +642,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
 
     /// [`defer`](Self::defer) for `delay`.
     async fn defer_for(self: &Arc<Self>, mut job: Job, why: &str, delay: Duration) {
-        if self.lifecycle.stop.is_cancelled() {
+        if self.lifecycle.stopping() {
             return self.give_back(job).await;
         }
         tracing::debug!(why, ?delay, "message deferred");

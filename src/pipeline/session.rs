@@ -609,7 +609,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 () = stop.cancelled() => return this.give_back(job).await,
                 permit = this.slots.clone().acquire_owned() => permit,
             };
-            let (Ok(_permit), false) = (permit, stop.is_cancelled()) else {
+            let (Ok(_permit), false) = (permit, this.lifecycle.stopping()) else {
                 return this.give_back(job).await;
             };
             if let Some(job) = this.ask_turn(job).await {
