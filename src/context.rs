@@ -34,12 +34,12 @@ pub struct Context {
 }
 
 impl<S> FromMessage<S> for Context {
-    fn from_message(incoming: &Incoming, _: &S) -> Result<Self, Rejection> {
+    fn from_message(incoming: &Incoming<'_>, _: &S) -> Result<Self, Rejection> {
         Ok(Context {
             route: incoming.route.clone(),
             message: incoming.message.clone(),
             attempt: incoming.attempt,
-            trace: incoming.trace.clone(),
+            trace: incoming.trace.cloned(),
         })
     }
 }

@@ -16,20 +16,21 @@ use serde::de::DeserializeOwned;
 use std::fmt;
 use std::sync::Arc;
 
-/// The message being handled, as extractors see it.
-pub struct Incoming {
-    pub(crate) message: Arc<Message>,
+/// The message being handled, as extractors see it. It borrows from the
+/// pipeline: an extractor clones what it keeps.
+pub struct Incoming<'a> {
+    pub(crate) message: &'a Arc<Message>,
     pub(crate) codec: Codec,
     pub(crate) attempt: u32,
     pub(crate) sequence: Option<u64>,
     /// Codec to encode the handler's reply with, when a reply is needed.
     pub(crate) reply: Option<Codec>,
-    pub(crate) route: Arc<RouteShared>,
+    pub(crate) route: &'a Arc<RouteShared>,
     /// This handling's place in the message's trace, if it carries one.
-    pub(crate) trace: Option<Arc<crate::trace_context::TraceContext>>,
+    pub(crate) trace: Option<&'a Arc<crate::trace_context::TraceContext>>,
 }
 
-impl Incoming {
+impl Incoming<'_> {
     /// The message.
     pub fn message(&self) -> &Message {
         &self.message
@@ -94,12 +95,12 @@ impl From<CodecError> for Rejection {
 )]
 pub trait FromMessage<S>: Sized {
     /// Builds the argument, or rejects the message as poison.
-    fn from_message(incoming: &Incoming, state: &S) -> Result<Self, Rejection>;
+    fn from_message(incoming: &Incoming<'_>, state: &S) -> Result<Self, Rejection>;
 }
 
 /// The payload: decoded from the body by the message's content type.
 impl<S, T: DeserializeOwned> FromMessage<S> for T {
-    fn from_message(incoming: &Incoming, _: &S) -> Result<Self, Rejection> {
+    fn from_message(incoming: &Incoming<'_>, _: &S) -> Result<Self, Rejection> {
         incoming
             .codec
             .decode(&incoming.message.body)
@@ -124,7 +125,7 @@ impl<S, T: DeserializeOwned> FromMessage<S> for T {
 pub struct State<S>(pub S);
 
 impl<S: Clone> FromMessage<S> for State<S> {
-    fn from_message(_: &Incoming, state: &S) -> Result<Self, Rejection> {
+    fn from_message(_: &Incoming<'_>, state: &S) -> Result<Self, Rejection> {
         Ok(State(state.clone()))
     }
 }
@@ -139,7 +140,7 @@ pub struct Raw {
 }
 
 impl<S> FromMessage<S> for Raw {
-    fn from_message(incoming: &Incoming, _: &S) -> Result<Self, Rejection> {
+    fn from_message(incoming: &Incoming<'_>, _: &S) -> Result<Self, Rejection> {
         Ok(Raw {
             body: incoming.message.body.clone(),
             content_type: incoming.message.content_type.clone(),
@@ -213,7 +214,7 @@ impl Meta {
 }
 
 impl<S> FromMessage<S> for Meta {
-    fn from_message(incoming: &Incoming, _: &S) -> Result<Self, Rejection> {
+    fn from_message(incoming: &Incoming<'_>, _: &S) -> Result<Self, Rejection> {
         Ok(Meta {
             message: incoming.message.clone(),
             attempt: incoming.attempt,

@@ -44,11 +44,11 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 )]
 pub trait Handler<Args, S>: Clone + Send + Sync + Sized + 'static {
     /// Extracts the arguments and starts the handler.
-    fn call(&self, incoming: &Incoming, state: &S) -> HandlerFuture;
+    fn call(&self, incoming: &Incoming<'_>, state: &S) -> HandlerFuture;
 }
 
 /// A handler with its argument types erased, as a route stores it.
-pub(crate) type BoxedHandler<S> = Arc<dyn Fn(&Incoming, &S) -> HandlerFuture + Send + Sync>;
+pub(crate) type BoxedHandler<S> = Arc<dyn Fn(&Incoming<'_>, &S) -> HandlerFuture + Send + Sync>;
 
 pub(crate) fn boxed<H, Args, S>(handler: H) -> BoxedHandler<S>
 where
@@ -56,7 +56,7 @@ where
     Args: 'static,
     S: 'static,
 {
-    Arc::new(move |incoming: &Incoming, state: &S| handler.call(incoming, state))
+    Arc::new(move |incoming: &Incoming<'_>, state: &S| handler.call(incoming, state))
 }
 
 macro_rules! impl_handler {
@@ -70,7 +70,7 @@ macro_rules! impl_handler {
             S: Send + Sync + 'static,
             $($arg: FromMessage<S> + Send,)*
         {
-            fn call(&self, incoming: &Incoming, state: &S) -> HandlerFuture {
+            fn call(&self, incoming: &Incoming<'_>, state: &S) -> HandlerFuture {
                 $(
                     let $arg = match $arg::from_message(incoming, state) {
                         Ok(value) => value,

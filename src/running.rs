@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Waker};
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -233,11 +233,11 @@ async fn consume<S: Send + Sync + 'static>(pipeline: Arc<Pipeline<S>>, mut strea
             tracing::warn!(queue = %pipeline.shared.queue, "consumer ended by the transport");
             break;
         };
-        let permit = match pipeline.slots.clone().try_acquire_owned() {
+        let permit = match pipeline.slots.try_acquire() {
             Ok(permit) => Some(permit),
             Err(_) => tokio::select! {
                 biased;
-                permit = pipeline.slots.clone().acquire_owned() => permit.ok(),
+                permit = pipeline.slots.acquire() => permit.ok(),
                 () = stop.cancelled() => None,
             },
         };
@@ -245,12 +245,14 @@ async fn consume<S: Send + Sync + 'static>(pipeline: Arc<Pipeline<S>>, mut strea
             let _ = delivery.settle(Settlement::Return).await;
             break;
         };
+        permit.forget();
+        let slot = Slot(pipeline.clone());
         if pipeline.panicked.load(Ordering::Relaxed) && pipeline.panicked.swap(false, Ordering::Relaxed) {
             // A bug below the handler (a store, a transport) panicked on a
             // message that is now back in the queue; do not spin on it.
             tokio::time::sleep(PANIC_PAUSE).await;
         }
-        let mut task = Box::pin(message_task(pipeline.clone(), delivery, permit));
+        let mut task = Box::pin(message_task(slot, delivery));
         // A future polled once with a no-op waker and then spawned is polled
         // again by its task with a real waker before it can be woken, as the
         // Future contract requires; nothing is missed.
@@ -261,16 +263,23 @@ async fn consume<S: Send + Sync + 'static>(pipeline: Arc<Pipeline<S>>, mut strea
     }
 }
 
+/// A delivery's concurrency slot, given back when dropped, and its
+/// pipeline. (An `OwnedSemaphorePermit` would hold a second reference
+/// count, taken and dropped for every message.)
+struct Slot<S: Send + Sync + 'static>(Arc<Pipeline<S>>);
+
+impl<S: Send + Sync + 'static> Drop for Slot<S> {
+    fn drop(&mut self) {
+        self.0.slots.add_permits(1);
+    }
+}
+
 /// One message's way through the pipeline, holding its concurrency slot.
 /// Allocated for every message: kept small by a test (see
 /// `tests::MAX_TASK_BYTES`).
-async fn message_task<S: Send + Sync + 'static>(
-    pipeline: Arc<Pipeline<S>>,
-    delivery: Delivery,
-    permit: OwnedSemaphorePermit,
-) {
-    pipeline.process(delivery).await;
-    drop(permit);
+async fn message_task<S: Send + Sync + 'static>(slot: Slot<S>, delivery: Delivery) {
+    slot.0.process(delivery).await;
+    drop(slot);
 }
 
 #[cfg(test)]
@@ -284,7 +293,7 @@ mod tests {
     const MAX_TASK_BYTES: usize = 1024;
 
     /// The size of what `f` returns.
-    fn returned_size<A, B, C, R>(_: fn(A, B, C) -> R) -> usize {
+    fn returned_size<A, B, R>(_: fn(A, B) -> R) -> usize {
         std::mem::size_of::<R>()
     }
 

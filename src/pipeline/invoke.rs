@@ -30,7 +30,7 @@ pub(crate) enum Invocation {
 /// without waiting for anything.
 pub(crate) async fn invoke<S>(
     handler: &BoxedHandler<S>,
-    incoming: &Incoming,
+    incoming: &Incoming<'_>,
     state: &S,
     timeout: Option<Duration>,
     abandon: &CancellationToken,

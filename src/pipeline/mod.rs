@@ -443,13 +443,13 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         let message = &job.delivery.message;
         let wants_reply = message.reply_to.is_some() || job.claim().is_some();
         let incoming = Incoming {
-            message: message.clone(),
+            message,
             codec: job.codec,
             attempt,
             sequence: job.sequence(),
             reply: wants_reply.then_some(job.codec),
-            route: self.shared.clone(),
-            trace: job.trace.clone(),
+            route: &self.shared,
+            trace: job.trace.as_ref(),
         };
         self.observe.started();
         let started = Instant::now();
