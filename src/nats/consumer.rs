@@ -17,7 +17,6 @@ use crate::headers::names;
 use crate::lanes::{Lanes, MAX_PRIORITY};
 use crate::transport::{BoxFuture, Delivery, DeliveryStream, QueueSpec};
 use crate::window::Window;
-use async_nats::jetstream;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::consumer::pull::{MessagesErrorKind, Stream as PullStream};
 use futures_util::StreamExt;
@@ -47,7 +46,7 @@ struct State {
     /// Pull subscriptions, by lane (one without priority).
     pulls: Vec<PullStream>,
     /// Received messages not handed out yet, at most one per lane.
-    waiting: Lanes<jetstream::Message>,
+    waiting: Lanes<async_nats::Message>,
     /// At most `prefetch` deliveries out and unsettled.
     window: Arc<Window>,
     /// Lanes that held messages on the server when the subscriptions
@@ -141,7 +140,7 @@ impl State {
             }
             ready!(self.window.poll_room(cx));
             match ready!(self.poll_lanes(cx)) {
-                Ok(message) => return Poll::Ready(self.delivery(message)),
+                Ok(delivery) => return Poll::Ready(delivery),
                 Err(error) => {
                     tracing::warn!(queue = %self.source.queue, %error, "pull subscription failed; re-opening");
                     self.pulls.clear();
@@ -159,8 +158,9 @@ impl State {
     }
 
     /// Fills empty lanes from their subscriptions, then hands out the lane
-    /// whose turn it is.
-    fn poll_lanes(&mut self, cx: &mut Context<'_>) -> Poll<Result<jetstream::Message, BrokerError>> {
+    /// whose turn it is. A message becomes a delivery where it is received:
+    /// a JetStream message is some hundred bytes, copied at every move.
+    fn poll_lanes(&mut self, cx: &mut Context<'_>) -> Poll<Result<Delivery, BrokerError>> {
         if !self.spec.priority {
             // One subscription and nothing to order: hand each message on as
             // it comes (a message moved through the lanes is copied twice
@@ -171,7 +171,7 @@ impl State {
             let priority = Some(lane as u8);
             while self.waiting.lane_is_empty(priority) {
                 match self.pulls[lane].poll_next_unpin(cx) {
-                    Poll::Ready(Some(Ok(message))) => self.waiting.push(priority, message),
+                    Poll::Ready(Some(Ok(message))) => self.waiting.push(priority, message.message),
                     Poll::Ready(Some(Err(error))) => match error.kind() {
                         // Transient: the subscription carries on by itself.
                         MessagesErrorKind::MissingHeartbeat | MessagesErrorKind::Pull => {
@@ -193,16 +193,16 @@ impl State {
             return Poll::Pending;
         }
         match self.waiting.pop() {
-            Some(message) => Poll::Ready(Ok(message)),
+            Some(message) => Poll::Ready(Ok(self.delivery(message))),
             None => Poll::Pending,
         }
     }
 
     /// The next message of a route without priority: its one subscription.
-    fn poll_single(&mut self, cx: &mut Context<'_>) -> Poll<Result<jetstream::Message, BrokerError>> {
+    fn poll_single(&mut self, cx: &mut Context<'_>) -> Poll<Result<Delivery, BrokerError>> {
         loop {
             return match self.pulls[0].poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(message))) => Poll::Ready(Ok(message)),
+                Poll::Ready(Some(Ok(message))) => Poll::Ready(Ok(self.delivery(message.message))),
                 Poll::Ready(Some(Err(error))) => match error.kind() {
                     MessagesErrorKind::MissingHeartbeat | MessagesErrorKind::Pull => {
                         tracing::debug!(queue = %self.source.queue, %error, "pull subscription hiccup");
@@ -249,7 +249,7 @@ impl State {
         true
     }
 
-    fn delivery(&mut self, message: jetstream::Message) -> Delivery {
+    fn delivery(&mut self, message: async_nats::Message) -> Delivery {
         // Released by the delivery's acker when it is dropped.
         self.window.acquire();
         let delivered = self.ack_prefix.delivered(message.reply.as_deref());
@@ -310,14 +310,13 @@ fn consume_error(e: impl std::fmt::Display) -> BrokerError {
 /// delivery has been counted in its window (released by its acker).
 pub(crate) fn delivery(
     source: &Arc<Source>,
-    message: jetstream::Message,
+    mut message: async_nats::Message,
     delivered: Option<u64>,
 ) -> Delivery {
     let delivered = delivered
         .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
         .unwrap_or(1)
         .max(1);
-    let mut message = message.message;
     let headers = message.headers.take();
     let wharf = convert::to_message(message.subject.as_str(), headers.as_ref(), message.payload, None);
     let attempts: u32 = wharf

@@ -56,7 +56,7 @@ pub(crate) async fn fetch(
         let message = next.map_err(|e| failed(&e))?;
         let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(u64::MAX);
         let delivered = message.reply.as_deref().and_then(delivered_count);
-        out.push((sequence, delivery(&source, message, delivered)));
+        out.push((sequence, delivery(&source, message.message, delivered)));
     }
     // Messages given back earlier come first, newest first: stream order
     // is the order they were stored in.
