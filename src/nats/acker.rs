@@ -84,9 +84,11 @@ async fn send(shared: &Shared, ack_subject: Subject, body: Bytes) -> Result<(), 
     let headers = HeaderMap::new();
     core_publish(shared, ack_subject, None, headers, body)
         .await
-        .map_err(|e| {
-            BrokerError::new(BrokerErrorKind::Connection, "settling the message failed").with_source(e)
-        })
+        .map_err(settling_failed)
+}
+
+fn settling_failed(e: async_nats::PublishError) -> BrokerError {
+    BrokerError::new(BrokerErrorKind::Connection, "settling the message failed").with_source(e)
 }
 
 impl NatsAcker {
@@ -124,8 +126,15 @@ impl Acker for NatsAcker {
             // the ack itself. The acker goes along (its place in the window
             // is freed once the ack is handed over) rather than its
             // connection being cloned out of it.
+            // The publish is awaited directly, not through `ack`: each layer
+            // of async functions adds to the future copied into its box.
             let ack_subject = std::mem::replace(&mut self.ack_subject, Subject::from_static(""));
-            return Box::pin(async move { ack(&self.source.shared, ack_subject).await });
+            return Box::pin(async move {
+                let body = Bytes::from_static(b"+ACK");
+                core_publish(&self.source.shared, ack_subject, None, HeaderMap::new(), body)
+                    .await
+                    .map_err(settling_failed)
+            });
         }
         Box::pin(async move {
             match settlement {
