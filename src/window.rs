@@ -97,6 +97,7 @@ impl Drop for Slot {
 mod tests {
     use super::*;
     use std::task::Waker;
+    use std::time::Duration;
 
     #[test]
     fn a_full_window_waits_until_a_delivery_is_settled() {
@@ -139,6 +140,57 @@ mod tests {
         window.release();
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "woken once per wait");
         assert!(window.poll_room(&mut cx).is_ready());
+        assert_eq!(window.open(), 0);
+    }
+
+    #[test]
+    fn no_wakeup_is_lost_when_places_free_on_other_threads() {
+        // A consumer fills a window of 4 and waits whenever it is full;
+        // other threads free the places. After `Pending` the next place
+        // freed must wake it: a wait of seconds is a lost wakeup.
+        struct Unpark(std::thread::Thread, AtomicUsize);
+        impl std::task::Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.1.fetch_add(1, Ordering::SeqCst);
+                self.0.unpark();
+            }
+        }
+        const DELIVERIES: usize = 200_000;
+        let window = Window::new(4);
+        let (give, take) = std::sync::mpsc::channel::<()>();
+        let take = Arc::new(std::sync::Mutex::new(take));
+        let freers: Vec<_> = (0..3)
+            .map(|_| {
+                let (window, take) = (window.clone(), take.clone());
+                std::thread::spawn(move || {
+                    while take.lock().unwrap().recv().is_ok() {
+                        window.release();
+                    }
+                })
+            })
+            .collect();
+        let unpark = Arc::new(Unpark(std::thread::current(), AtomicUsize::new(0)));
+        let waker = Waker::from(unpark.clone());
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..DELIVERIES {
+            loop {
+                let wakes = unpark.1.load(Ordering::SeqCst);
+                if window.poll_room(&mut cx).is_ready() {
+                    break;
+                }
+                let waited = std::time::Instant::now();
+                while unpark.1.load(Ordering::SeqCst) == wakes {
+                    assert!(waited.elapsed() < Duration::from_secs(5), "a wakeup was lost");
+                    std::thread::park_timeout(Duration::from_millis(100));
+                }
+            }
+            window.acquire();
+            give.send(()).unwrap();
+        }
+        drop(give);
+        for freer in freers {
+            freer.join().unwrap();
+        }
         assert_eq!(window.open(), 0);
     }
 }
