@@ -33,7 +33,7 @@ pub struct Incoming<'a> {
 impl Incoming<'_> {
     /// The message.
     pub fn message(&self) -> &Message {
-        &self.message
+        self.message
     }
 
     /// The codec chosen from the content type.

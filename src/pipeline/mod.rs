@@ -442,31 +442,33 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         let attempt = job.delivery.delivery_count.max(1);
         let message = &job.delivery.message;
         let wants_reply = message.reply_to.is_some() || job.claim().is_some();
-        let incoming = Incoming {
-            message,
-            codec: job.codec,
-            attempt,
-            sequence: job.sequence(),
-            reply: wants_reply.then_some(job.codec),
-            route: &self.shared,
-            trace: job.trace.as_ref(),
-        };
         self.observe.started();
         let started = Instant::now();
-        let (invocation, at_once) = invoke::invoke(
-            &self.handler,
-            &incoming,
-            &self.state,
-            self.timeout,
-            &self.lifecycle.abandon,
-        )
-        .await;
+        let (invocation, at_once) = {
+            // Borrows the job: scoped to the handler run.
+            let incoming = Incoming {
+                message,
+                codec: job.codec,
+                attempt,
+                sequence: job.sequence(),
+                reply: wants_reply.then_some(job.codec),
+                route: &self.shared,
+                trace: job.trace.as_ref(),
+            };
+            invoke::invoke(
+                &self.handler,
+                &incoming,
+                &self.state,
+                self.timeout,
+                &self.lifecycle.abandon,
+            )
+            .await
+        };
         let took = started.elapsed();
         self.observe.finished(took);
         if at_once {
             self.note_inline_run(took);
         }
-        drop(incoming);
         match invocation {
             Invocation::Done(reply) => self.succeed(job, reply).await,
             other => self.not_done(job, attempt, other).await,
