@@ -38,7 +38,11 @@ pub(crate) async fn consume(
             BrokerError::new(BrokerErrorKind::Consume, "cannot subscribe the service").with_source(e)
         })?;
     let (again, mut retries) = mpsc::unbounded_channel::<Delivery>();
-    let queue: Arc<str> = spec.name.as_str().into();
+    let route = Arc::new(Route {
+        shared,
+        queue: spec.name.as_str().into(),
+        again,
+    });
     let stream = futures_util::stream::poll_fn(move |cx| {
         if let Poll::Ready(Some(delivery)) = retries.poll_recv(cx) {
             return Poll::Ready(Some(delivery));
@@ -58,9 +62,7 @@ pub(crate) async fn consume(
                     raw.reply.as_ref().map(|r| r.as_str()),
                 );
                 let acker = ServiceAcker {
-                    shared: shared.clone(),
-                    queue: queue.clone(),
-                    again: again.clone(),
+                    route: route.clone(),
                     subject: raw.subject,
                     reply: raw.reply,
                     headers: raw.headers,
@@ -77,10 +79,18 @@ pub(crate) async fn consume(
     Ok(Box::pin(stream))
 }
 
-struct ServiceAcker {
+/// What every request of one service shares, behind one reference count
+/// (each request took and dropped four: the connection's, the queue's and
+/// the retry channel's two).
+struct Route {
     shared: Arc<Shared>,
     queue: Arc<str>,
+    /// Retries and deferrals come back to this worker's stream through it.
     again: mpsc::UnboundedSender<Delivery>,
+}
+
+struct ServiceAcker {
+    route: Arc<Route>,
     /// The request as received: its subject, reply subject and headers
     /// (its payload is the message's body).
     subject: Subject,
@@ -100,9 +110,7 @@ impl ServiceAcker {
     /// number `count`.
     fn again(&self, delay: std::time::Duration, count: u32) {
         let acker = ServiceAcker {
-            shared: self.shared.clone(),
-            queue: self.queue.clone(),
-            again: self.again.clone(),
+            route: self.route.clone(),
             subject: self.subject.clone(),
             reply: self.reply.clone(),
             headers: self.headers.clone(),
@@ -112,7 +120,7 @@ impl ServiceAcker {
         };
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let sender = acker.again.clone();
+            let sender = acker.route.again.clone();
             if let Err(mpsc::error::SendError(delivery)) = sender.send(acker.delivery()) {
                 // The route stopped meanwhile: pass it on to another worker.
                 delivery.settle(Settlement::Return).await.ok();
@@ -128,7 +136,7 @@ impl ServiceAcker {
             |e| BrokerError::new(BrokerErrorKind::Publish, "passing the request on failed").with_source(e);
         let body = self.message.body.clone();
         core_publish(
-            &self.shared,
+            &self.route.shared,
             self.subject.clone(),
             self.reply.clone(),
             headers,
@@ -156,8 +164,8 @@ impl Acker for ServiceAcker {
                 let changes = message.wharf_headers();
                 let headers = convert::copy_headers(self.headers.as_ref(), &changes);
                 let lane = naming::lane_of(self.subject.as_str()).unwrap_or(0);
-                let subject = naming::subject(&dead_letter_queue(&self.queue), lane);
-                publish_confirmed(&self.shared, subject, headers, self.message.body.clone()).await
+                let subject = naming::subject(&dead_letter_queue(&self.route.queue), lane);
+                publish_confirmed(&self.route.shared, subject, headers, self.message.body.clone()).await
             }),
             Settlement::Return => Box::pin(async move { self.pass_on(self.count.saturating_sub(1)).await }),
         }
