@@ -44,7 +44,10 @@ pub(crate) async fn consume(
         again,
     });
     let stream = futures_util::stream::poll_fn(move |cx| {
-        if let Poll::Ready(Some(delivery)) = retries.poll_recv(cx) {
+        // Retries first, without registering this task with their channel
+        // (two atomic read-modify-writes per request, and most polls find
+        // none); it registers below, before waiting.
+        if let Ok(delivery) = retries.try_recv() {
             return Poll::Ready(Some(delivery));
         }
         match subscription.poll_next_unpin(cx) {
@@ -73,7 +76,11 @@ pub(crate) async fn consume(
                 Poll::Ready(Some(acker.delivery()))
             }
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => match retries.poll_recv(cx) {
+                Poll::Ready(Some(delivery)) => Poll::Ready(Some(delivery)),
+                // The route holds a sender while the stream lives.
+                Poll::Ready(None) | Poll::Pending => Poll::Pending,
+            },
         }
     });
     Ok(Box::pin(stream))
