@@ -43,14 +43,27 @@ pub(crate) fn to_message(
     let mut original_id = None;
     if let Some(headers) = headers {
         // A HeaderMap has no order; sort so that the same message always
-        // reads the same.
-        let mut sorted: Vec<_> = headers.iter().collect();
-        sorted.sort_unstable_by(|a, b| AsRef::<str>::as_ref(a.0).cmp(b.0.as_ref()));
-        for (name, values) in sorted {
-            let name: &str = name.as_ref();
-            let Some(value) = values.last().map(|v| v.as_str()) else {
-                continue;
-            };
+        // reads the same. Sorted on the stack when there are few (a `Vec`
+        // here was an allocation per message).
+        const ON_STACK: usize = 16;
+        let mut stack = [("", ""); ON_STACK];
+        let mut heap = Vec::new();
+        let named = headers
+            .iter()
+            .filter_map(|(name, values)| Some((name.as_ref(), values.last()?.as_str())));
+        let sorted: &mut [(&str, &str)] = if headers.len() <= ON_STACK {
+            let mut n = 0;
+            for (slot, entry) in stack.iter_mut().zip(named) {
+                *slot = entry;
+                n += 1;
+            }
+            &mut stack[..n]
+        } else {
+            heap.extend(named);
+            &mut heap
+        };
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for &mut (name, value) in sorted {
             if name.eq_ignore_ascii_case(CONTENT_TYPE) {
                 message.content_type = Some(value.to_owned());
             } else if name.eq_ignore_ascii_case(MSG_ID) {
