@@ -125,9 +125,9 @@ impl Acker for NatsAcker {
             // kilobytes), and allocating that for every ack cost more than
             // the ack itself. The acker goes along (its place in the window
             // is freed once the ack is handed over) rather than its
-            // connection being cloned out of it.
-            // The publish is awaited directly, not through `ack`: each layer
-            // of async functions adds to the future copied into its box.
+            // connection being cloned out of it, and the publish is awaited
+            // directly, not through `ack`: each layer of async functions
+            // adds to the future copied into the box.
             let ack_subject = std::mem::replace(&mut self.ack_subject, Subject::from_static(""));
             return Box::pin(async move {
                 let body = Bytes::from_static(b"+ACK");
