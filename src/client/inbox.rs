@@ -140,7 +140,7 @@ impl Future for Wait<'_> {
                 return Poll::Ready(None);
             };
             if let Some(reply) = slot.reply.take() {
-                let (next, removed) = this.leave(&mut state);
+                let (next, removed) = this.leave(&mut state, false);
                 drop(state);
                 drop(removed);
                 if let Some(waker) = next {
@@ -172,9 +172,8 @@ impl Future for Wait<'_> {
                     match reply.correlation_id.as_deref() {
                         Some(id) if id == this.id => {
                             // It reads no more: another waiting request
-                            // takes over, whether it was the reader or not.
-                            state.reader = Some(this.ticket);
-                            let (next, removed) = this.leave(&mut state);
+                            // takes over.
+                            let (next, removed) = this.leave(&mut state, true);
                             drop(state);
                             drop(replies);
                             drop(removed);
@@ -227,13 +226,14 @@ impl Future for Wait<'_> {
 }
 
 impl Wait<'_> {
-    /// Takes this request's entry out of `state` and, if it was the
-    /// reader, finds the next one: its waker, to wake once the locks are
-    /// released, and the entry, to drop then.
-    fn leave(&mut self, state: &mut State) -> (Option<Waker>, Option<(String, Slot)>) {
+    /// Takes this request's entry out of `state` and, if it was reading
+    /// (`reading`, or the stream holds its waker), finds the next reader:
+    /// its waker, to wake once the locks are released, and the entry, to
+    /// drop then.
+    fn leave(&mut self, state: &mut State, reading: bool) -> (Option<Waker>, Option<(String, Slot)>) {
         self.done = true;
         let removed = state.waiting.remove_entry(self.id);
-        let next = if state.reader == Some(self.ticket) {
+        let next = if reading || state.reader == Some(self.ticket) {
             state.next_reader(self.id)
         } else {
             None
@@ -248,7 +248,7 @@ impl Drop for Wait<'_> {
             return;
         }
         let inbox = self.inbox;
-        let (next, removed) = self.leave(&mut inbox.state());
+        let (next, removed) = self.leave(&mut inbox.state(), false);
         drop(removed);
         if let Some(waker) = next {
             waker.wake();

@@ -250,8 +250,6 @@ impl State {
     }
 
     fn delivery(&mut self, message: async_nats::Message) -> Delivery {
-        // Released by the delivery's acker when it is dropped.
-        self.window.acquire();
         let delivered = self.ack_prefix.delivered(message.reply.as_deref());
         delivery(&self.source, message, delivered)
     }
@@ -307,7 +305,8 @@ fn consume_error(e: impl std::fmt::Display) -> BrokerError {
 /// A received JetStream message as a delivery. Its count is the attempts
 /// a copy carries plus JetStream's deliveries of this message (`delivered`,
 /// read from its ack subject: [`AckPrefix::delivered`]). A consumer's
-/// delivery has been counted in its window (released by its acker).
+/// delivery takes a place in its window here, which its acker frees when
+/// it is dropped.
 pub(crate) fn delivery(
     source: &Arc<Source>,
     mut message: async_nats::Message,
@@ -324,6 +323,9 @@ pub(crate) fn delivery(
         .and_then(|a| a.trim().parse().ok())
         .unwrap_or(0);
     let ack_subject = message.reply.unwrap_or_else(|| "".into());
+    if let Some(window) = &source.window {
+        window.acquire();
+    }
     NatsAcker {
         source: source.clone(),
         ack_subject,
