@@ -53,7 +53,8 @@
 //! context switches per message (process, `getrusage`).
 //!
 //! Every scenario runs `WHARF_BENCH_RUNS` (5) times, interleaved (each round
-//! starting one scenario later), after one smaller unmeasured round, and the
+//! in an order of its own, shuffled from `WHARF_BENCH_SEED`, 1 unless set),
+//! after one smaller unmeasured round, and the
 //! table shows medians (min–max for throughput and p50), then the ratios
 //! the project aims for: wharf consume
 //! ≥ 0.9× raw, wharf → wharf request/reply p50 ≤ 1.1× raw → raw, and with
@@ -594,6 +595,35 @@ impl Measured {
     }
 }
 
+/// A round's order of the scenarios: Fisher–Yates with SplitMix64, so a
+/// seed gives the same orders on every machine (no dependency for ten
+/// lines).
+struct Shuffle(u64);
+
+impl Shuffle {
+    fn new(seed: u64) -> Self {
+        Shuffle(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// `0..count` in a new order.
+    fn permutation(&mut self, count: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..count).collect();
+        for i in (1..count).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+        order
+    }
+}
+
 fn env_number(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
         Ok(raw) => raw
@@ -620,6 +650,8 @@ struct Config {
     runs: usize,
     workers: usize,
     server_workers: usize,
+    /// Seeds the order of the scenarios in each round.
+    seed: u64,
     only: Vec<String>,
 }
 
@@ -653,6 +685,7 @@ impl Config {
             runs: env_number("WHARF_BENCH_RUNS", runs) as usize,
             workers,
             server_workers: env_number("WHARF_BENCH_SERVER_WORKERS", 2) as usize,
+            seed: env_number("WHARF_BENCH_SEED", 1),
             only,
         }
     }
@@ -1513,11 +1546,12 @@ fn report(bench: &Bench, results: &[(Scenario, Vec<Measured>)]) {
     println!();
     println!(
         "wharf vs raw async-nats on NATS ({}): {PAYLOAD_BYTES}-byte JSON, {} + {} tokio workers \
-         (client + server); median of {} run(s)",
+         (client + server); median of {} run(s), order seed {}",
         wharf_redacted(&config.url),
         config.workers,
         config.server_workers,
-        config.runs
+        config.runs,
+        config.seed
     );
     if config.quick {
         println!("(quick smoke run: too few messages for meaningful figures)");
@@ -1793,14 +1827,19 @@ fn main() {
         let mut results: Vec<(Scenario, Vec<Measured>)> =
             scenarios.iter().map(|s| (*s, Vec::new())).collect();
         // Runs interleaved, so the machine's drift spreads over every
-        // scenario, and each round starts one scenario later than the one
-        // before, so that no scenario always follows the same one (a
-        // request/reply run right after the consume runs, or after the
-        // round's streams are deleted, is slower).
+        // scenario, each round in an order of its own (shuffled, from
+        // `WHARF_BENCH_SEED`), so that no scenario always follows the same
+        // one: what ran just before changes a run's figures (nats-server
+        // still clearing a consumed stream; threads left awake or asleep),
+        // and with the rounds merely rotated, each scenario but the round's
+        // first had the same predecessor every time (measured: raw → raw
+        // request/reply, always right after wharf's consume run, had a p50
+        // 10 µs lower than in runs of its own).
         let scenario_count = results.len();
+        let mut order = Shuffle::new(config.seed);
         for round in 0..config.runs {
-            for step in 0..scenario_count {
-                let (scenario, runs) = &mut results[(round + step) % scenario_count];
+            for index in order.permutation(scenario_count) {
+                let (scenario, runs) = &mut results[index];
                 let measured = bench.run(*scenario, config.sizes());
                 let latency = if measured.latencies.is_empty() {
                     format!("  start {:>5.1} ms", measured.startup_ms())
