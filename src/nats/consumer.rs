@@ -11,6 +11,7 @@
 
 use super::acker::{LANE, Mode, NatsAcker, Source, now_ms};
 use super::naming::{self, CONSUMER, DELAY_CONSUMER};
+use super::pull::{self, Pull};
 use super::{Shared, acker, convert, publish_confirmed, topology};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::headers::names;
@@ -18,7 +19,6 @@ use crate::lanes::{Lanes, MAX_PRIORITY};
 use crate::transport::{BoxFuture, Delivery, DeliveryStream, QueueSpec};
 use crate::window::Window;
 use async_nats::jetstream::consumer::PullConsumer;
-use async_nats::jetstream::consumer::pull::{MessagesErrorKind, Stream as PullStream};
 use futures_util::StreamExt;
 use std::future::Future;
 use std::pin::Pin;
@@ -27,10 +27,6 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-/// Idle heartbeat asked of the server, so a dead connection is noticed.
-const HEARTBEAT: Duration = Duration::from_secs(5);
-/// How long one pull request stays open.
-const EXPIRES: Duration = Duration::from_secs(30);
 /// Wait before re-opening after a failure.
 const REOPEN_DELAY: Duration = Duration::from_millis(500);
 /// Longest a starting consumer waits for a higher lane's first message
@@ -44,7 +40,7 @@ struct State {
     spec: QueueSpec,
     batch: usize,
     /// Pull subscriptions, by lane (one without priority).
-    pulls: Vec<PullStream>,
+    pulls: Vec<Pull>,
     /// Received messages not handed out yet, at most one per lane.
     waiting: Lanes<async_nats::Message>,
     /// At most `prefetch` deliveries out and unsettled.
@@ -111,7 +107,7 @@ pub(crate) fn consume(shared: Arc<Shared>, spec: QueueSpec, prefetch: usize) -> 
 
 /// Pull subscriptions just opened, highest lane last.
 struct Opened {
-    pulls: Vec<PullStream>,
+    pulls: Vec<Pull>,
     /// Whether each lane held messages when its subscription opened.
     awaited: Vec<bool>,
 }
@@ -171,14 +167,8 @@ impl State {
             let priority = Some(lane as u8);
             while self.waiting.lane_is_empty(priority) {
                 match self.pulls[lane].poll_next_unpin(cx) {
-                    Poll::Ready(Some(Ok(message))) => self.waiting.push(priority, message.message),
-                    Poll::Ready(Some(Err(error))) => match error.kind() {
-                        // Transient: the subscription carries on by itself.
-                        MessagesErrorKind::MissingHeartbeat | MessagesErrorKind::Pull => {
-                            tracing::debug!(queue = %self.source.queue, %error, "pull subscription hiccup");
-                        }
-                        _ => return Poll::Ready(Err(consume_error(error))),
-                    },
+                    Poll::Ready(Some(Ok(message))) => self.waiting.push(priority, message),
+                    Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error)),
                     Poll::Ready(None) => {
                         return Poll::Ready(Err(BrokerError::new(
                             BrokerErrorKind::Consume,
@@ -200,22 +190,13 @@ impl State {
 
     /// The next message of a route without priority: its one subscription.
     fn poll_single(&mut self, cx: &mut Context<'_>) -> Poll<Result<Delivery, BrokerError>> {
-        loop {
-            return match self.pulls[0].poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(message))) => Poll::Ready(Ok(self.delivery(message.message))),
-                Poll::Ready(Some(Err(error))) => match error.kind() {
-                    MessagesErrorKind::MissingHeartbeat | MessagesErrorKind::Pull => {
-                        tracing::debug!(queue = %self.source.queue, %error, "pull subscription hiccup");
-                        continue;
-                    }
-                    _ => Poll::Ready(Err(consume_error(error))),
-                },
-                Poll::Ready(None) => Poll::Ready(Err(BrokerError::new(
-                    BrokerErrorKind::Consume,
-                    "the pull subscription ended",
-                ))),
-                Poll::Pending => Poll::Pending,
-            };
+        match ready!(self.pulls[0].poll_next_unpin(cx)) {
+            Some(Ok(message)) => Poll::Ready(Ok(self.delivery(message))),
+            Some(Err(error)) => Poll::Ready(Err(error)),
+            None => Poll::Ready(Err(BrokerError::new(
+                BrokerErrorKind::Consume,
+                "the pull subscription ended",
+            ))),
         }
     }
 
@@ -255,18 +236,6 @@ impl State {
     }
 }
 
-/// A continuous pull subscription of `batch` messages per request.
-pub(crate) async fn pull(consumer: &PullConsumer, batch: usize) -> Result<PullStream, BrokerError> {
-    consumer
-        .stream()
-        .max_messages_per_batch(batch)
-        .heartbeat(HEARTBEAT)
-        .expires(EXPIRES)
-        .messages()
-        .await
-        .map_err(consume_error)
-}
-
 /// Declares what is missing and opens the pull subscriptions of `spec`.
 async fn open(shared: Arc<Shared>, spec: QueueSpec, batch: usize) -> Result<Opened, BrokerError> {
     topology::declare(&shared, &spec).await?;
@@ -288,18 +257,11 @@ async fn open(shared: Arc<Shared>, spec: QueueSpec, batch: usize) -> Result<Open
             .await
             .map_err(|e| topology::declare_error(&format!("consumer {name}"), e))?;
         awaited.push(consumer.cached_info().num_pending > 0);
-        pulls.push(pull(&consumer, batch).await?);
+        pulls.push(pull::open(&shared, &consumer, batch).await?);
     }
     pulls.reverse();
     awaited.reverse();
     Ok(Opened { pulls, awaited })
-}
-
-fn consume_error(e: impl std::fmt::Display) -> BrokerError {
-    BrokerError::new(
-        BrokerErrorKind::Consume,
-        format!("consuming from JetStream failed: {e}"),
-    )
 }
 
 /// A received JetStream message as a delivery. Its count is the attempts
@@ -430,25 +392,19 @@ async fn move_deferred(shared: Arc<Shared>, queue: String, stop: CancellationTok
     }
 }
 
-async fn move_due(shared: &Shared, queue: &str) -> Result<(), BrokerError> {
+async fn move_due(shared: &Arc<Shared>, queue: &str) -> Result<(), BrokerError> {
     let stream = topology::delay_stream(shared, queue).await?;
     let consumer: PullConsumer = stream
         .get_consumer(DELAY_CONSUMER)
         .await
         .map_err(|e| topology::declare_error(DELAY_CONSUMER, e))?;
-    let mut messages = pull(&consumer, 64).await?;
+    let mut messages = pull::open(shared, &consumer, 64).await?;
     while let Some(next) = messages.next().await {
-        let message = match next {
-            Ok(message) => message,
-            Err(error) => match error.kind() {
-                MessagesErrorKind::MissingHeartbeat | MessagesErrorKind::Pull => continue,
-                _ => return Err(consume_error(error)),
-            },
-        };
-        let Some(ack_subject) = message.message.reply.clone() else {
+        let message = next?;
+        let Some(ack_subject) = message.reply.clone() else {
             continue;
         };
-        let headers = message.message.headers.clone().unwrap_or_default();
+        let headers = message.headers.clone().unwrap_or_default();
         let header = |name: &str| {
             headers
                 .get_last(name)
@@ -466,7 +422,7 @@ async fn move_due(shared: &Shared, queue: &str) -> Result<(), BrokerError> {
         // publish and the ack, the second move is a duplicate the queue's
         // stream drops.
         let subject = naming::subject(queue, lane);
-        match publish_confirmed(shared, subject, headers, message.message.payload.clone()).await {
+        match publish_confirmed(shared, subject, headers, message.payload.clone()).await {
             Ok(()) => acker::ack(shared, ack_subject).await?,
             Err(error) => {
                 tracing::warn!(%queue, %error, "moving a deferred message back failed; retrying");

@@ -14,6 +14,7 @@ mod convert;
 mod fetch;
 mod naming;
 mod outbox;
+mod pull;
 mod reply;
 mod request_form;
 mod service;
