@@ -38,6 +38,10 @@ pub(crate) struct Shared {
     pub(crate) client: async_nats::Client,
     pub(crate) jetstream: jetstream::Context,
     pub(crate) connected: watch::Receiver<bool>,
+    /// How many times the connection came back after a loss (pull
+    /// subscriptions ask again then: a restarted server forgot their
+    /// requests).
+    pub(crate) reconnects: watch::Receiver<u64>,
     /// The runtime the connection's task runs on: what must outlive a
     /// worker's runtime is sent from there (see `acker`'s `Drop`).
     pub(crate) runtime: tokio::runtime::Handle,
@@ -54,20 +58,31 @@ impl NatsTransport {
         let (tx, rx) = watch::channel(false);
         let tx = Arc::new(tx);
         let events = tx.clone();
+        let (reconnected, reconnects) = watch::channel(0u64);
+        let reconnected = Arc::new(reconnected);
+        // Set by a loss, so that only a connection after one counts as a
+        // reconnect (the first connection's event may come late).
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let options = async_nats::ConnectOptions::new()
             .name("wharf")
             .connection_timeout(CONNECT_TIMEOUT)
             .max_reconnects(None)
             .event_callback(move |event| {
                 let events = events.clone();
+                let reconnected = reconnected.clone();
+                let lost = lost.clone();
                 async move {
                     match event {
                         async_nats::Event::Connected => {
                             tracing::info!("NATS connected");
                             events.send_replace(true);
+                            if lost.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                                reconnected.send_modify(|n| *n += 1);
+                            }
                         }
                         async_nats::Event::Disconnected | async_nats::Event::Closed => {
                             tracing::warn!("NATS connection lost; reconnecting");
+                            lost.store(true, std::sync::atomic::Ordering::Release);
                             events.send_replace(false);
                         }
                         other => tracing::debug!(event = %other, "NATS event"),
@@ -88,6 +103,7 @@ impl NatsTransport {
                 client,
                 jetstream,
                 connected: rx,
+                reconnects,
                 runtime: tokio::runtime::Handle::current(),
             }),
         })
