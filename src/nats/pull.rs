@@ -18,9 +18,11 @@
 //! request with a status message (408 when it expires, 409 when it is cut
 //! short) saying how many messages it no longer owes; those are taken off
 //! the count. A request can also vanish without a word: the server
-//! restarted, or the connection dropped. Both are caught: after a
-//! reconnect, and when two idle heartbeats pass with nothing at all, the
-//! count starts again from zero with a new request.
+//! restarted, or the connection dropped. After a reconnect (counted by
+//! the transport), and, while connected, when a watchdog that looks every
+//! two heartbeats finds nothing heard from the server since its last
+//! look, the count starts again from zero with a new request. No request
+//! goes out while disconnected.
 
 use super::Shared;
 use crate::error::{BrokerError, BrokerErrorKind};
