@@ -32,6 +32,8 @@ mod running;
 pub mod shutdown;
 mod stats;
 pub mod store;
+#[cfg(test)]
+mod test_support;
 mod timestamp;
 mod trace_context;
 pub mod transport;

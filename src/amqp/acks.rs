@@ -319,9 +319,10 @@ mod tests {
         let connection = match Connection::connect(&url, ConnectionProperties::default()).await {
             Ok(connection) => connection,
             Err(error) => {
-                let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-                assert!(!ci, "CI=true and RabbitMQ is not reachable: {error}");
-                eprintln!("\n!!! SKIPPED: RabbitMQ not reachable ({error}). With CI=true this fails.\n");
+                crate::test_support::skip(
+                    "amqp::acks::tests",
+                    &format!("RabbitMQ is not reachable ({error})"),
+                );
                 return None;
             }
         };

@@ -296,9 +296,7 @@ mod tests {
         let transport = match NatsTransport::connect(&url).await {
             Ok(transport) => transport,
             Err(error) => {
-                let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-                assert!(!ci, "CI=true and pull::tests::{what} cannot run: {error}");
-                eprintln!("\n!!! SKIPPED: pull::tests::{what}: {error}. With CI=true this fails.\n");
+                crate::test_support::skip(&format!("pull::tests::{what}"), &error.to_string());
                 return None;
             }
         };

@@ -1172,11 +1172,7 @@ mod tests {
         match NatsKvStore::connect(&nats_url()).await {
             Ok(store) => Some(store),
             Err(error) => {
-                let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-                assert!(!ci, "CI=true and NATS is not reachable for {test}: {error}");
-                eprintln!(
-                    "\n!!! SKIPPED: {test} because NATS is not reachable ({error}). With CI=true this fails.\n"
-                );
+                crate::test_support::skip(test, &format!("NATS is not reachable ({error})"));
                 None
             }
         }
