@@ -128,7 +128,7 @@ impl<T> Lanes<T> {
     }
 
     /// Takes everything.
-    #[cfg_attr(not(feature = "amqp"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "amqp", feature = "nats")), allow(dead_code))]
     pub(crate) fn drain(&mut self) -> Vec<T> {
         self.len = 0;
         self.lanes.iter_mut().flat_map(|l| l.drain(..)).collect()

@@ -136,6 +136,9 @@ pub struct Delivery {
     /// 1 on the first delivery; grows with each failed attempt.
     pub delivery_count: u32,
     acker: Box<dyn Acker>,
+    /// Why the transport could not read the message as it was sent (see
+    /// [`Delivery::malformed`]).
+    malformed: Option<Box<str>>,
 }
 
 impl Delivery {
@@ -145,7 +148,30 @@ impl Delivery {
             message,
             delivery_count,
             acker,
+            malformed: None,
         }
+    }
+
+    /// A delivery of a message the transport could not read as it was sent
+    /// (its headers, say): the pipeline dead-letters it at once as invalid
+    /// input, with `why` as the explanation. `message` is what could be
+    /// read of it.
+    pub fn malformed(
+        message: Arc<Message>,
+        delivery_count: u32,
+        acker: Box<dyn Acker>,
+        why: impl Into<Box<str>>,
+    ) -> Self {
+        Delivery {
+            malformed: Some(why.into()),
+            ..Delivery::new(message, delivery_count, acker)
+        }
+    }
+
+    /// Why the transport could not read the message, for a
+    /// [`malformed`](Delivery::malformed) delivery.
+    pub fn malformed_reason(&self) -> Option<&str> {
+        self.malformed.as_deref()
     }
 
     /// Settles the delivery.

@@ -12,7 +12,7 @@
 use super::acker::{LANE, Mode, NatsAcker, Source, now_ms};
 use super::naming::{self, CONSUMER, DELAY_CONSUMER};
 use super::pull::{self, Pull};
-use super::{Shared, acker, convert, publish_confirmed, topology};
+use super::{Shared, acker, convert, handback, publish_confirmed, quarantine, topology};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::headers::names;
 use crate::lanes::{Lanes, MAX_PRIORITY};
@@ -25,7 +25,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
 
 /// Wait before re-opening after a failure.
 const REOPEN_DELAY: Duration = Duration::from_millis(500);
@@ -58,18 +58,31 @@ struct State {
     opening: Option<BoxFuture<'static, Result<Opened, BrokerError>>>,
     /// The pause before opening again after a failure.
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Cancels the source's `closed` token when the state is dropped: after
-    /// `pulls`, whose subscriptions are closed by then (fields drop in
-    /// order).
-    _stop: DropGuard,
+    /// Stops the delay mover when the state is dropped.
+    stop: CancellationToken,
+    /// The source's `closed` token: cancelled by the hand-back once the
+    /// subscriptions are closed ([`handback::hand_back`]).
+    closed: CancellationToken,
     /// Reads the delivery counts.
     ack_prefix: AckPrefix,
+    /// Resolves when the consuming connection came back after a loss:
+    /// the stream is then scanned for unreadable messages.
+    reconnected: BoxFuture<'static, u64>,
+    /// A scan for unreadable messages under way ([`quarantine::scan`]).
+    scanning: Option<BoxFuture<'static, Result<Vec<Delivery>, BrokerError>>>,
+    /// The connection came back while a scan was under way: scan again
+    /// when it is done (what was delivered since may not have been read).
+    rescan: bool,
+    /// Unreadable messages found, to hand out (the pipeline rejects them).
+    unreadable: Vec<Delivery>,
 }
 
-/// Starts consuming `spec`. Dropping the stream ends the pull requests; what
-/// was received and not handed out goes back when its ack wait runs out.
+/// Starts consuming `spec`. Dropping the stream ends the pull requests and
+/// gives back at once what was received and not handed out (see
+/// [`handback`]).
 pub(crate) fn consume(shared: Arc<Shared>, spec: QueueSpec, prefetch: usize) -> DeliveryStream {
     let stop = CancellationToken::new();
+    let closed = CancellationToken::new();
     tokio::spawn(move_deferred(shared.clone(), spec.name.clone(), stop.clone()));
     let batch = if spec.priority {
         prefetch.div_ceil(4).max(1)
@@ -80,10 +93,10 @@ pub(crate) fn consume(shared: Arc<Shared>, spec: QueueSpec, prefetch: usize) -> 
     let state = State {
         source: Arc::new(Source {
             queue: spec.name.as_str().into(),
-            shared,
+            shared: shared.clone(),
             mode: Mode::Consumer,
             window: Some(window.clone()),
-            closed: Some(stop.clone()),
+            closed: Some(closed.clone()),
         }),
         waiting: Lanes::new(spec.priority),
         spec,
@@ -94,8 +107,13 @@ pub(crate) fn consume(shared: Arc<Shared>, spec: QueueSpec, prefetch: usize) -> 
         start_wait: None,
         opening: None,
         pause: None,
-        _stop: stop.drop_guard(),
+        stop,
+        closed,
         ack_prefix: AckPrefix::default(),
+        reconnected: pull::reconnection(shared.consumer.reconnects.clone()),
+        scanning: None,
+        rescan: false,
+        unreadable: Vec::new(),
     };
     // Polled in place: an async loop (or `unfold`) would move the state in
     // and out of a future for every message.
@@ -103,6 +121,19 @@ pub(crate) fn consume(shared: Arc<Shared>, spec: QueueSpec, prefetch: usize) -> 
     Box::pin(futures_util::stream::poll_fn(move |cx| {
         state.poll_next(cx).map(Some)
     }))
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        let handback = handback::hand_back(
+            self.source.clone(),
+            std::mem::take(&mut self.pulls),
+            self.waiting.drain(),
+            self.closed.clone(),
+        );
+        self.source.shared.handbacks.spawn(&self.source.shared, handback);
+    }
 }
 
 /// Pull subscriptions just opened, highest lane last.
@@ -115,6 +146,10 @@ struct Opened {
 impl State {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Delivery> {
         loop {
+            self.poll_quarantine(cx);
+            if let Some(unreadable) = self.unreadable.pop() {
+                return Poll::Ready(unreadable);
+            }
             if let Some(pause) = self.pause.as_mut() {
                 ready!(pause.as_mut().poll(cx));
                 self.pause = None;
@@ -146,7 +181,49 @@ impl State {
         }
     }
 
+    /// Starts a scan for unreadable messages when the consuming connection
+    /// came back, and collects what a scan found.
+    fn poll_quarantine(&mut self, cx: &mut Context<'_>) {
+        if self.reconnected.as_mut().poll(cx).is_ready() {
+            let reconnects = self.source.shared.consumer.reconnects.clone();
+            self.reconnected = pull::reconnection(reconnects);
+            self.scan();
+        }
+        let Some(scanning) = self.scanning.as_mut() else {
+            return;
+        };
+        let Poll::Ready(found) = scanning.as_mut().poll(cx) else {
+            return;
+        };
+        self.scanning = None;
+        match found {
+            Ok(found) => self.unreadable.extend(found),
+            Err(error) => {
+                // The next loss of the connection (which such a message
+                // causes when it comes again) scans again.
+                tracing::warn!(queue = %self.source.queue, %error, "scanning for unreadable messages failed");
+            }
+        }
+        if std::mem::take(&mut self.rescan) {
+            self.scan();
+            cx.waker().wake_by_ref();
+        }
+    }
+
+    /// Starts a scan for unreadable messages, or another one after the one
+    /// under way.
+    fn scan(&mut self) {
+        if self.scanning.is_some() {
+            self.rescan = true;
+        } else {
+            let shared = self.source.shared.clone();
+            let queue = self.source.queue.clone();
+            self.scanning = Some(Box::pin(async move { quarantine::scan(&shared, &queue).await }));
+        }
+    }
+
     fn opened(&mut self, opened: Opened) {
+        self.scan();
         self.start_wait = (self.spec.priority && opened.awaited.contains(&true))
             .then(|| Box::pin(tokio::time::sleep(START_WAIT)));
         self.pulls = opened.pulls;
@@ -376,14 +453,9 @@ impl AckPrefix {
 /// Moves deferred copies whose time has come from the delay stream back to
 /// their queue, until `stop`.
 async fn move_deferred(shared: Arc<Shared>, queue: String, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            result = move_due(&shared, &queue) => {
-                if let Err(error) = result {
-                    tracing::debug!(%queue, %error, "delay mover stopped; restarting");
-                }
-            }
+    while !stop.is_cancelled() {
+        if let Err(error) = move_due(&shared, &queue, &stop).await {
+            tracing::debug!(%queue, %error, "delay mover stopped; restarting");
         }
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -392,14 +464,45 @@ async fn move_deferred(shared: Arc<Shared>, queue: String, stop: CancellationTok
     }
 }
 
-async fn move_due(shared: &Arc<Shared>, queue: &str) -> Result<(), BrokerError> {
-    let stream = topology::delay_stream(shared, queue).await?;
-    let consumer: PullConsumer = stream
-        .get_consumer(DELAY_CONSUMER)
-        .await
-        .map_err(|e| topology::declare_error(DELAY_CONSUMER, e))?;
-    let mut messages = pull::open(shared, &consumer, 64).await?;
-    while let Some(next) = messages.next().await {
+/// Moves due copies until `stop`; then gives back (naks) what its
+/// subscription received and did not look at, so that another worker's
+/// mover takes it at once.
+async fn move_due(shared: &Arc<Shared>, queue: &str, stop: &CancellationToken) -> Result<(), BrokerError> {
+    let opening = async {
+        let stream = topology::delay_stream(shared, queue).await?;
+        let consumer: PullConsumer = stream
+            .get_consumer(DELAY_CONSUMER)
+            .await
+            .map_err(|e| topology::declare_error(DELAY_CONSUMER, e))?;
+        pull::open(shared, &consumer, 64).await
+    };
+    let mut messages = tokio::select! {
+        _ = stop.cancelled() => return Ok(()),
+        opened = opening => opened?,
+    };
+    let moved = move_each(shared, queue, stop, &mut messages).await;
+    for message in messages.close().await {
+        if let Some(ack_subject) = message.reply {
+            acker::nak(shared, ack_subject, Duration::ZERO).await?;
+        }
+    }
+    moved
+}
+
+async fn move_each(
+    shared: &Arc<Shared>,
+    queue: &str,
+    stop: &CancellationToken,
+    messages: &mut Pull,
+) -> Result<(), BrokerError> {
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            next = messages.next() => next,
+        };
+        let Some(next) = next else {
+            return Ok(());
+        };
         let message = next?;
         let Some(ack_subject) = message.reply.clone() else {
             continue;
@@ -430,7 +533,6 @@ async fn move_due(shared: &Arc<Shared>, queue: &str) -> Result<(), BrokerError> 
             }
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -9,12 +9,15 @@
 //! carrying the attempts so far. Dead letters are a stream per queue.
 
 mod acker;
+mod connection;
 mod consumer;
 mod convert;
 mod fetch;
+mod handback;
 mod naming;
 mod outbox;
 mod pull;
+mod quarantine;
 mod reply;
 mod request_form;
 mod service;
@@ -30,21 +33,25 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// How long a connection attempt may take before `connect` fails.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// What every part of the transport shares.
 pub(crate) struct Shared {
+    /// The connection everything is sent on: publishes, acks, replies,
+    /// requests and the JetStream API.
     pub(crate) client: async_nats::Client,
     pub(crate) jetstream: jetstream::Context,
+    /// Whether `client` is up.
     pub(crate) connected: watch::Receiver<bool>,
-    /// How many times the connection came back after a loss (pull
-    /// subscriptions ask again then: a restarted server forgot their
-    /// requests).
-    pub(crate) reconnects: watch::Receiver<u64>,
+    /// The connection consumers receive on (pull subscriptions, core
+    /// services): see [`connection`] for why it is a second one.
+    pub(crate) consumer: connection::Connection,
+    /// Whether both connections are up (readiness).
+    pub(crate) ready: watch::Receiver<bool>,
     /// The runtime the connection's task runs on: what must outlive a
     /// worker's runtime is sent from there (see `acker`'s `Drop`).
     pub(crate) runtime: tokio::runtime::Handle,
+    /// Stopped consumers giving back what they held; waited for before
+    /// the connection is flushed or closed.
+    pub(crate) handbacks: handback::Handbacks,
 }
 
 /// A NATS connection; async-nats reconnects it by itself.
@@ -55,56 +62,19 @@ pub(crate) struct NatsTransport {
 impl NatsTransport {
     /// Connects to `url` (`nats://`, `tls://`; credentials in the URL).
     pub(crate) async fn connect(url: &str) -> Result<Self, BrokerError> {
-        let (tx, rx) = watch::channel(false);
-        let tx = Arc::new(tx);
-        let events = tx.clone();
-        let (reconnected, reconnects) = watch::channel(0u64);
-        let reconnected = Arc::new(reconnected);
-        // Set by a loss, so that only a connection after one counts as a
-        // reconnect (the first connection's event may come late).
-        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let options = async_nats::ConnectOptions::new()
-            .name("wharf")
-            .connection_timeout(CONNECT_TIMEOUT)
-            .max_reconnects(None)
-            .event_callback(move |event| {
-                let events = events.clone();
-                let reconnected = reconnected.clone();
-                let lost = lost.clone();
-                async move {
-                    match event {
-                        async_nats::Event::Connected => {
-                            tracing::info!("NATS connected");
-                            events.send_replace(true);
-                            if lost.swap(false, std::sync::atomic::Ordering::AcqRel) {
-                                reconnected.send_modify(|n| *n += 1);
-                            }
-                        }
-                        async_nats::Event::Disconnected | async_nats::Event::Closed => {
-                            tracing::warn!("NATS connection lost; reconnecting");
-                            lost.store(true, std::sync::atomic::Ordering::Release);
-                            events.send_replace(false);
-                        }
-                        other => tracing::debug!(event = %other, "NATS event"),
-                    }
-                }
-            });
-        let client = options.connect(url).await.map_err(|e| {
-            BrokerError::new(
-                BrokerErrorKind::Connection,
-                format!("cannot connect to NATS at {}", crate::redact::redact(url)),
-            )
-            .with_source(e)
-        })?;
-        tx.send_replace(client.connection_state() == async_nats::connection::State::Connected);
-        let jetstream = jetstream::new(client.clone());
+        let main = connection::open(url, "wharf").await?;
+        let consumer = connection::open(url, "wharf-consumer").await?;
+        let ready = connection::both(main.connected.clone(), consumer.connected.clone());
+        let jetstream = jetstream::new(main.client.clone());
         Ok(NatsTransport {
             shared: Arc::new(Shared {
-                client,
+                client: main.client,
                 jetstream,
-                connected: rx,
-                reconnects,
+                connected: main.connected,
+                consumer,
+                ready,
                 runtime: tokio::runtime::Handle::current(),
+                handbacks: handback::Handbacks::default(),
             }),
         })
     }
@@ -297,17 +267,21 @@ impl Transport for NatsTransport {
     }
 
     fn connected(&self) -> watch::Receiver<bool> {
-        self.shared.connected.clone()
+        self.shared.ready.clone()
     }
 
     fn flush(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            self.shared.handbacks.finish().await;
             let _ = tokio::time::timeout(Duration::from_secs(5), self.shared.client.flush()).await;
         })
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            self.shared.handbacks.finish().await;
+            let consumer = self.shared.consumer.client.drain();
+            let _ = tokio::time::timeout(Duration::from_secs(5), consumer).await;
             let _ = tokio::time::timeout(Duration::from_secs(5), self.shared.client.drain()).await;
         })
     }

@@ -103,8 +103,9 @@ async fn open_with(
         expires.as_nanos(),
         heartbeat.as_nanos()
     );
-    let inbox = Subject::from(shared.client.new_inbox());
+    let inbox = Subject::from(shared.consumer.client.new_inbox());
     let subscriber = shared
+        .consumer
         .client
         .subscribe(inbox.clone())
         .await
@@ -122,7 +123,7 @@ async fn open_with(
         // The first check finds "heard": a subscription not polled for a
         // while after opening (its worker busy) is not taken for lost.
         heard: true,
-        reconnected: reconnection(shared.reconnects.clone()),
+        reconnected: reconnection(shared.consumer.reconnects.clone()),
         heartbeat,
         restarts: 0,
         name: info.name.clone(),
@@ -140,7 +141,7 @@ fn failed(consumer: &str, e: impl std::fmt::Display) -> BrokerError {
 /// (never if its sender is gone). The count is read here, not when the
 /// future is first polled: a subscription is polled only when its worker
 /// has room, and a reconnect in between must not go unseen.
-fn reconnection(mut reconnects: watch::Receiver<u64>) -> BoxFuture<'static, u64> {
+pub(crate) fn reconnection(mut reconnects: watch::Receiver<u64>) -> BoxFuture<'static, u64> {
     let seen = *reconnects.borrow_and_update();
     Box::pin(async move {
         loop {
@@ -161,9 +162,12 @@ impl Pull {
     fn poll_request(&mut self, cx: &mut Context<'_>) -> Result<(), BrokerError> {
         // Not while disconnected: async-nats would keep the request and
         // send it after the reconnect, beside the reconnect's own.
-        if self.sending.is_none() && self.pending <= self.batch / 2 && *self.shared.connected.borrow() {
+        if self.sending.is_none()
+            && self.pending <= self.batch / 2
+            && *self.shared.consumer.connected.borrow()
+        {
             use async_nats::client::traits::Publisher;
-            let client = self.shared.client.clone();
+            let client = self.shared.consumer.client.clone();
             let request = OutboundMessage {
                 subject: self.next.clone(),
                 reply: Some(self.inbox.clone()),
@@ -224,6 +228,50 @@ impl Pull {
     }
 }
 
+/// How long closing a subscription may take before what has not arrived
+/// is left to the ack wait (the connection is down, say).
+const CLOSE_LIMIT: Duration = Duration::from_secs(2);
+
+impl Pull {
+    /// Ends the subscription and returns the stored messages it received
+    /// and did not hand out, so that they can be given back at once.
+    ///
+    /// The server forgets a pull request whose reply subject has no
+    /// subscriber left, so after the `UNSUB` nothing more is delivered to
+    /// this worker. The drain keeps the subscription open for what the
+    /// server sent before it read the `UNSUB`, and the flush waits until
+    /// the server has answered a `PING` sent after it (async-nats then
+    /// ends the subscription). A message the server was writing at that
+    /// very instant can still miss it; it comes back after the ack wait.
+    pub(crate) async fn close(mut self) -> Vec<Message> {
+        let mut left = Vec::new();
+        let closing = async {
+            if self.subscriber.drain().await.is_err() {
+                return;
+            }
+            let _ = self.shared.consumer.client.flush().await;
+            while let Some(message) = self.subscriber.next().await {
+                if is_stored(&message) {
+                    left.push(message);
+                }
+            }
+        };
+        if tokio::time::timeout(CLOSE_LIMIT, closing).await.is_err() {
+            tracing::debug!(consumer = %self.name, "closing the pull subscription timed out");
+        }
+        left
+    }
+}
+
+/// Whether `message` is a stored message (its reply subject is a JetStream
+/// ack subject), not a status message of the server's.
+fn is_stored(message: &Message) -> bool {
+    message
+        .reply
+        .as_deref()
+        .is_some_and(|reply| reply.starts_with("$JS.ACK."))
+}
+
 impl Stream for Pull {
     type Item = Result<Message, BrokerError>;
 
@@ -237,15 +285,20 @@ impl Stream for Pull {
                 Poll::Ready(Some(message)) => {
                     this.heard = true;
                     match message.status {
-                        None | Some(StatusCode::OK) => {
-                            this.pending = this.pending.saturating_sub(1);
-                            return Poll::Ready(Some(Ok(message)));
-                        }
-                        Some(status) => {
+                        // A stored message (it has an ack subject) is one
+                        // whatever its first header line says: a publisher
+                        // may write `NATS/1.0 503` there, and the server
+                        // stores and delivers it as it came. Only the
+                        // server's own status messages have no reply.
+                        Some(status) if status != StatusCode::OK && !is_stored(&message) => {
                             if let Err(error) = this.status(status, &message) {
                                 return Poll::Ready(Some(Err(error)));
                             }
                             continue;
+                        }
+                        _ => {
+                            this.pending = this.pending.saturating_sub(1);
+                            return Poll::Ready(Some(Ok(message)));
                         }
                     }
                 }
@@ -255,7 +308,7 @@ impl Stream for Pull {
                 Poll::Pending => {}
             }
             if this.reconnected.as_mut().poll(cx).is_ready() {
-                this.reconnected = reconnection(this.shared.reconnects.clone());
+                this.reconnected = reconnection(this.shared.consumer.reconnects.clone());
                 this.start_over("reconnected");
                 continue;
             }
@@ -264,7 +317,7 @@ impl Stream for Pull {
                 this.watchdog.as_mut().reset(deadline);
                 // Silence while disconnected says nothing: the reconnect
                 // asks again.
-                if !std::mem::take(&mut this.heard) && *this.shared.connected.borrow() {
+                if !std::mem::take(&mut this.heard) && *this.shared.consumer.connected.borrow() {
                     this.start_over("no heartbeat");
                 }
                 continue;

@@ -31,6 +31,7 @@ pub(crate) async fn consume(
 ) -> Result<DeliveryStream, BrokerError> {
     topology::declare(&shared, &spec).await?;
     let mut subscription = shared
+        .consumer
         .client
         .queue_subscribe(any_lane(&spec.name), GROUP.to_owned())
         .await

@@ -359,7 +359,14 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
             return Err(Box::pin(self.redelivered_too_often(delivery, trace)));
         }
         let queue = &self.shared.queue;
-        let admitted = validate::check(&delivery.message, &self.limits).map(|envelope| {
+        let checked = match delivery.malformed_reason() {
+            Some(why) => Err(validate::Invalid {
+                reason: DeadLetterReason::InvalidHeader,
+                message: why.to_owned(),
+            }),
+            None => validate::check(&delivery.message, &self.limits),
+        };
+        let admitted = checked.map(|envelope| {
             let keys = (envelope.idempotency_key.is_some() || envelope.session.is_some()).then(|| {
                 let ordered = envelope.session.filter(|_| envelope.ordered);
                 Box::new(Keys {

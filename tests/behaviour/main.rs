@@ -93,6 +93,7 @@ macro_rules! for_every_case {
                 shutdown_lets_in_flight_handlers_finish,
                 shutdown_returns_unfinished_messages_after_the_grace_period,
                 shutdown_returns_waiting_session_messages,
+                a_stopping_workers_unstarted_messages_go_to_another_at_once,
                 readiness_follows_the_lifecycle,
                 unsettled_delivery_goes_back_when_its_task_dies,
                 // found by mutation testing

@@ -135,3 +135,64 @@ pub async fn readiness_follows_the_lifecycle(h: Harness) {
     assert!(!health.is_ready());
     assert_eq!(health.phase(), Phase::Stopped);
 }
+
+pub async fn a_stopping_workers_unstarted_messages_go_to_another_at_once(h: Harness) {
+    // A rolling update: the old worker had prefetched jobs it never started;
+    // the new one, already running, gets them as soon as the old one stops
+    // taking messages, not after a broker timeout (JetStream's ack wait).
+    let queue = h.queue("handback");
+    let (tx, started) = tokio::sync::watch::channel(0u32);
+    let old_handler = move |_: Order| {
+        let tx = tx.clone();
+        async move {
+            tx.send_modify(|n| *n += 1);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+    };
+    let old = h
+        .app()
+        .route_with(&queue, old_handler, RouteOptions::new().concurrency(2))
+        .start()
+        .await
+        .unwrap();
+    for id in 1..=20 {
+        h.client().publish(&queue, &order(id)).await.unwrap();
+    }
+    until(&old, &queue, |s| s.in_flight == 2).await;
+    // Give the old worker time to prefetch the rest (it may take all 20).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let taken = Log::new();
+    let log = taken.clone();
+    let new_handler = move |o: Order| {
+        let log = log.clone();
+        async move { log.push(o.id) }
+    };
+    let new = h
+        .app()
+        .route_with(&queue, new_handler, RouteOptions::new().concurrency(20))
+        .start()
+        .await
+        .unwrap();
+    let stopping = Instant::now();
+    let old_done = tokio::spawn(old.shutdown());
+    let mut waited = Duration::ZERO;
+    while taken.len() < 18 && waited < PATIENCE {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited = stopping.elapsed();
+    }
+    assert_eq!(taken.len(), 18, "the new worker took the 18 the old one had not started");
+    assert!(
+        waited < Duration::from_secs(1),
+        "the old worker's unstarted messages reached the new one {waited:?} after it began to stop"
+    );
+    let report = old_done.await.unwrap();
+    assert!(report.drained);
+    assert_eq!(report.stats(&queue).acked, 2, "the old worker finished what it had started");
+    assert_eq!(*started.borrow(), 2);
+    let mut ids = taken.all();
+    ids.sort_unstable();
+    let mut expected: Vec<u64> = (1..=20).collect();
+    expected.retain(|id| !ids.contains(id));
+    assert_eq!(expected.len(), 2, "each message went to one worker only: {ids:?}");
+    new.shutdown().await;
+}
