@@ -182,6 +182,10 @@ impl IntoFailure for Error {
     }
 }
 
+// Not recommended in errors: for a type that is no error (a `String`, say),
+// rustc then names `IntoFailure` and its note, which lists `wharf::Error`,
+// rather than only "`String` is not `std::error::Error`".
+#[diagnostic::do_not_recommend]
 impl<E: StdError> IntoFailure for E {
     fn into_failure(self) -> Failure {
         let mut message = self.to_string();

@@ -88,10 +88,17 @@ impl From<CodecError> for Rejection {
 }
 
 /// A handler argument, built from the incoming message and the app state.
+///
+/// `S` is the app's state type (`()` for [`App::new`](crate::App::new)).
+/// The compiler names this trait in an error when an argument is none of
+/// the extractors; most often a [`State<T>`] whose `T` is not the app's
+/// state type. (A payload type that is not `serde::Deserialize` is reported
+/// as exactly that.)
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be a wharf handler argument",
-    label = "not an extractor",
-    note = "handler arguments are the payload (any type implementing `serde::Deserialize`), `wharf::Context`, `wharf::Meta`, `wharf::State<S>` (with the app's state type) or `wharf::Raw`"
+    message = "`{Self}` cannot be a wharf handler argument in an app whose state type is `{S}`",
+    label = "not an extractor for this app",
+    note = "`State<T>` needs `T` to be exactly the app's state type, here `{S}` (`App::with_state(broker, state)` sets it; `App::new` makes it `()`)",
+    note = "handler arguments are the payload (any type implementing `serde::Deserialize`), `wharf::Context`, `wharf::Meta`, `wharf::State<S>` or `wharf::Raw`"
 )]
 pub trait FromMessage<S>: Sized {
     /// Builds the argument, or rejects the message as poison.
@@ -124,9 +131,32 @@ impl<S, T: DeserializeOwned> FromMessage<S> for T {
 #[derive(Clone, Debug)]
 pub struct State<S>(pub S);
 
-impl<S: Clone> FromMessage<S> for State<S> {
+// For any `T`, not only `State<S>`: then `State<String>` in an app whose
+// state is `u64` matches this impl and is reported as the wrong state type.
+// With `State<S>` only the payload impl matched it, and rustc said that
+// `State<String>` is not `Deserialize`.
+impl<S, T> FromMessage<S> for State<T>
+where
+    S: app_state::Is<T>,
+{
     fn from_message(_: &Incoming<'_>, state: &S) -> Result<Self, Rejection> {
-        Ok(State(state.clone()))
+        Ok(State(state.to_state()))
+    }
+}
+
+/// Type equality as a bound. A public trait in a private module: users
+/// neither name nor implement it.
+mod app_state {
+    /// `Self` is `T`.
+    pub trait Is<T> {
+        /// A copy of the state, as `T`.
+        fn to_state(&self) -> T;
+    }
+
+    impl<T: Clone> Is<T> for T {
+        fn to_state(&self) -> T {
+            self.clone()
+        }
     }
 }
 

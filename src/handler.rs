@@ -1,7 +1,8 @@
 //! Typed handlers: plain async functions whose arguments are extractors.
 
-use crate::extract::{FromMessage, Incoming};
+use crate::extract::Incoming;
 use crate::outcome::{IntoOutcome, Outcome};
+use signature::{AsyncFn, Extractors};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 /// An async function usable as a wharf handler.
 ///
 /// Implemented for `async fn`s (and closures returning futures) of up to
-/// eight arguments, each implementing [`FromMessage`], returning a type that
+/// eight arguments, each implementing [`FromMessage`](crate::FromMessage), returning a type that
 /// implements [`IntoOutcome`]. You do not implement this trait yourself.
 ///
 /// ```
@@ -29,7 +30,9 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 /// let app = wharf::App::new(wharf::Broker::memory()).route("orders", place);
 /// ```
 ///
-/// A function whose argument is not an extractor is refused at compile time:
+/// A function whose argument is not an extractor is refused at compile time,
+/// and the error names the bound that fails (here: `NotAnExtractor` is not
+/// `serde::Deserialize`, so it cannot be the payload):
 ///
 /// ```compile_fail
 /// struct NotAnExtractor;
@@ -39,8 +42,7 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a wharf handler",
     label = "not a handler",
-    note = "a handler is an `async fn` whose arguments implement `wharf::FromMessage` (the payload type must implement `serde::Deserialize`; `Context`, `Meta`, `State<S>`, `Raw` are the other extractors) and whose return type is `()`, `Result<T: Serialize, E: IntoFailure>` or `Reply<T>`",
-    note = "with `App::with_state`, `State<S>` must use exactly the app's state type `S`"
+    note = "a handler is an `async fn` (or a closure returning a future) of at most eight arguments, each implementing `wharf::FromMessage`, returning `()`, `Result<T: Serialize, E: IntoFailure>` or `Reply<T: Serialize>`"
 )]
 pub trait Handler<Args, S>: Clone + Send + Sync + Sized + 'static {
     /// Extracts the arguments and starts the handler.
@@ -59,40 +61,92 @@ where
     Arc::new(move |incoming: &Incoming<'_>, state: &S| handler.call(incoming, state))
 }
 
-macro_rules! impl_handler {
-    ($($arg:ident),*) => {
-        #[allow(non_snake_case, unused_variables)]
-        impl<F, Fut, R, S, $($arg,)*> Handler<($($arg,)*), S> for F
-        where
-            F: Fn($($arg),*) -> Fut + Clone + Send + Sync + 'static,
-            Fut: Future<Output = R> + Send + 'static,
-            R: IntoOutcome,
-            S: Send + Sync + 'static,
-            $($arg: FromMessage<S> + Send,)*
-        {
-            fn call(&self, incoming: &Incoming<'_>, state: &S) -> HandlerFuture {
-                $(
-                    let $arg = match $arg::from_message(incoming, state) {
-                        Ok(value) => value,
-                        Err(rejection) => {
-                            return Box::pin(std::future::ready(Outcome::Rejected(rejection)));
-                        }
-                    };
-                )*
-                let reply = incoming.reply;
-                let future = (self)($($arg),*);
-                Box::pin(async move { future.await.into_outcome(reply) })
-            }
-        }
-    };
+// One impl, so that rustc confirms it and reports the bound that actually
+// fails (an argument that is not `Deserialize`, a reply that is not
+// `Serialize`, the wrong `State<T>`, an error type that is not an error)
+// instead of "not a wharf handler". With one impl per arity, as before, `Args`
+// was unknown when the bound was checked, rustc could not pick an impl and
+// named only `Handler`. Here the function's shape alone fixes `Args` (a
+// function implements `Fn` for one argument list), and each remaining bound
+// has a single impl to look into.
+impl<F, Args, S> Handler<Args, S> for F
+where
+    F: AsyncFn<Args> + Clone + Send + Sync + 'static,
+    F::Future: Send + 'static,
+    <F::Future as Future>::Output: IntoOutcome,
+    Args: Extractors<S> + Send,
+    S: Send + Sync + 'static,
+{
+    fn call(&self, incoming: &Incoming<'_>, state: &S) -> HandlerFuture {
+        let args = match Args::extract(incoming, state) {
+            Ok(args) => args,
+            Err(rejection) => return Box::pin(std::future::ready(Outcome::Rejected(rejection))),
+        };
+        let reply = incoming.reply;
+        let future = self.call_with(args);
+        Box::pin(async move { future.await.into_outcome(reply) })
+    }
 }
 
-impl_handler!();
-impl_handler!(T1);
-impl_handler!(T1, T2);
-impl_handler!(T1, T2, T3);
-impl_handler!(T1, T2, T3, T4);
-impl_handler!(T1, T2, T3, T4, T5);
-impl_handler!(T1, T2, T3, T4, T5, T6);
-impl_handler!(T1, T2, T3, T4, T5, T6, T7);
-impl_handler!(T1, T2, T3, T4, T5, T6, T7, T8);
+/// The two halves of a handler's signature. Public traits in a private
+/// module: they appear in `Handler`'s impl and in compiler errors, but users
+/// neither name nor implement them.
+mod signature {
+    use crate::extract::{FromMessage, Incoming, Rejection};
+    use std::future::Future;
+
+    /// A function of the arguments `Args` (a tuple) returning a future.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` is not a wharf handler",
+        label = "not an `async fn` of at most eight arguments",
+        note = "a handler is an `async fn` (or a closure returning a future) of at most eight arguments"
+    )]
+    pub trait AsyncFn<Args> {
+        /// What the call returns.
+        type Future: Future;
+        /// Calls the function with the extracted arguments.
+        fn call_with(&self, args: Args) -> Self::Future;
+    }
+
+    /// A tuple of handler arguments, each built by its [`FromMessage`].
+    pub trait Extractors<S>: Sized {
+        /// Builds every argument, or rejects the message at the first refusal.
+        fn extract(incoming: &Incoming<'_>, state: &S) -> Result<Self, Rejection>;
+    }
+
+    macro_rules! impl_signature {
+        ($($arg:ident),*) => {
+            #[allow(non_snake_case, unused_variables)]
+            impl<F, Fut, $($arg,)*> AsyncFn<($($arg,)*)> for F
+            where
+                F: Fn($($arg),*) -> Fut,
+                Fut: Future,
+            {
+                type Future = Fut;
+                fn call_with(&self, ($($arg,)*): ($($arg,)*)) -> Fut {
+                    (self)($($arg),*)
+                }
+            }
+
+            #[allow(non_snake_case, unused_variables)]
+            impl<S, $($arg,)*> Extractors<S> for ($($arg,)*)
+            where
+                $($arg: FromMessage<S>,)*
+            {
+                fn extract(incoming: &Incoming<'_>, state: &S) -> Result<Self, Rejection> {
+                    Ok(($($arg::from_message(incoming, state)?,)*))
+                }
+            }
+        };
+    }
+
+    impl_signature!();
+    impl_signature!(T1);
+    impl_signature!(T1, T2);
+    impl_signature!(T1, T2, T3);
+    impl_signature!(T1, T2, T3, T4);
+    impl_signature!(T1, T2, T3, T4, T5);
+    impl_signature!(T1, T2, T3, T4, T5, T6);
+    impl_signature!(T1, T2, T3, T4, T5, T6, T7);
+    impl_signature!(T1, T2, T3, T4, T5, T6, T7, T8);
+}

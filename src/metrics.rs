@@ -15,7 +15,10 @@ use metrics::{
 pub const MESSAGES_RECEIVED: &str = "wharf_messages_received_total";
 /// `wharf_messages_handled_total{queue,handler,outcome}`
 pub const MESSAGES_HANDLED: &str = "wharf_messages_handled_total";
-/// `wharf_handler_duration_seconds{queue,handler}`
+/// `wharf_handler_duration_seconds{queue,handler}`: one sample per handler
+/// invocation, extracting the arguments included (so a payload that does not
+/// decode is a sample, while a message refused by the envelope checks before
+/// any invocation is not; docs/metrics.md has the full list).
 pub const HANDLER_DURATION: &str = "wharf_handler_duration_seconds";
 /// `wharf_messages_in_flight{queue,handler}`
 pub const IN_FLIGHT: &str = "wharf_messages_in_flight";
@@ -125,7 +128,7 @@ pub(crate) fn describe() {
     describe_histogram!(
         HANDLER_DURATION,
         Unit::Seconds,
-        "Time from invoking the handler (decoding its arguments included) to its result, per attempt."
+        "Time from invoking the handler (extracting its arguments included) to its result, one sample per invocation (per attempt); messages refused before an invocation (envelope checks, duplicates, deferrals) have none."
     );
     describe_gauge!(IN_FLIGHT, Unit::Count, "Handlers running now.");
     describe_counter!(

@@ -155,6 +155,16 @@ impl RouteOptions {
     }
 
     /// Bodies larger than this are dead-lettered unread (reason `too-large`).
+    /// Default 1 MiB (1,048,576 bytes).
+    ///
+    /// On NATS the server's `max_payload` (also 1 MiB by default, and counting
+    /// the headers too) is met first: a larger message is refused when it is
+    /// published, so the publisher gets the error and nothing is stored, and
+    /// with both defaults `too-large` never happens there. To accept larger
+    /// bodies on NATS, raise both: `max_payload` in the nats-server
+    /// configuration (clients learn it when they connect) and this limit.
+    /// To have wharf dead-letter oversized bodies on NATS, set this limit
+    /// below `max_payload`. See docs/nats.md, "Message size".
     pub fn max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
         self

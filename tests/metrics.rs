@@ -122,9 +122,19 @@ async fn pipeline_records_outcomes_reasons_and_durations_with_configuration_labe
             .with_message_id(format!("secret-message-id-{id}"));
         client.send(queue, message).await.unwrap();
     }
+    // Two rejections: a payload that does not decode (found when the
+    // handler's arguments are extracted, inside the invocation) and an
+    // unknown content type (refused before any invocation).
     client.send(queue, Message::new(&b"not json"[..])).await.unwrap();
+    client
+        .send(
+            queue,
+            Message::new(&b"{\"id\": 1}"[..]).with_content_type("text/plain"),
+        )
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
-    while running.stats(queue).acked < 2 || running.stats(queue).rejected < 1 {
+    while running.stats(queue).acked < 2 || running.stats(queue).rejected < 2 {
         assert!(Instant::now() < deadline, "stats: {:?}", running.stats(queue));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -133,23 +143,32 @@ async fn pipeline_records_outcomes_reasons_and_durations_with_configuration_labe
     let handled = "wharf_messages_handled_total";
     assert_eq!(
         capture.counter("wharf_messages_received_total", None),
-        5,
-        "4 messages, one retried"
+        6,
+        "5 messages, one retried"
     );
     assert_eq!(capture.counter(handled, Some(("outcome", "acked"))), 2);
     assert_eq!(capture.counter(handled, Some(("outcome", "retried"))), 1);
     assert_eq!(capture.counter(handled, Some(("outcome", "dead_lettered"))), 1);
-    assert_eq!(capture.counter(handled, Some(("outcome", "rejected"))), 1);
+    assert_eq!(capture.counter(handled, Some(("outcome", "rejected"))), 2);
     assert_eq!(capture.counter("wharf_retries_total", None), 1);
     let dead = "wharf_dead_letters_total";
     assert_eq!(capture.counter(dead, Some(("reason", "permanent"))), 1);
     assert_eq!(capture.counter(dead, Some(("reason", "decode"))), 1);
-    assert_eq!(capture.counter(dead, None), 2);
+    assert_eq!(capture.counter(dead, Some(("reason", "content-type"))), 1);
+    assert_eq!(capture.counter(dead, None), 3);
 
     let histograms = capture.histograms.lock().unwrap();
     let durations =
         &histograms[r#"wharf_handler_duration_seconds{handler="place-order",queue="metrics.orders"}"#];
-    assert_eq!(durations.0.lock().unwrap().len(), 5, "one sample per handler run");
+    // One sample per invocation (docs/metrics.md, "Which deliveries have a
+    // duration sample"): orders 1 and 2, order 3 twice, and the payload that
+    // did not decode; not the content-type rejection, refused before any
+    // invocation.
+    assert_eq!(
+        durations.0.lock().unwrap().len(),
+        5,
+        "one sample per handler invocation"
+    );
     let gauges = capture.gauges.lock().unwrap();
     let in_flight = &gauges[r#"wharf_messages_in_flight{handler="place-order",queue="metrics.orders"}"#];
     assert_eq!(f64::from_bits(in_flight.load(Ordering::Relaxed)), 0.0);

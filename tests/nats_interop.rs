@@ -6,8 +6,11 @@
 //! (JetStream publish with a `reply-to` header naming its inbox) and core
 //! NATS requests (`nc.request`) to a `persistent(false)` route, and reads
 //! the dead letters as stored; the wharf handlers here record what arrived
-//! and answer. Both sides are checked against `docs/wire-format.md`
-//! (section "NATS").
+//! and answer. A second program, `tests/interop/nats_dead_letters.py`,
+//! lists a queue's dead letters and replays one with the stream message API
+//! (no consumer: the dead-letter stream refuses a second one) while a wharf
+//! worker consumes the queue. Both sides are checked against
+//! `docs/wire-format.md` (section "NATS").
 //!
 //! Needs NATS with JetStream on `WHARF_TEST_NATS_URL` (default
 //! `nats://127.0.0.1:4222`) and the Python environment of
@@ -26,7 +29,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::{dead_letters, eventually, skip};
-use wharf::{App, Broker, Meta, RouteOptions};
+use wharf::{App, Broker, Message, Meta, RouteOptions};
 
 const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 
@@ -148,12 +151,12 @@ impl ScriptRun {
     }
 }
 
-/// Runs the Python program, killing it if it outlives [`SCRIPT_LIMIT`].
-async fn run_script(python: &Path, prefix: &str, url: &str) -> ScriptRun {
+/// Runs the Python program `tests/interop/<script>` with `args`, killing it
+/// if it outlives [`SCRIPT_LIMIT`].
+async fn run_script(python: &Path, script: &str, args: &[&str]) -> ScriptRun {
     let mut child = Command::new(python)
-        .arg(manifest_dir().join("tests/interop/nats_client.py"))
-        .arg(prefix)
-        .arg(url)
+        .arg(manifest_dir().join("tests/interop").join(script))
+        .args(args)
         .current_dir(manifest_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -294,7 +297,7 @@ async fn a_python_nats_client_publishes_and_requests() {
 
     // Everything is gathered first and asserted after the streams are gone,
     // so a failed assertion leaves nothing behind on the server.
-    let run = run_script(&python, &prefix, &url).await;
+    let run = run_script(&python, "nats_client.py", &[&prefix, &url]).await;
     let all_orders = eventually(PATIENCE, || arrivals.all().len() >= 2).await;
     let orders_settled = eventually(PATIENCE, || running.stats(&orders).acked >= 2).await;
     let letters = dead_letters(&broker, &quotes, 1, PATIENCE).await;
@@ -667,4 +670,300 @@ async fn a_python_nats_client_publishes_and_requests() {
             "the original message id comes back from wharf-message-id: {letter:?}"
         );
     }
+}
+
+/// What the handler of the dead-letter test saw of one message.
+#[derive(Debug, Clone)]
+struct Handled {
+    message_id: Option<String>,
+    priority: Option<u8>,
+    content_type: Option<String>,
+    headers: Vec<(String, String)>,
+    order_id: u64,
+    attempt: u32,
+    /// Whether the handler accepted it (the "warehouse" was open).
+    accepted: bool,
+}
+
+/// The lines a Python program printed, each a JSON object.
+fn json_lines(run: &ScriptRun) -> Vec<Value> {
+    assert!(
+        run.status.is_some_and(|s| s.success()),
+        "the Python program failed or timed out\n{}",
+        run.describe()
+    );
+    run.stdout
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}\n{}", run.describe()))
+        })
+        .collect()
+}
+
+/// `tests/interop/nats_dead_letters.py` (docs/wire-format.md, "Reading and
+/// replaying dead letters"): a plain nats-py program lists a queue's dead
+/// letters and replays one while a wharf worker consumes the queue, without
+/// a consumer of its own (the dead-letter stream, a WorkQueue stream with
+/// wharf's consumer on it, refuses a second one). wharf handles the replayed
+/// message; the others stay, as wharf's own `dead_letters(q).list()` shows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_script_lists_and_replays_dead_letters_while_a_worker_consumes() {
+    let test = "a_python_script_lists_and_replays_dead_letters_while_a_worker_consumes";
+    let python = manifest_dir().join(".venv/bin/python");
+    if !python.exists() {
+        return skip(
+            test,
+            &format!("{} is missing (run scripts/python-env.sh)", python.display()),
+        );
+    }
+    let url = nats_url();
+    let broker = match Broker::connect(&url).await {
+        Ok(broker) => broker,
+        Err(error) => {
+            return skip(
+                test,
+                &format!("NATS is not reachable at {url} ({error}); run scripts/brokers.sh to start it"),
+            );
+        }
+    };
+    let raw = async_nats::connect(&url).await.expect("raw client connects");
+    let queue = support::unique_queue("interop-dlq");
+    let dlq_stream = stream_name(&format!("{queue}.dlq"));
+
+    // The warehouse is closed: every order fails for good and is
+    // dead-lettered, until the test opens it.
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handled = Log::<Handled>::new();
+    let handler = {
+        let (open, handled) = (open.clone(), handled.clone());
+        move |meta: Meta, order: Order| {
+            let (open, handled) = (open.clone(), handled.clone());
+            async move {
+                let accepted = open.load(std::sync::atomic::Ordering::SeqCst);
+                let mut headers: Vec<(String, String)> = meta
+                    .headers()
+                    .iter()
+                    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                    .collect();
+                headers.sort();
+                handled.push(Handled {
+                    message_id: meta.message_id().map(str::to_owned),
+                    priority: meta.priority(),
+                    content_type: meta.message().content_type.clone(),
+                    headers,
+                    order_id: order.id,
+                    attempt: meta.attempt(),
+                    accepted,
+                });
+                if accepted {
+                    Ok(())
+                } else {
+                    Err(wharf::Error::permanent("the warehouse is closed").with_kind("closed"))
+                }
+            }
+        }
+    };
+    let running = App::new(broker.clone())
+        .shutdown_grace(Duration::from_secs(5))
+        .route_with(&queue, handler, RouteOptions::new().name("interop-dlq"))
+        .start()
+        .await
+        .expect("the app starts and creates its streams");
+
+    let client = broker.client();
+    let bodies = [
+        r#"{"id":1,"item":"teapot","quantity":2}"#,
+        r#"{"id":2,"item":"kettle","quantity":1}"#,
+        r#"{"id":3,"item":"mug","quantity":6}"#,
+    ];
+    for (n, body) in bodies.iter().enumerate() {
+        let id = n + 1;
+        let mut message = Message::new(body.as_bytes().to_vec())
+            .with_message_id(format!("dl-{id}"))
+            .with_header("tenant", "acme");
+        message = if id == 2 {
+            message
+                .with_content_type("application/json; charset=utf-8")
+                .with_priority(4)
+        } else {
+            message.with_content_type("application/json")
+        };
+        client.send(&queue, message).await.expect("published");
+    }
+    let dead = broker.dead_letters(&queue);
+    let mut before = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while before.len() < 3 && Instant::now() < deadline {
+        before = dead.list(10).await.unwrap_or_default();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    // List (twice: listing takes nothing), then replay order 2 by its stream
+    // sequence, then try the same sequence again.
+    let listed = run_script(&python, "nats_dead_letters.py", &["list", &queue, &url]).await;
+    let listed_again = run_script(&python, "nats_dead_letters.py", &["list", &queue, &url]).await;
+    let listed_lines = json_lines(&listed);
+    let order_2 = listed_lines
+        .iter()
+        .find(|l| l["headers"]["wharf-message-id"] == "dl-2")
+        .and_then(|l| l["seq"].as_u64())
+        .unwrap_or_else(|| panic!("order 2 is listed\n{}", listed.describe()))
+        .to_string();
+    let replayed = run_script(
+        &python,
+        "nats_dead_letters.py",
+        &["replay", &queue, &url, &order_2],
+    )
+    .await;
+    let replayed_again = run_script(
+        &python,
+        "nats_dead_letters.py",
+        &["replay", &queue, &url, &order_2],
+    )
+    .await;
+    let handled_replay = eventually(PATIENCE, || {
+        handled.all().iter().any(|h| h.accepted && h.order_id == 2)
+    })
+    .await;
+    let settled = eventually(PATIENCE, || running.stats(&queue).acked >= 1).await;
+    let after = dead.list(10).await.expect("wharf lists the dead letters");
+    let listed_after = run_script(&python, "nats_dead_letters.py", &["list", &queue, &url]).await;
+    let dlq_consumers: Vec<String> = {
+        use futures_util::StreamExt;
+        let stream = async_nats::jetstream::new(raw.clone())
+            .get_stream(&dlq_stream)
+            .await
+            .expect("the dead-letter stream exists");
+        stream
+            .consumer_names()
+            .filter_map(|name| async move { name.ok() })
+            .collect()
+            .await
+    };
+    let stats = running.stats(&queue);
+    running.shutdown().await;
+    if let Err(error) = broker.delete_queue(&queue).await {
+        eprintln!("could not delete test queue {queue}: {error}");
+    }
+    broker.close().await;
+
+    eprintln!(
+        "the Python program's output:\n{}\n{}\n{}\n{}",
+        listed.describe(),
+        replayed.describe(),
+        replayed_again.describe(),
+        listed_after.describe()
+    );
+    assert_eq!(before.len(), 3, "three dead letters to start with: {before:?}");
+
+    // The listing: every dead letter, oldest first, as stored.
+    assert_eq!(listed_lines.len(), 3, "{}", listed.describe());
+    assert_eq!(
+        json_lines(&listed_again),
+        listed_lines,
+        "listing takes nothing away"
+    );
+    let mut sequences = Vec::new();
+    for (line, (n, body)) in listed_lines.iter().zip(bodies.iter().enumerate()) {
+        let id = n + 1;
+        let lane = if id == 2 { 4 } else { 0 };
+        assert_eq!(line["subject"], format!("wharf.p{lane}.{queue}.dlq"), "{line}");
+        assert_eq!(line["body"], *body, "the body byte for byte: {line}");
+        let headers = &line["headers"];
+        assert_eq!(headers["wharf-message-id"], format!("dl-{id}"), "{line}");
+        assert_eq!(headers["wharf-dead-letter-reason"], "permanent", "{line}");
+        assert_eq!(headers["wharf-error-kind"], "closed", "{line}");
+        assert_eq!(
+            headers["wharf-error-message"], "the warehouse is closed",
+            "{line}"
+        );
+        assert_eq!(headers["wharf-origin-queue"], queue.as_str(), "{line}");
+        assert_eq!(headers["wharf-handler"], "interop-dlq", "{line}");
+        assert_eq!(headers["wharf-attempt"], "1", "{line}");
+        assert_eq!(headers["tenant"], "acme", "{line}");
+        sequences.push(line["seq"].as_u64().expect("a sequence"));
+    }
+    assert!(sequences.is_sorted(), "oldest first: {sequences:?}");
+
+    // The replay: to the origin queue's lane, without the failure headers,
+    // with the original message id and wharf-replayed-at, acknowledged by
+    // the queue's stream.
+    let replay_lines = json_lines(&replayed);
+    assert_eq!(replay_lines.len(), 1, "{}", replayed.describe());
+    let replay = &replay_lines[0];
+    assert_eq!(replay["replayed"].to_string(), order_2, "{replay}");
+    assert_eq!(replay["to"], format!("wharf.p4.{queue}"), "{replay}");
+    assert_eq!(replay["stream"], stream_name(&queue), "{replay}");
+    assert_eq!(replay["duplicate"], false, "{replay}");
+    let headers = replay["headers"].as_object().expect("headers");
+    let mut names: Vec<&str> = headers.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "content-type",
+            "nats-msg-id",
+            "tenant",
+            "wharf-message-id",
+            "wharf-replayed-at"
+        ],
+        "{replay}"
+    );
+    assert_eq!(headers["wharf-message-id"], "dl-2", "{replay}");
+    assert_eq!(
+        headers["content-type"], "application/json; charset=utf-8",
+        "{replay}"
+    );
+    assert!(
+        headers["wharf-replayed-at"]
+            .as_str()
+            .is_some_and(|t| t.len() == "2026-11-21T20:09:00.123Z".len() && t.ends_with('Z')),
+        "{replay}"
+    );
+    // Gone once replayed: a second replay of it finds nothing.
+    assert_eq!(
+        json_lines(&replayed_again),
+        vec![json!({"gone": order_2.parse::<u64>().unwrap()})],
+        "{}",
+        replayed_again.describe()
+    );
+
+    // wharf handled the replayed order like a new message.
+    assert!(handled_replay, "order 2 came back: {:?}", handled.all());
+    assert!(settled, "and was acked: {stats:?}");
+    let seen = handled.all();
+    let back: Vec<&Handled> = seen.iter().filter(|h| h.accepted).collect();
+    assert_eq!(back.len(), 1, "only order 2 came back: {seen:?}");
+    let back = back[0];
+    assert_eq!(back.order_id, 2, "{back:?}");
+    assert_eq!(back.message_id.as_deref(), Some("dl-2"), "{back:?}");
+    assert_eq!(back.priority, Some(4), "{back:?}");
+    assert_eq!(
+        back.content_type.as_deref(),
+        Some("application/json; charset=utf-8"),
+        "{back:?}"
+    );
+    assert_eq!(back.attempt, 1, "a replay gets a fresh set of attempts: {back:?}");
+    let names: Vec<&str> = back.headers.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["tenant", "wharf-replayed-at"], "{back:?}");
+
+    // The other two stay, for wharf and for the script.
+    let remaining: Vec<Option<&str>> = after.iter().map(|l| l.message.message_id.as_deref()).collect();
+    assert_eq!(remaining, [Some("dl-1"), Some("dl-3")], "{after:?}");
+    let left: Vec<Value> = json_lines(&listed_after)
+        .iter()
+        .map(|l| l["headers"]["wharf-message-id"].clone())
+        .collect();
+    assert_eq!(
+        left,
+        [json!("dl-1"), json!("dl-3")],
+        "{}",
+        listed_after.describe()
+    );
+
+    // Read without a consumer: the dead-letter stream has only wharf's.
+    assert_eq!(dlq_consumers, ["wharf"], "no consumer was added");
 }

@@ -1,9 +1,13 @@
 //! The transport-neutral pipeline, one small module per step:
 //!
-//! decode ([`validate`]) → idempotency ([`dedup`]) → session order
-//! ([`session`]) → handler ([`invoke`]) → reply ([`reply`]) → settle
+//! decode ([`validate`]) → session order ([`session`]) → idempotency
+//! ([`dedup`]) → handler ([`invoke`]) → reply ([`reply`]) → settle
 //! ([`settle`], with [`retry`] deciding) → metrics and tracing ([`observe`])
 //! around all of it.
+//!
+//! Session order comes before idempotency: a message first waits for its
+//! turn, then claims its key, so that a duplicate is acked in its turn and
+//! its session moves past it (docs/semantics.md, "The pipeline").
 //!
 //! Every path through it ends in exactly one settlement of the delivery and
 //! one counted outcome.
