@@ -5,10 +5,15 @@ use std::time::Duration;
 
 /// A route's handler timeout unless set.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
-/// A lease's margin over the handler timeout unless set.
-pub(crate) const LEASE_MARGIN: Duration = Duration::from_secs(30);
-/// What the lease margin is added to for a route without a timeout.
-const NO_TIMEOUT_LEASE_BASE: Duration = Duration::from_secs(300);
+/// A route's lease unless set.
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+/// The shortest lease: a worker renews what it holds every third of it.
+const MIN_LEASE: Duration = Duration::from_secs(1);
+/// A store claim's margin over the handler timeout (store claims are not
+/// renewed yet, so they must outlast a handler run).
+const CLAIM_MARGIN: Duration = Duration::from_secs(30);
+/// What the claim margin is added to for a route without a timeout.
+const NO_TIMEOUT_CLAIM_BASE: Duration = Duration::from_secs(300);
 
 /// What happens when a session's next sequence number does not arrive within
 /// the gap timeout while later ones wait.
@@ -224,16 +229,21 @@ impl RouteOptions {
     }
 
     /// How long a worker that stopped answering (killed, cut off) keeps
-    /// what it held before another worker takes it over: its idempotency
-    /// claims, its session turns and, on NATS, its unsettled deliveries
-    /// (JetStream's ack wait, for consumers this route creates).
+    /// the messages it was handed before another worker gets them, where
+    /// the broker keeps such a timer: on NATS, JetStream's ack wait of the
+    /// consumers this route creates. RabbitMQ hands a lost connection's
+    /// messages to another worker at once and has no such timer.
     ///
-    /// Default: the handler timeout + 30 s (no timeout: 330 s). It is never
-    /// shorter than the timeout + 1 s, so a handler still running within its
-    /// timeout is never taken over. Shorter means faster recovery after a
-    /// crash; the cost is that a worker cut off for longer may find its
-    /// work taken over (the idempotency record still stops a second run
-    /// that starts after the first one finished).
+    /// Default 15 s. A live worker renews what it holds every third of the
+    /// lease (in-progress acks on NATS) for as long as it needs it —
+    /// waiting in its buffer, waiting for its session's turn, running its
+    /// handler, however long the handler's timeout — so the lease only
+    /// bounds how long a dead worker's messages stay out of reach. Shorter
+    /// means faster recovery after a crash; the cost is that a worker cut
+    /// off from the broker for longer may find its messages taken over
+    /// (they are then handled twice, at least once as always; an
+    /// idempotency key stops a second run that starts after the first one
+    /// finished). At least 1 s.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = Some(lease);
         self
@@ -241,11 +251,16 @@ impl RouteOptions {
 
     /// The effective [`lease`](Self::lease).
     pub(crate) fn effective_lease(&self) -> Duration {
-        let timeout = self.timeout.unwrap_or(NO_TIMEOUT_LEASE_BASE);
-        match self.lease {
-            Some(lease) => lease.max(timeout + Duration::from_secs(1)),
-            None => timeout + LEASE_MARGIN,
-        }
+        self.lease.unwrap_or(DEFAULT_LEASE).max(MIN_LEASE)
+    }
+
+    /// How long an idempotency claim or a session's turn taken in the
+    /// store lasts: these are not renewed while a handler runs, so they
+    /// outlast the handler's timeout (the timeout + 30 s; no timeout:
+    /// 330 s), and are never shorter than the lease.
+    pub(crate) fn claim_lease(&self) -> Duration {
+        let timeout = self.timeout.unwrap_or(NO_TIMEOUT_CLAIM_BASE);
+        (timeout + CLAIM_MARGIN).max(self.effective_lease())
     }
 }
 
@@ -254,13 +269,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_lease_outlasts_the_handler_timeout() {
+    fn the_lease_is_short_and_claims_outlast_the_handler_timeout() {
         let secs = Duration::from_secs;
-        assert_eq!(RouteOptions::new().effective_lease(), secs(90));
-        assert_eq!(RouteOptions::new().no_timeout().effective_lease(), secs(330));
-        let short = RouteOptions::new().timeout(secs(2)).lease(secs(5));
-        assert_eq!(short.effective_lease(), secs(5));
-        let too_short = RouteOptions::new().lease(secs(1));
-        assert_eq!(too_short.effective_lease(), secs(61), "never below timeout + 1 s");
+        assert_eq!(RouteOptions::new().effective_lease(), secs(15));
+        assert_eq!(RouteOptions::new().lease(secs(3)).effective_lease(), secs(3));
+        assert_eq!(
+            RouteOptions::new()
+                .lease(Duration::from_millis(10))
+                .effective_lease(),
+            secs(1),
+            "at least 1 s"
+        );
+        assert_eq!(RouteOptions::new().claim_lease(), secs(90));
+        assert_eq!(RouteOptions::new().no_timeout().claim_lease(), secs(330));
+        let long = RouteOptions::new().timeout(secs(2)).lease(secs(100));
+        assert_eq!(long.claim_lease(), secs(100), "never below the lease");
     }
 }

@@ -80,7 +80,7 @@ impl QueueSpec {
             name: name.into(),
             priority: false,
             persistent: true,
-            lease: crate::route::DEFAULT_TIMEOUT + crate::route::LEASE_MARGIN,
+            lease: crate::route::DEFAULT_LEASE,
         }
     }
 

@@ -4,6 +4,7 @@
 //! so it is a copy carrying the attempts so far, published (confirmed)
 //! before the original is acked; so is a dead letter.
 
+use super::keepalive::Keep;
 use super::naming;
 use super::{Shared, convert, core_publish, publish_confirmed};
 use crate::error::{BrokerError, BrokerErrorKind};
@@ -46,6 +47,20 @@ pub(crate) struct Source {
     /// Cancelled once the consumer's pull subscriptions are closed
     /// (consumers; see the `Drop` impl of [`NatsAcker`]).
     pub(crate) closed: Option<CancellationToken>,
+    /// Keeps a consumer's deliveries alive while they are held (none for a
+    /// fetch).
+    pub(crate) keep: Option<Arc<Keep>>,
+}
+
+/// A received message and its key in the consumer's [`Keep`], if held.
+pub(crate) type Held = (async_nats::Message, Option<usize>);
+
+impl Source {
+    /// Holds `message` in the consumer's keep, if there is one.
+    pub(crate) fn hold(&self, message: &async_nats::Message) -> Option<usize> {
+        let keep = self.keep.as_ref()?;
+        Some(keep.hold(message.reply.clone()?))
+    }
 }
 
 /// What a delivery needs to be settled.
@@ -57,6 +72,8 @@ pub(crate) struct NatsAcker {
     pub(crate) message: Arc<Message>,
     pub(crate) count: u32,
     pub(crate) settled: bool,
+    /// Its key in the consumer's keep, while it is held.
+    pub(crate) held: Option<usize>,
 }
 
 /// How long the copy of a delivery dropped unsettled waits for its consumer
@@ -171,6 +188,9 @@ impl Drop for NatsAcker {
     fn drop(&mut self) {
         if let Some(window) = &self.source.window {
             window.release();
+        }
+        if let (Some(keep), Some(held)) = (&self.source.keep, self.held) {
+            keep.release(held);
         }
         if self.settled {
             return;

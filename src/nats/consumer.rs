@@ -9,7 +9,8 @@
 //! pulled lane by lane as the lanes empty, so a waiting high-priority message
 //! overtakes a backlog of low ones.
 
-use super::acker::{LANE, Mode, NatsAcker, Source, now_ms};
+use super::acker::{Held, LANE, Mode, NatsAcker, Source, now_ms};
+use super::keepalive::{self, Keep};
 use super::naming::{self, CONSUMER, DELAY_CONSUMER};
 use super::pull::{self, Pull};
 use super::{Shared, acker, convert, handback, publish_confirmed, quarantine, topology};
@@ -42,7 +43,7 @@ struct State {
     /// Pull subscriptions, by lane (one without priority).
     pulls: Vec<Pull>,
     /// Received messages not handed out yet, at most one per lane.
-    waiting: Lanes<async_nats::Message>,
+    waiting: Lanes<Held>,
     /// At most `prefetch` deliveries out and unsettled.
     window: Arc<Window>,
     /// Lanes that held messages on the server when the subscriptions
@@ -84,6 +85,13 @@ pub(crate) fn consume(shared: Arc<Shared>, spec: QueueSpec, prefetch: usize) -> 
     let stop = CancellationToken::new();
     let closed = CancellationToken::new();
     tokio::spawn(move_deferred(shared.clone(), spec.name.clone(), stop.clone()));
+    let keep = Arc::new(Keep::default());
+    tokio::spawn(keepalive::keep_alive(
+        shared.clone(),
+        keep.clone(),
+        spec.lease,
+        stop.clone(),
+    ));
     let batch = if spec.priority {
         prefetch.div_ceil(4).max(1)
     } else {
@@ -97,6 +105,7 @@ pub(crate) fn consume(shared: Arc<Shared>, spec: QueueSpec, prefetch: usize) -> 
             mode: Mode::Consumer,
             window: Some(window.clone()),
             closed: Some(closed.clone()),
+            keep: Some(keep),
         }),
         waiting: Lanes::new(spec.priority),
         spec,
@@ -156,7 +165,13 @@ impl State {
             }
             if self.pulls.is_empty() {
                 let opening = self.opening.get_or_insert_with(|| {
-                    Box::pin(open(self.source.shared.clone(), self.spec.clone(), self.batch))
+                    let keep = self.source.keep.clone();
+                    Box::pin(open(
+                        self.source.shared.clone(),
+                        self.spec.clone(),
+                        self.batch,
+                        keep,
+                    ))
                 });
                 let opened = ready!(opening.as_mut().poll(cx));
                 self.opening = None;
@@ -244,7 +259,11 @@ impl State {
             let priority = Some(lane as u8);
             while self.waiting.lane_is_empty(priority) {
                 match self.pulls[lane].poll_next_unpin(cx) {
-                    Poll::Ready(Some(Ok(message))) => self.waiting.push(priority, message),
+                    Poll::Ready(Some(Ok(message))) => {
+                        // Held from here: it may wait in its lane.
+                        let held = self.source.hold(&message);
+                        self.waiting.push(priority, (message, held));
+                    }
                     Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error)),
                     Poll::Ready(None) => {
                         return Poll::Ready(Err(BrokerError::new(
@@ -260,7 +279,7 @@ impl State {
             return Poll::Pending;
         }
         match self.waiting.pop() {
-            Some(message) => Poll::Ready(Ok(self.delivery(message))),
+            Some((message, held)) => Poll::Ready(Ok(self.delivery(message, held))),
             None => Poll::Pending,
         }
     }
@@ -268,7 +287,7 @@ impl State {
     /// The next message of a route without priority: its one subscription.
     fn poll_single(&mut self, cx: &mut Context<'_>) -> Poll<Result<Delivery, BrokerError>> {
         match ready!(self.pulls[0].poll_next_unpin(cx)) {
-            Some(Ok(message)) => Poll::Ready(Ok(self.delivery(message))),
+            Some(Ok(message)) => Poll::Ready(Ok(self.delivery(message, None))),
             Some(Err(error)) => Poll::Ready(Err(error)),
             None => Poll::Ready(Err(BrokerError::new(
                 BrokerErrorKind::Consume,
@@ -307,14 +326,19 @@ impl State {
         true
     }
 
-    fn delivery(&mut self, message: async_nats::Message) -> Delivery {
+    fn delivery(&mut self, message: async_nats::Message, held: Option<usize>) -> Delivery {
         let delivered = self.ack_prefix.delivered(message.reply.as_deref());
-        delivery(&self.source, message, delivered)
+        delivery(&self.source, message, delivered, held)
     }
 }
 
 /// Declares what is missing and opens the pull subscriptions of `spec`.
-async fn open(shared: Arc<Shared>, spec: QueueSpec, batch: usize) -> Result<Opened, BrokerError> {
+async fn open(
+    shared: Arc<Shared>,
+    spec: QueueSpec,
+    batch: usize,
+    keep: Option<Arc<Keep>>,
+) -> Result<Opened, BrokerError> {
     topology::declare(&shared, &spec).await?;
     let stream = topology::work_stream(&shared, &spec.name).await?;
     // Highest lane first, so its pull request is the first served.
@@ -334,7 +358,7 @@ async fn open(shared: Arc<Shared>, spec: QueueSpec, batch: usize) -> Result<Open
             .await
             .map_err(|e| topology::declare_error(&format!("consumer {name}"), e))?;
         awaited.push(consumer.cached_info().num_pending > 0);
-        pulls.push(pull::open(&shared, &consumer, batch).await?);
+        pulls.push(pull::open(&shared, &consumer, batch, keep.as_deref()).await?);
     }
     pulls.reverse();
     awaited.reverse();
@@ -345,16 +369,19 @@ async fn open(shared: Arc<Shared>, spec: QueueSpec, batch: usize) -> Result<Open
 /// a copy carries plus JetStream's deliveries of this message (`delivered`,
 /// read from its ack subject: [`AckPrefix::delivered`]). A consumer's
 /// delivery takes a place in its window here, which its acker frees when
-/// it is dropped.
+/// it is dropped, and is kept alive ([`keepalive`]) until then: `held` is
+/// its key if it is held already (it waited in a lane).
 pub(crate) fn delivery(
     source: &Arc<Source>,
     mut message: async_nats::Message,
     delivered: Option<u64>,
+    held: Option<usize>,
 ) -> Delivery {
     let delivered = delivered
         .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
         .unwrap_or(1)
         .max(1);
+    let held = held.or_else(|| source.hold(&message));
     let headers = message.headers.take();
     let wharf = convert::to_message(message.subject.as_str(), headers.as_ref(), message.payload, None);
     let attempts: u32 = wharf
@@ -372,6 +399,7 @@ pub(crate) fn delivery(
         message: Arc::new(wharf),
         count: attempts.saturating_add(delivered),
         settled: false,
+        held,
     }
     .delivery()
 }
@@ -474,7 +502,7 @@ async fn move_due(shared: &Arc<Shared>, queue: &str, stop: &CancellationToken) -
             .get_consumer(DELAY_CONSUMER)
             .await
             .map_err(|e| topology::declare_error(DELAY_CONSUMER, e))?;
-        pull::open(shared, &consumer, 64).await
+        pull::open(shared, &consumer, 64, None).await
     };
     let mut messages = tokio::select! {
         _ = stop.cancelled() => return Ok(()),

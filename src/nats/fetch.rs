@@ -50,13 +50,14 @@ pub(crate) async fn fetch(
         mode: Mode::Fetch,
         window: None,
         closed: None,
+        keep: None,
     });
     let mut out = Vec::new();
     while let Some(next) = batch.next().await {
         let message = next.map_err(|e| failed(&e))?;
         let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(u64::MAX);
         let delivered = message.reply.as_deref().and_then(delivered_count);
-        out.push((sequence, delivery(&source, message.message, delivered)));
+        out.push((sequence, delivery(&source, message.message, delivered, None)));
     }
     // Messages given back earlier come first, newest first: stream order
     // is the order they were stored in.

@@ -12,7 +12,7 @@
 //! hand-backs before it flushes and closes the connection.
 
 use super::Shared;
-use super::acker::Source;
+use super::acker::{Held, Source};
 use super::consumer::{AckPrefix, delivery};
 use super::pull::Pull;
 use crate::transport::Settlement;
@@ -59,20 +59,20 @@ impl Handbacks {
 pub(crate) async fn hand_back(
     source: Arc<Source>,
     pulls: Vec<Pull>,
-    mut received: Vec<async_nats::Message>,
+    mut received: Vec<Held>,
     closed: CancellationToken,
 ) {
     let closing = futures_util::future::join_all(pulls.into_iter().map(Pull::close)).await;
-    received.extend(closing.into_iter().flatten());
+    received.extend(closing.into_iter().flatten().map(|message| (message, None)));
     closed.cancel();
     if received.is_empty() {
         return;
     }
     let count = received.len();
     let mut prefix = AckPrefix::default();
-    let returns = received.into_iter().map(|message| {
+    let returns = received.into_iter().map(|(message, held)| {
         let delivered = prefix.delivered(message.reply.as_deref());
-        delivery(&source, message, delivered).settle(Settlement::Return)
+        delivery(&source, message, delivered, held).settle(Settlement::Return)
     });
     let failed = futures_util::future::join_all(returns)
         .await

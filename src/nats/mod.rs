@@ -14,6 +14,7 @@ mod consumer;
 mod convert;
 mod fetch;
 mod handback;
+mod keepalive;
 mod naming;
 mod outbox;
 mod pull;

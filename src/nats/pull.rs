@@ -25,14 +25,16 @@
 //! goes out while disconnected.
 
 use super::Shared;
+use super::keepalive::{self, Inbox, Keep};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::transport::BoxFuture;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::message::OutboundMessage;
-use async_nats::{Message, StatusCode, Subject, Subscriber};
+use async_nats::{Message, StatusCode, Subject};
 use futures_util::{FutureExt, Stream, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -51,7 +53,8 @@ const PENDING_MESSAGES: &str = "Nats-Pending-Messages";
 /// the consumer cannot be read any more (deleted, the connection closed).
 pub(crate) struct Pull {
     shared: std::sync::Arc<Shared>,
-    subscriber: Subscriber,
+    /// The subscription's messages (shared with the consumer's keeper).
+    messages: Arc<Mutex<Inbox>>,
     inbox: Subject,
     /// `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`.
     next: Subject,
@@ -76,13 +79,15 @@ pub(crate) struct Pull {
     name: String,
 }
 
-/// Opens a pull subscription of `consumer`, `batch` messages per request.
+/// Opens a pull subscription of `consumer`, `batch` messages per request;
+/// `keep` keeps what waits in it alive (see [`keepalive`](super::keepalive)).
 pub(crate) async fn open(
     shared: &std::sync::Arc<Shared>,
     consumer: &PullConsumer,
     batch: usize,
+    keep: Option<&Keep>,
 ) -> Result<Pull, BrokerError> {
-    open_with(shared, consumer, batch, EXPIRES, HEARTBEAT).await
+    open_with(shared, consumer, batch, EXPIRES, HEARTBEAT, keep).await
 }
 
 async fn open_with(
@@ -91,6 +96,7 @@ async fn open_with(
     batch: usize,
     expires: Duration,
     heartbeat: Duration,
+    keep: Option<&Keep>,
 ) -> Result<Pull, BrokerError> {
     let info = consumer.cached_info();
     let next = format!(
@@ -110,9 +116,13 @@ async fn open_with(
         .subscribe(inbox.clone())
         .await
         .map_err(|e| failed(&info.name, e))?;
+    let messages = Inbox::new(subscriber);
+    if let Some(keep) = keep {
+        keep.watch(&messages);
+    }
     Ok(Pull {
         shared: shared.clone(),
-        subscriber,
+        messages,
         inbox,
         next: Subject::from(next),
         request: bytes::Bytes::from(request),
@@ -243,14 +253,25 @@ impl Pull {
     /// the server has answered a `PING` sent after it (async-nats then
     /// ends the subscription). A message the server was writing at that
     /// very instant can still miss it; it comes back after the ack wait.
-    pub(crate) async fn close(mut self) -> Vec<Message> {
-        let mut left = Vec::new();
+    pub(crate) async fn close(self) -> Vec<Message> {
+        let (subscriber, taken) = {
+            let mut messages = keepalive::lock(&self.messages);
+            (messages.subscriber.take(), std::mem::take(&mut messages.taken))
+        };
+        let mut left: Vec<Message> = taken
+            .into_iter()
+            .map(|(message, _)| message)
+            .filter(is_stored)
+            .collect();
+        let Some(mut subscriber) = subscriber else {
+            return left;
+        };
         let closing = async {
-            if self.subscriber.drain().await.is_err() {
+            if subscriber.drain().await.is_err() {
                 return;
             }
             let _ = self.shared.consumer.client.flush().await;
-            while let Some(message) = self.subscriber.next().await {
+            while let Some(message) = subscriber.next().await {
                 if is_stored(&message) {
                     left.push(message);
                 }
@@ -281,7 +302,8 @@ impl Stream for Pull {
             if let Err(error) = this.poll_request(cx) {
                 return Poll::Ready(Some(Err(error)));
             }
-            match this.subscriber.poll_next_unpin(cx) {
+            let next = keepalive::lock(&this.messages).poll_next(cx);
+            match next {
                 Poll::Ready(Some(message)) => {
                     this.heard = true;
                     match message.status {
@@ -409,7 +431,9 @@ mod tests {
         let Some((shared, consumer, name)) = setup("expiry").await else {
             return;
         };
-        let mut pull = open_with(&shared, &consumer, BATCH, EXPIRY, BEAT).await.unwrap();
+        let mut pull = open_with(&shared, &consumer, BATCH, EXPIRY, BEAT, None)
+            .await
+            .unwrap();
         publish(&shared, &name, 2).await;
         take(&mut pull, 2, Duration::from_secs(5)).await;
         // Idle through several expiries: each 408 gives back what its
@@ -434,7 +458,9 @@ mod tests {
             return;
         };
         let started = std::time::Instant::now();
-        let mut pull = open_with(&shared, &consumer, BATCH, EXPIRY, BEAT).await.unwrap();
+        let mut pull = open_with(&shared, &consumer, BATCH, EXPIRY, BEAT, None)
+            .await
+            .unwrap();
         // As if a request were out that the server has forgotten (it
         // restarted, say): nothing is asked for, and nothing comes.
         pull.pending = BATCH;

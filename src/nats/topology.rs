@@ -89,7 +89,7 @@ async fn create_stream(
 }
 
 /// A durable pull consumer that redelivers after `ack_wait` (an existing
-/// consumer keeps the ack wait it was created with). `conflicting` consumers (the other layout of a
+/// one is updated to it). `conflicting` consumers (the other layout of a
 /// route whose priority setting changed) are deleted if creating this one
 /// fails because of them: a WorkQueue stream allows no overlap.
 async fn consumer(
@@ -109,6 +109,21 @@ async fn consumer(
         ..Default::default()
     };
     match stream.get_or_create_consumer(name, config.clone()).await {
+        // A consumer made with another ack wait (an older wharf's, or a
+        // route whose lease changed) is brought to this one: the server
+        // updates a durable consumer in place when only such settings differ.
+        Ok(consumer) if consumer.cached_info().config.ack_wait != ack_wait => {
+            tracing::info!(
+                consumer = name,
+                was = ?consumer.cached_info().config.ack_wait,
+                now = ?ack_wait,
+                "updating the consumer's ack wait to the route's lease"
+            );
+            stream
+                .create_consumer(config)
+                .await
+                .map_err(|e| declare_error(&format!("consumer {name} (updating its ack wait)"), e))
+        }
         Ok(consumer) => Ok(consumer),
         Err(first) if !conflicting.is_empty() => {
             for other in conflicting {

@@ -242,7 +242,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 backoff: options.backoff,
             },
             timeout: options.timeout,
-            lease: options.effective_lease(),
+            lease: options.claim_lease(),
             window: options.idempotency_window,
             defer_delay: options.defer_delay,
             gap_timeout: options.gap_timeout,
