@@ -1,7 +1,7 @@
 //! wharf messages to and from AMQP properties and headers (the mapping is
 //! documented in `docs/wire-format.md`).
 
-use crate::headers::{Headers, names};
+use crate::headers::{self, Headers, names};
 use crate::message::Message;
 use bytes::Bytes;
 use lapin::BasicProperties;
@@ -24,10 +24,12 @@ pub(crate) fn to_message(properties: &BasicProperties, data: Vec<u8>) -> Message
     }
 }
 
-/// Headers as text. Nothing a publisher sent is dropped: byte arrays (what
-/// pika sends for Python `bytes`) are read as UTF-8, other structured values
-/// are written out, so that a malformed wharf header is rejected by the
-/// pipeline instead of silently ignored. Only the broker's own structured
+/// Headers as text. Nothing a publisher sent is dropped: long strings and
+/// byte arrays (what pika sends for Python `bytes`) are read as text by
+/// [`headers::from_bytes`] (UTF-8 as it is; other bytes escaped, so that
+/// different bytes stay different keys), other structured values are written
+/// out, so that a malformed wharf header is rejected by the pipeline instead
+/// of silently ignored. Only the broker's own structured
 /// `x-` headers (such as `x-death`) are left out; they stay in the original
 /// properties, which copies keep.
 fn to_headers(table: &FieldTable) -> Headers {
@@ -48,7 +50,7 @@ fn to_headers(table: &FieldTable) -> Headers {
 /// A non-scalar header value as text.
 fn structured_text(value: &AMQPValue) -> String {
     match value {
-        AMQPValue::ByteArray(bytes) => String::from_utf8_lossy(bytes.as_slice()).into_owned(),
+        AMQPValue::ByteArray(bytes) => headers::from_bytes(bytes.as_slice()).into_owned(),
         other => format!("{other:?}"),
     }
 }
@@ -68,7 +70,7 @@ pub(crate) fn scalar_text(value: &AMQPValue) -> Option<String> {
         AMQPValue::Float(n) => n.to_string(),
         AMQPValue::Double(n) => n.to_string(),
         AMQPValue::ShortString(s) => s.as_str().to_owned(),
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::LongString(s) => headers::from_bytes(s.as_bytes()).into_owned(),
         AMQPValue::ByteArray(_)
         | AMQPValue::FieldArray(_)
         | AMQPValue::FieldTable(_)
@@ -100,8 +102,9 @@ fn short(value: &str) -> ShortString {
     ShortString::from(value)
 }
 
+/// A header value as the bytes its text stands for.
 fn long(value: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(value))
+    AMQPValue::LongString(LongString::from(headers::to_bytes(value).into_owned()))
 }
 
 /// Properties for a message wharf publishes (persistent).
@@ -241,7 +244,81 @@ mod tests {
         assert_eq!(delivery_count(&plain, true), 2);
         let retried = copy_with(&plain, &[(names::ATTEMPT, "2".to_owned())]);
         assert_eq!(delivery_count(&retried, false), 3);
-        let quorum = copy_with(&retried, &[("x-delivery-count", "4".to_owned())]);
+        let quorum = with_header(&retried, "x-delivery-count", AMQPValue::LongLongInt(4));
         assert_eq!(delivery_count(&quorum, true), 7);
+    }
+
+    fn with_header(properties: &BasicProperties, name: &str, value: AMQPValue) -> BasicProperties {
+        let mut table = properties.headers().clone().unwrap_or_default();
+        table.insert(name.into(), value);
+        properties.clone().with_headers(table)
+    }
+
+    fn key_of(value: AMQPValue) -> String {
+        let mut table = FieldTable::default();
+        table.insert("idempotency-key".into(), value);
+        let message = to_message(&BasicProperties::default().with_headers(table), Vec::new());
+        message.idempotency_key().unwrap().to_owned()
+    }
+
+    #[test]
+    fn keys_that_are_not_utf8_stay_apart() {
+        let bytes = |b: &[u8]| AMQPValue::ByteArray(b.to_vec().into());
+        let keys = [
+            key_of(bytes(b"\xffA")),
+            key_of(bytes(b"\xfeA")),
+            key_of(bytes(b"\xc3A")),
+            key_of(long("\u{FFFD}A")),
+        ];
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(keys[0], "\u{FFFD}b:ff41");
+        assert_eq!(keys[3], "\u{FFFD}A", "valid UTF-8 is read as it is");
+    }
+
+    #[test]
+    fn equal_bytes_are_one_key_whatever_the_field_type() {
+        for sent in [&b"\xffA"[..], b"order-7", "\u{FFFD}b:ff41".as_bytes()] {
+            assert_eq!(
+                key_of(AMQPValue::ByteArray(sent.to_vec().into())),
+                key_of(AMQPValue::LongString(sent.to_vec().into())),
+                "{sent:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_bytes_go_out_as_they_came_in() {
+        // A received value published again (replay, a forwarded key) is
+        // the same bytes, not its escaped text.
+        for sent in [&b"\xffA"[..], b"plain", "\u{FFFD}b:ff41".as_bytes()] {
+            let text = key_of(AMQPValue::LongString(sent.to_vec().into()));
+            let out = properties(&Message::new("").with_idempotency_key(text));
+            let value = out
+                .headers()
+                .as_ref()
+                .unwrap()
+                .inner()
+                .get("idempotency-key")
+                .cloned();
+            assert_eq!(value, Some(AMQPValue::LongString(sent.to_vec().into())));
+        }
+    }
+
+    #[test]
+    fn copies_keep_header_values_byte_for_byte() {
+        let original = with_header(
+            &BasicProperties::default(),
+            "idempotency-key",
+            AMQPValue::ByteArray(b"\xffA".to_vec().into()),
+        );
+        let copy = copy_with(&original, &[(names::ATTEMPT, "1".to_owned())]);
+        assert_eq!(
+            copy.headers().as_ref().unwrap().inner().get("idempotency-key"),
+            Some(&AMQPValue::ByteArray(b"\xffA".to_vec().into()))
+        );
     }
 }
