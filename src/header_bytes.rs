@@ -27,6 +27,12 @@ const BYTES: &str = "\u{FFFD}b:";
 const ESCAPED: &str = "\u{FFFD}s:";
 
 /// The text of a header value received as `bytes`.
+///
+/// Valid UTF-8 is kept as it is, unless it starts with `\u{FFFD}b:` or
+/// `\u{FFFD}s:` (then `\u{FFFD}s:` is put before it); other bytes become
+/// `\u{FFFD}b:` and their lower-case hex (`b"\xffA"` is `"\u{FFFD}b:ff41"`).
+/// Different bytes never give the same text, so idempotency keys and
+/// session ids compare as the bytes that were sent.
 pub fn from_bytes(bytes: &[u8]) -> Cow<'_, str> {
     match std::str::from_utf8(bytes) {
         Ok(text) if text.starts_with(BYTES) || text.starts_with(ESCAPED) => {
