@@ -10,6 +10,10 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 /// Persistent delivery mode: messages survive a broker restart.
 const PERSISTENT: u8 = 2;
 
+/// A quorum queue's count of its redeliveries of a message. It belongs to
+/// the message in that queue: wharf never publishes it (see [`copy_with`]).
+const DELIVERY_COUNT: &str = "x-delivery-count";
+
 /// A received message, with its properties kept for faithful copies.
 pub(crate) fn to_message(properties: &BasicProperties, data: Vec<u8>) -> Message {
     let text = |v: &Option<ShortString>| v.as_ref().map(|s| s.as_str().to_owned());
@@ -91,7 +95,7 @@ fn integer(table: Option<&FieldTable>, name: &str) -> Option<u64> {
 pub(crate) fn delivery_count(properties: &BasicProperties, redelivered: bool) -> u32 {
     let headers = properties.headers().as_ref();
     let attempts = integer(headers, names::ATTEMPT).unwrap_or(0);
-    let redeliveries = match integer(headers, "x-delivery-count") {
+    let redeliveries = match integer(headers, DELIVERY_COUNT) {
         Some(count) => count,
         None => u64::from(redelivered),
     };
@@ -107,7 +111,10 @@ fn long(value: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(headers::to_bytes(value).into_owned()))
 }
 
-/// Properties for a message wharf publishes (persistent).
+/// Properties for a message wharf publishes (persistent). A received
+/// message published again (a replay, a handler forwarding it) does not
+/// take its `x-delivery-count` along: a quorum queue would count it as the
+/// new message's redeliveries.
 pub(crate) fn properties(message: &Message) -> BasicProperties {
     let mut properties = BasicProperties::default().with_delivery_mode(PERSISTENT);
     if let Some(v) = &message.content_type {
@@ -127,7 +134,7 @@ pub(crate) fn properties(message: &Message) -> BasicProperties {
     }
     if !message.headers.is_empty() {
         let mut table = FieldTable::default();
-        for (name, value) in message.headers.iter() {
+        for (name, value) in message.headers.iter().filter(|(name, _)| *name != DELIVERY_COUNT) {
             table.insert(short(name), header_value(name, value));
         }
         properties = properties.with_headers(table);
@@ -146,9 +153,31 @@ fn header_value(name: &str, value: &str) -> AMQPValue {
 }
 
 /// A copy of a received message, properties and headers as received, with
-/// `set` headers added or replaced: for retry, deferral and dead-letter copies.
+/// `set` headers added or replaced: for retry, deferral, return and
+/// dead-letter copies.
+///
+/// All but the quorum queue's `x-delivery-count`: it counts the broker's
+/// redeliveries of the original, which the caller has folded into the
+/// `wharf-attempt` it sets (the delivery count included them). Kept, it
+/// would count them again on every copy's delivery: a message deferred while
+/// another worker's claim ran out (a killed worker's message, redelivered
+/// once) gained an attempt per deferral and was dead-lettered as
+/// `redelivered`. The copy is a new message; its own redeliveries count
+/// afresh.
 pub(crate) fn copy_with(original: &BasicProperties, set: &[(&str, String)]) -> BasicProperties {
-    let mut table = original.headers().clone().unwrap_or_default();
+    let mut table: FieldTable = original
+        .headers()
+        .as_ref()
+        .map(|table| {
+            let kept = table
+                .inner()
+                .iter()
+                .filter(|(name, _)| name.as_str() != DELIVERY_COUNT);
+            kept.map(|(name, value)| (name.clone(), value.clone()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        })
+        .unwrap_or_default()
+        .into();
     for (name, value) in set {
         table.insert(short(name), header_value(name, value));
     }
@@ -244,7 +273,7 @@ mod tests {
         assert_eq!(delivery_count(&plain, true), 2);
         let retried = copy_with(&plain, &[(names::ATTEMPT, "2".to_owned())]);
         assert_eq!(delivery_count(&retried, false), 3);
-        let quorum = with_header(&retried, "x-delivery-count", AMQPValue::LongLongInt(4));
+        let quorum = with_header(&retried, DELIVERY_COUNT, AMQPValue::LongLongInt(4));
         assert_eq!(delivery_count(&quorum, true), 7);
     }
 
@@ -319,6 +348,61 @@ mod tests {
         assert_eq!(
             copy.headers().as_ref().unwrap().inner().get("idempotency-key"),
             Some(&AMQPValue::ByteArray(b"\xffA".to_vec().into()))
+        );
+    }
+
+    #[test]
+    fn copies_do_not_carry_the_quorum_delivery_count() {
+        // A delivery a quorum queue redelivered once (its worker died),
+        // deferred again and again: each copy's delivery is the same attempt.
+        let redelivered = with_header(
+            &BasicProperties::default(),
+            DELIVERY_COUNT,
+            AMQPValue::LongLongInt(1),
+        );
+        let mut properties = redelivered;
+        let count = delivery_count(&properties, true);
+        assert_eq!(count, 2);
+        for _ in 0..10 {
+            properties = copy_with(&properties, &[(names::ATTEMPT, (count - 1).to_string())]);
+            assert!(
+                properties
+                    .headers()
+                    .as_ref()
+                    .unwrap()
+                    .inner()
+                    .get(DELIVERY_COUNT)
+                    .is_none()
+            );
+            assert_eq!(
+                delivery_count(&properties, false),
+                count,
+                "a deferral is not an attempt"
+            );
+        }
+        // A retry copy counts the failed attempt, and the redelivery once.
+        let retried = copy_with(&properties, &[(names::ATTEMPT, count.to_string())]);
+        assert_eq!(delivery_count(&retried, false), count + 1);
+    }
+
+    #[test]
+    fn a_received_delivery_count_is_not_published_again() {
+        let received = with_header(
+            &BasicProperties::default(),
+            DELIVERY_COUNT,
+            AMQPValue::LongLongInt(3),
+        );
+        let message = to_message(&received, Vec::new());
+        assert_eq!(
+            message.headers.get(DELIVERY_COUNT),
+            Some("3"),
+            "the handler sees it"
+        );
+        let out = properties(&message);
+        assert!(
+            out.headers()
+                .as_ref()
+                .is_none_or(|h| !h.contains_key(DELIVERY_COUNT))
         );
     }
 }
