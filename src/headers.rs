@@ -3,6 +3,13 @@
 //! Header names are compared ASCII case-insensitively on read, because
 //! publishers in other languages (and NATS' Go canonicalisation) do not agree
 //! on case; wharf always writes them in lower case.
+//!
+//! Values are text. A transport whose header values are bytes (RabbitMQ)
+//! maps them to text with [`from_bytes`], which keeps every valid UTF-8
+//! value as it is and never gives two different byte strings the same text,
+//! and back with [`to_bytes`].
+
+pub use crate::header_bytes::{from_bytes, to_bytes};
 
 /// Header names that are part of wharf's wire contract (see
 /// `docs/wire-format.md`).

@@ -13,6 +13,7 @@ mod error;
 mod exporter;
 mod extract;
 mod handler;
+mod header_bytes;
 pub mod headers;
 mod health;
 mod http;

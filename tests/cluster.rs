@@ -1,7 +1,9 @@
 //! Many workers, one truth: three worker *processes* consume one queue and
 //! share one store, on every broker × store pair (RabbitMQ or NATS, Redis or
 //! NATS KV). The handlers' side effects are recorded in Redis, outside the
-//! workers, so what a killed worker did is still counted.
+//! workers, so what a killed worker did is still counted. The run with a
+//! killed worker's idempotency claims also runs on RabbitMQ quorum queues,
+//! which count redeliveries where classic queues only flag them.
 //!
 //! This binary has no libtest harness: run without `WHARF_CLUSTER_ROLE` it
 //! is the test runner (arguments that are not flags filter the cases by
@@ -26,6 +28,7 @@ use wharf::{App, Backoff, Broker, Context, Error, GapPolicy, Message, Meta, Rout
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const AMQP_QUORUM_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f?queue_type=quorum";
 const NATS_URL: &str = "nats://127.0.0.1:4222";
 
 /// Worker processes per cluster.
@@ -42,6 +45,8 @@ const WORK: Duration = Duration::from_millis(2);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum BrokerKind {
     Amqp,
+    /// RabbitMQ with quorum work queues (`?queue_type=quorum`).
+    AmqpQuorum,
     Nats,
 }
 
@@ -61,6 +66,7 @@ impl Pair {
     fn name(self) -> String {
         let broker = match self.broker {
             BrokerKind::Amqp => "amqp",
+            BrokerKind::AmqpQuorum => "amqp-quorum",
             BrokerKind::Nats => "nats",
         };
         let store = match self.store {
@@ -73,6 +79,7 @@ impl Pair {
     fn broker_url(self) -> &'static str {
         match self.broker {
             BrokerKind::Amqp => AMQP_URL,
+            BrokerKind::AmqpQuorum => AMQP_QUORUM_URL,
             BrokerKind::Nats => NATS_URL,
         }
     }
@@ -93,6 +100,19 @@ const PAIRS: [Pair; 4] = [
     },
     Pair {
         broker: BrokerKind::Nats,
+        store: StoreKind::NatsKv,
+    },
+];
+
+/// Quorum queues run the case where a killed worker's deliveries come back
+/// counted (`x-delivery-count`) and wait for its claims' leases to run out.
+const QUORUM_PAIRS: [Pair; 2] = [
+    Pair {
+        broker: BrokerKind::AmqpQuorum,
+        store: StoreKind::Redis,
+    },
+    Pair {
+        broker: BrokerKind::AmqpQuorum,
         store: StoreKind::NatsKv,
     },
 ];
@@ -188,7 +208,7 @@ mod worker {
     }
 
     async fn effect(State(rec): State<Recorder>, job: Effect) -> Result<(), Error> {
-        tokio::time::sleep(WORK).await;
+        tokio::time::sleep(rec.work).await;
         let mut redis = rec.redis.clone();
         let _: i64 = redis
             .incr(rec.keys.effect(&job.key), 1)
@@ -409,6 +429,13 @@ mod runner {
                     Box::pin(early_arrivals(p))
                 });
             }
+        }
+        for pair in QUORUM_PAIRS {
+            cases.push((
+                format!("cluster::{}::idempotency_with_a_killed_worker", pair.name()),
+                pair,
+                |p| Box::pin(idempotency(p, true)),
+            ));
         }
         if args.iter().any(|a| a == "--list") {
             for (name, ..) in &cases {
@@ -697,6 +724,24 @@ mod runner {
             self.live().await
         }
 
+        /// What is in the dead-letter queue (left there): how many letters,
+        /// and each kind of them with its count.
+        async fn dead_letters(&self) -> (usize, String) {
+            let letters = self.broker.dead_letters(&self.queue).list(10_000).await.unwrap();
+            let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+            for letter in &letters {
+                let kind = format!(
+                    "{:?}, wharf-attempt {:?}: {:?}",
+                    letter.reason(),
+                    letter.message.header("wharf-attempt"),
+                    letter.message.header("wharf-error-message")
+                );
+                *kinds.entry(kind).or_default() += 1;
+            }
+            let described: Vec<String> = kinds.iter().map(|(kind, n)| format!("{n} × {kind}")).collect();
+            (letters.len(), described.join("; "))
+        }
+
         async fn cleanup(&mut self) {
             let pattern = format!("{}*", self.keys.prefix());
             let names: Vec<String> = self.redis.keys(pattern).await.unwrap_or_default();
@@ -756,14 +801,24 @@ mod runner {
 
     const KEYS: usize = 500;
     const COPIES: usize = 4;
+    /// Simulated work per run in the idempotency run with a killed worker.
+    const KILLED_RUN_WORK_MS: u64 = 50;
 
     /// 2,000 messages, 500 idempotency keys each sent 4 times, interleaved:
     /// the side effect happens once per key. With `kill`, one worker is
     /// SIGKILLed mid-run and restarted; the only repeats allowed are runs
     /// the killed worker had started and not recorded as done (the crash
-    /// window), at most its concurrency.
+    /// window), at most its concurrency. Its runs take 50 ms there, so that
+    /// it is killed holding claims: their messages come back from the broker
+    /// and wait (deferred) until the claims' leases run out, and none may be
+    /// dead-lettered for it.
     async fn idempotency(pair: Pair, kill: bool) {
-        let mut cluster = Cluster::start(pair, "idem", "effects", Vec::new()).await;
+        let env = if kill {
+            vec![("WHARF_CLUSTER_WORK_MS", KILLED_RUN_WORK_MS.to_string())]
+        } else {
+            Vec::new()
+        };
+        let mut cluster = Cluster::start(pair, "idem", "effects", env).await;
         let seed = seed();
         let mut messages = Vec::new();
         for copy in 0..COPIES {
@@ -821,19 +876,26 @@ mod runner {
         let repeated = total - (KEYS as u64 - missing as u64);
         let duplicates: u64 = finals.iter().map(|l| l.get("duplicates")).sum();
         let deferred: u64 = finals.iter().map(|l| l.get("deferred")).sum();
+        let (dead, dead_letters) = cluster.dead_letters().await;
         println!(
             "{}: {} messages, {KEYS} keys → {total} side effects, {repeated} repeated, {missing} missing; \
-             {duplicates} duplicates acked without a run, {deferred} deferred (a copy was running); {took:.1?}",
+             {duplicates} duplicates acked without a run, {deferred} deferred (a copy was running), \
+             {} dead-lettered; {took:.1?}",
             pair.name(),
-            KEYS * COPIES
+            KEYS * COPIES,
+            dead
         );
         cluster.cleanup().await;
         assert_eq!(missing, 0, "every key's side effect happened");
+        // A message waiting for a claim (the killed worker's, until its
+        // lease runs out) uses no attempts, whatever the queue counts.
+        assert_eq!(dead, 0, "nothing is dead-lettered: {dead_letters}");
         if kill {
             assert!(
                 repeated <= CONCURRENCY as u64,
                 "only the killed worker's runs in flight may repeat: {repeated}"
             );
+            assert!(deferred > 0, "messages waited for the killed worker's claims");
         } else {
             assert_eq!(total, KEYS as u64, "exactly one side effect per key");
             assert_eq!(

@@ -1,7 +1,7 @@
 //! wharf messages to and from AMQP properties and headers (the mapping is
 //! documented in `docs/wire-format.md`).
 
-use crate::headers::{Headers, names};
+use crate::headers::{self, Headers, names};
 use crate::message::Message;
 use bytes::Bytes;
 use lapin::BasicProperties;
@@ -9,6 +9,10 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
 /// Persistent delivery mode: messages survive a broker restart.
 const PERSISTENT: u8 = 2;
+
+/// A quorum queue's count of its redeliveries of a message. It belongs to
+/// the message in that queue: wharf never publishes it (see [`copy_with`]).
+const DELIVERY_COUNT: &str = "x-delivery-count";
 
 /// A received message, with its properties kept for faithful copies.
 pub(crate) fn to_message(properties: &BasicProperties, data: Vec<u8>) -> Message {
@@ -24,10 +28,12 @@ pub(crate) fn to_message(properties: &BasicProperties, data: Vec<u8>) -> Message
     }
 }
 
-/// Headers as text. Nothing a publisher sent is dropped: byte arrays (what
-/// pika sends for Python `bytes`) are read as UTF-8, other structured values
-/// are written out, so that a malformed wharf header is rejected by the
-/// pipeline instead of silently ignored. Only the broker's own structured
+/// Headers as text. Nothing a publisher sent is dropped: long strings and
+/// byte arrays (what pika sends for Python `bytes`) are read as text by
+/// [`headers::from_bytes`] (UTF-8 as it is; other bytes escaped, so that
+/// different bytes stay different keys), other structured values are written
+/// out, so that a malformed wharf header is rejected by the pipeline instead
+/// of silently ignored. Only the broker's own structured
 /// `x-` headers (such as `x-death`) are left out; they stay in the original
 /// properties, which copies keep.
 fn to_headers(table: &FieldTable) -> Headers {
@@ -48,7 +54,7 @@ fn to_headers(table: &FieldTable) -> Headers {
 /// A non-scalar header value as text.
 fn structured_text(value: &AMQPValue) -> String {
     match value {
-        AMQPValue::ByteArray(bytes) => String::from_utf8_lossy(bytes.as_slice()).into_owned(),
+        AMQPValue::ByteArray(bytes) => headers::from_bytes(bytes.as_slice()).into_owned(),
         other => format!("{other:?}"),
     }
 }
@@ -68,7 +74,7 @@ pub(crate) fn scalar_text(value: &AMQPValue) -> Option<String> {
         AMQPValue::Float(n) => n.to_string(),
         AMQPValue::Double(n) => n.to_string(),
         AMQPValue::ShortString(s) => s.as_str().to_owned(),
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::LongString(s) => headers::from_bytes(s.as_bytes()).into_owned(),
         AMQPValue::ByteArray(_)
         | AMQPValue::FieldArray(_)
         | AMQPValue::FieldTable(_)
@@ -89,7 +95,7 @@ fn integer(table: Option<&FieldTable>, name: &str) -> Option<u64> {
 pub(crate) fn delivery_count(properties: &BasicProperties, redelivered: bool) -> u32 {
     let headers = properties.headers().as_ref();
     let attempts = integer(headers, names::ATTEMPT).unwrap_or(0);
-    let redeliveries = match integer(headers, "x-delivery-count") {
+    let redeliveries = match integer(headers, DELIVERY_COUNT) {
         Some(count) => count,
         None => u64::from(redelivered),
     };
@@ -100,11 +106,15 @@ fn short(value: &str) -> ShortString {
     ShortString::from(value)
 }
 
+/// A header value as the bytes its text stands for.
 fn long(value: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(value))
+    AMQPValue::LongString(LongString::from(headers::to_bytes(value).into_owned()))
 }
 
-/// Properties for a message wharf publishes (persistent).
+/// Properties for a message wharf publishes (persistent). A received
+/// message published again (a replay, a handler forwarding it) does not
+/// take its `x-delivery-count` along: a quorum queue would count it as the
+/// new message's redeliveries.
 pub(crate) fn properties(message: &Message) -> BasicProperties {
     let mut properties = BasicProperties::default().with_delivery_mode(PERSISTENT);
     if let Some(v) = &message.content_type {
@@ -124,7 +134,7 @@ pub(crate) fn properties(message: &Message) -> BasicProperties {
     }
     if !message.headers.is_empty() {
         let mut table = FieldTable::default();
-        for (name, value) in message.headers.iter() {
+        for (name, value) in message.headers.iter().filter(|(name, _)| *name != DELIVERY_COUNT) {
             table.insert(short(name), header_value(name, value));
         }
         properties = properties.with_headers(table);
@@ -143,9 +153,31 @@ fn header_value(name: &str, value: &str) -> AMQPValue {
 }
 
 /// A copy of a received message, properties and headers as received, with
-/// `set` headers added or replaced: for retry, deferral and dead-letter copies.
+/// `set` headers added or replaced: for retry, deferral, return and
+/// dead-letter copies.
+///
+/// All but the quorum queue's `x-delivery-count`: it counts the broker's
+/// redeliveries of the original, which the caller has folded into the
+/// `wharf-attempt` it sets (the delivery count included them). Kept, it
+/// would count them again on every copy's delivery: a message deferred while
+/// another worker's claim ran out (a killed worker's message, redelivered
+/// once) gained an attempt per deferral and was dead-lettered as
+/// `redelivered`. The copy is a new message; its own redeliveries count
+/// afresh.
 pub(crate) fn copy_with(original: &BasicProperties, set: &[(&str, String)]) -> BasicProperties {
-    let mut table = original.headers().clone().unwrap_or_default();
+    let mut table: FieldTable = original
+        .headers()
+        .as_ref()
+        .map(|table| {
+            let kept = table
+                .inner()
+                .iter()
+                .filter(|(name, _)| name.as_str() != DELIVERY_COUNT);
+            kept.map(|(name, value)| (name.clone(), value.clone()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        })
+        .unwrap_or_default()
+        .into();
     for (name, value) in set {
         table.insert(short(name), header_value(name, value));
     }
@@ -241,7 +273,136 @@ mod tests {
         assert_eq!(delivery_count(&plain, true), 2);
         let retried = copy_with(&plain, &[(names::ATTEMPT, "2".to_owned())]);
         assert_eq!(delivery_count(&retried, false), 3);
-        let quorum = copy_with(&retried, &[("x-delivery-count", "4".to_owned())]);
+        let quorum = with_header(&retried, DELIVERY_COUNT, AMQPValue::LongLongInt(4));
         assert_eq!(delivery_count(&quorum, true), 7);
+    }
+
+    fn with_header(properties: &BasicProperties, name: &str, value: AMQPValue) -> BasicProperties {
+        let mut table = properties.headers().clone().unwrap_or_default();
+        table.insert(name.into(), value);
+        properties.clone().with_headers(table)
+    }
+
+    fn key_of(value: AMQPValue) -> String {
+        let mut table = FieldTable::default();
+        table.insert("idempotency-key".into(), value);
+        let message = to_message(&BasicProperties::default().with_headers(table), Vec::new());
+        message.idempotency_key().unwrap().to_owned()
+    }
+
+    #[test]
+    fn keys_that_are_not_utf8_stay_apart() {
+        let bytes = |b: &[u8]| AMQPValue::ByteArray(b.to_vec().into());
+        let keys = [
+            key_of(bytes(b"\xffA")),
+            key_of(bytes(b"\xfeA")),
+            key_of(bytes(b"\xc3A")),
+            key_of(long("\u{FFFD}A")),
+        ];
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(keys[0], "\u{FFFD}b:ff41");
+        assert_eq!(keys[3], "\u{FFFD}A", "valid UTF-8 is read as it is");
+    }
+
+    #[test]
+    fn equal_bytes_are_one_key_whatever_the_field_type() {
+        for sent in [&b"\xffA"[..], b"order-7", "\u{FFFD}b:ff41".as_bytes()] {
+            assert_eq!(
+                key_of(AMQPValue::ByteArray(sent.to_vec().into())),
+                key_of(AMQPValue::LongString(sent.to_vec().into())),
+                "{sent:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_bytes_go_out_as_they_came_in() {
+        // A received value published again (replay, a forwarded key) is
+        // the same bytes, not its escaped text.
+        for sent in [&b"\xffA"[..], b"plain", "\u{FFFD}b:ff41".as_bytes()] {
+            let text = key_of(AMQPValue::LongString(sent.to_vec().into()));
+            let out = properties(&Message::new("").with_idempotency_key(text));
+            let value = out
+                .headers()
+                .as_ref()
+                .unwrap()
+                .inner()
+                .get("idempotency-key")
+                .cloned();
+            assert_eq!(value, Some(AMQPValue::LongString(sent.to_vec().into())));
+        }
+    }
+
+    #[test]
+    fn copies_keep_header_values_byte_for_byte() {
+        let original = with_header(
+            &BasicProperties::default(),
+            "idempotency-key",
+            AMQPValue::ByteArray(b"\xffA".to_vec().into()),
+        );
+        let copy = copy_with(&original, &[(names::ATTEMPT, "1".to_owned())]);
+        assert_eq!(
+            copy.headers().as_ref().unwrap().inner().get("idempotency-key"),
+            Some(&AMQPValue::ByteArray(b"\xffA".to_vec().into()))
+        );
+    }
+
+    #[test]
+    fn copies_do_not_carry_the_quorum_delivery_count() {
+        // A delivery a quorum queue redelivered once (its worker died),
+        // deferred again and again: each copy's delivery is the same attempt.
+        let redelivered = with_header(
+            &BasicProperties::default(),
+            DELIVERY_COUNT,
+            AMQPValue::LongLongInt(1),
+        );
+        let mut properties = redelivered;
+        let count = delivery_count(&properties, true);
+        assert_eq!(count, 2);
+        for _ in 0..10 {
+            properties = copy_with(&properties, &[(names::ATTEMPT, (count - 1).to_string())]);
+            assert!(
+                properties
+                    .headers()
+                    .as_ref()
+                    .unwrap()
+                    .inner()
+                    .get(DELIVERY_COUNT)
+                    .is_none()
+            );
+            assert_eq!(
+                delivery_count(&properties, false),
+                count,
+                "a deferral is not an attempt"
+            );
+        }
+        // A retry copy counts the failed attempt, and the redelivery once.
+        let retried = copy_with(&properties, &[(names::ATTEMPT, count.to_string())]);
+        assert_eq!(delivery_count(&retried, false), count + 1);
+    }
+
+    #[test]
+    fn a_received_delivery_count_is_not_published_again() {
+        let received = with_header(
+            &BasicProperties::default(),
+            DELIVERY_COUNT,
+            AMQPValue::LongLongInt(3),
+        );
+        let message = to_message(&received, Vec::new());
+        assert_eq!(
+            message.headers.get(DELIVERY_COUNT),
+            Some("3"),
+            "the handler sees it"
+        );
+        let out = properties(&message);
+        assert!(
+            out.headers()
+                .as_ref()
+                .is_none_or(|h| !h.contains_key(DELIVERY_COUNT))
+        );
     }
 }

@@ -81,14 +81,14 @@ pub(crate) fn check<'a>(message: &'a Message, limits: &Limits) -> Result<Envelop
     })
 }
 
+/// Counts the bytes the publisher sent: a value that is not UTF-8 is held
+/// as longer text (`crate::header_bytes`), but is as long as it was sent.
 fn check_key<'a>(name: &str, value: &'a str) -> Result<&'a str, Invalid> {
-    if value.is_empty() || value.len() > MAX_KEY_BYTES {
+    let bytes = crate::header_bytes::byte_len(value);
+    if bytes == 0 || bytes > MAX_KEY_BYTES {
         return Err(invalid(
             DeadLetterReason::InvalidHeader,
-            format!(
-                "{name} must be 1 to {MAX_KEY_BYTES} bytes, got {} bytes",
-                value.len()
-            ),
+            format!("{name} must be 1 to {MAX_KEY_BYTES} bytes, got {bytes} bytes"),
         ));
     }
     Ok(value)
@@ -168,6 +168,22 @@ mod tests {
         }
         assert_eq!(
             reason(&Message::new("1").with_idempotency_key("")),
+            DeadLetterReason::InvalidHeader
+        );
+    }
+
+    #[test]
+    fn keys_are_measured_in_the_bytes_sent() {
+        let longest = crate::headers::from_bytes(&[0xff; MAX_KEY_BYTES]).into_owned();
+        assert!(longest.len() > MAX_KEY_BYTES, "held as longer text");
+        let msg = Message::new("1").with_idempotency_key(longest.as_str());
+        assert_eq!(
+            check(&msg, &LIMITS).unwrap().idempotency_key,
+            Some(longest.as_str())
+        );
+        let over = crate::headers::from_bytes(&[0xff; MAX_KEY_BYTES + 1]).into_owned();
+        assert_eq!(
+            reason(&Message::new("1").with_idempotency_key(over)),
             DeadLetterReason::InvalidHeader
         );
     }

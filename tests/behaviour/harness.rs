@@ -4,7 +4,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use wharf::{App, Broker, Client, DeadLetter, Running};
+use wharf::store::{Claim, ClaimToken, MemoryStore, SessionPosition, SessionTurn, Store, StoredReply};
+use wharf::transport::BoxFuture;
+use wharf::{App, Broker, BrokerError, Client, DeadLetter, Running};
 
 /// How long a case waits for something that should happen.
 pub const PATIENCE: Duration = Duration::from_secs(15);
@@ -44,9 +46,18 @@ impl Harness {
         let broker = match transport {
             "memory" => Broker::memory(),
             other => {
+                let amqp = || {
+                    std::env::var("WHARF_TEST_AMQP_URL")
+                        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+                };
                 let url = match other {
-                    "amqp" => std::env::var("WHARF_TEST_AMQP_URL")
-                        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+                    "amqp" => amqp(),
+                    // The same RabbitMQ, with quorum work queues.
+                    "amqp_quorum" => {
+                        let url = amqp();
+                        let separator = if url.contains('?') { '&' } else { '?' };
+                        format!("{url}{separator}queue_type=quorum")
+                    }
                     "nats" => std::env::var("WHARF_TEST_NATS_URL")
                         .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
                     _ => panic!("unknown transport {other}"),
@@ -203,4 +214,67 @@ pub async fn next_worker_sees(h: &Harness, queue: &str, count: u64) -> Vec<(u64,
     until(&next, queue, |s| s.acked == count).await;
     next.shutdown().await;
     seen.all()
+}
+
+/// The in-memory store, shared between the apps of a case and the case
+/// itself: a case can claim a key as another worker would, or look at what
+/// a worker that went away left behind.
+#[derive(Clone, Default)]
+pub struct SharedStore(Arc<MemoryStore>);
+
+impl Store for SharedStore {
+    fn claim(&self, key: &str, lease: Duration) -> BoxFuture<'_, Result<Claim, BrokerError>> {
+        self.0.claim(key, lease)
+    }
+
+    fn complete(
+        &self,
+        key: &str,
+        token: ClaimToken,
+        reply: Option<StoredReply>,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.0.complete(key, token, reply, ttl)
+    }
+
+    fn release(&self, key: &str, token: ClaimToken) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.0.release(key, token)
+    }
+
+    fn session_begin(
+        &self,
+        s: &str,
+        n: u64,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<SessionTurn, BrokerError>> {
+        self.0.session_begin(s, n, lease)
+    }
+
+    fn session_finish(&self, s: &str, n: u64) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.0.session_finish(s, n)
+    }
+
+    fn session_abort(&self, s: &str, n: u64, hold: Duration) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.0.session_abort(s, n, hold)
+    }
+
+    fn session_position(&self, s: &str) -> BoxFuture<'_, Result<SessionPosition, BrokerError>> {
+        self.0.session_position(s)
+    }
+
+    fn session_skip(&self, s: &str, from: u64, to: u64) -> BoxFuture<'_, Result<bool, BrokerError>> {
+        self.0.session_skip(s, from, to)
+    }
+
+    fn session_state(&self, s: &str) -> BoxFuture<'_, Result<Option<bytes::Bytes>, BrokerError>> {
+        self.0.session_state(s)
+    }
+
+    fn set_session_state(&self, s: &str, value: bytes::Bytes) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.0.set_session_state(s, value)
+    }
+
+    fn session_changes(&self) -> Option<tokio::sync::broadcast::Receiver<Arc<str>>> {
+        self.0.session_changes()
+    }
 }

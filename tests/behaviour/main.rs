@@ -119,6 +119,9 @@ macro_rules! for_every_case {
                 sequence_beyond_the_limit_is_dead_lettered,
                 a_scheduled_retry_outlives_its_worker,
                 a_panicking_store_does_not_stop_the_consumer,
+                // found by outside users (issue 17)
+                a_message_waiting_for_a_claim_keeps_its_attempts,
+                a_redelivered_message_waiting_for_a_claim_keeps_its_count,
             ]
         );
     };
@@ -127,5 +130,32 @@ macro_rules! for_every_case {
 for_every_case!(memory);
 #[cfg(feature = "amqp")]
 for_every_case!(amqp);
+// RabbitMQ with quorum work queues (`?queue_type=quorum`): they count
+// redeliveries in `x-delivery-count` where classic queues only flag them, so
+// the cases about attempts, copies and redelivery run on them too. (Quorum
+// queues have no priorities; the other cases do not depend on the queue type.)
+#[cfg(feature = "amqp")]
+transport_suite!(
+    amqp_quorum,
+    [
+        extractors_see_metadata_state_and_attempt,
+        retryable_error_is_retried_then_succeeds,
+        exhausted_retries_are_dead_lettered_with_reasons,
+        panic_counts_as_a_failed_attempt,
+        timeout_counts_as_a_failed_attempt,
+        dead_letters_can_be_listed_replayed_and_purged,
+        replayed_message_carries_no_dead_letter_headers,
+        concurrent_duplicates_do_not_both_run,
+        failed_attempt_releases_the_idempotency_key,
+        replayed_keyed_dead_letter_runs_again,
+        deferred_messages_do_not_use_attempts,
+        early_arrivals_beyond_the_buffer_go_back_to_the_broker,
+        shutdown_returns_unfinished_messages_after_the_grace_period,
+        unsettled_delivery_goes_back_when_its_task_dies,
+        a_scheduled_retry_outlives_its_worker,
+        a_message_waiting_for_a_claim_keeps_its_attempts,
+        a_redelivered_message_waiting_for_a_claim_keeps_its_count,
+    ]
+);
 #[cfg(feature = "nats")]
 for_every_case!(nats);

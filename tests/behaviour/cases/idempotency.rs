@@ -1,9 +1,10 @@
 use super::{Order, order};
-use crate::harness::{Harness, Log, until};
+use crate::harness::{Harness, Log, SharedStore, until};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use wharf::{Backoff, Codec, Context, Error, Message, Reply, RouteOptions};
+use wharf::store::{Claim, Store};
+use wharf::{App, Backoff, Codec, Context, Error, Message, Reply, RouteOptions};
 
 fn keyed(id: u64, key: &str) -> Message {
     Message::json(&order(id)).unwrap().with_idempotency_key(key)
@@ -219,5 +220,105 @@ pub async fn duplicate_request_of_a_published_message_gets_its_reply(h: Harness)
         .await
         .unwrap();
     assert_eq!(Codec::Json.decode::<u64>(&reply.body).unwrap(), 40);
+    running.shutdown().await;
+}
+
+/// A handler that records the attempt number of each run.
+fn attempt_recorder(log: Log<u32>) -> impl wharf::Handler<(Context, Order), ()> {
+    move |ctx: Context, _: Order| {
+        let log = log.clone();
+        async move { log.push(ctx.attempt()) }
+    }
+}
+
+pub async fn a_message_waiting_for_a_claim_keeps_its_attempts(h: Harness) {
+    // Another worker holds the key (claimed here, straight in the store):
+    // the message is deferred many more times than it has attempts, and
+    // once the key is free it runs once, as its first attempt.
+    let queue = h.queue("claim-wait");
+    let store = SharedStore::default();
+    let key = format!("{queue}/k");
+    let Claim::Acquired(token) = store.claim(&key, Duration::from_secs(60)).await.unwrap() else {
+        panic!("a fresh key is free");
+    };
+    let attempts = Log::new();
+    let options = RouteOptions::new()
+        .max_attempts(2)
+        .defer_delay(Duration::from_millis(20));
+    let running = h
+        .app()
+        .store(store.clone())
+        .route_with(&queue, attempt_recorder(attempts.clone()), options)
+        .start()
+        .await
+        .unwrap();
+    h.client().send(&queue, keyed(1, "k")).await.unwrap();
+    until(&running, &queue, |s| s.deferred >= 6).await;
+    assert!(attempts.all().is_empty(), "it waited for the claim");
+    store.release(&key, token).await.unwrap();
+    let stats = until(&running, &queue, |s| s.acked == 1).await;
+    assert_eq!(attempts.all(), vec![1], "deferrals are not attempts");
+    assert_eq!(stats.dead_lettered, 0, "{stats:?}");
+    running.shutdown().await;
+}
+
+pub async fn a_redelivered_message_waiting_for_a_claim_keeps_its_count(h: Harness) {
+    // A worker dies while it runs a keyed message (its runtime is torn
+    // down; nothing is settled or released). Its delivery comes back, counted
+    // as an attempt, while its claim still holds the key: the next worker
+    // defers it until the claim's lease runs out, more times than it has
+    // attempts, and then runs it once, as its second attempt.
+    let queue = h.queue("claim-redelivered");
+    let store = SharedStore::default();
+    // The lease is at least the handler timeout + 1 s.
+    let lease = Duration::from_millis(2500);
+    let options = RouteOptions::new()
+        .max_attempts(3)
+        .timeout(Duration::from_secs(1))
+        .lease(lease)
+        .defer_delay(Duration::from_millis(20));
+    let (broker, q, first_store, first_options) =
+        (h.broker.clone(), queue.clone(), store.clone(), options.clone());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let stuck = |_: Order| async { tokio::time::sleep(Duration::from_secs(3600)).await };
+            let running = App::new(broker.clone())
+                .store(first_store)
+                .route_with(&q, stuck, first_options)
+                .start()
+                .await
+                .unwrap();
+            broker.client().send(&q, keyed(1, "k")).await.unwrap();
+            until(&running, &q, |s| s.in_flight == 1).await;
+            std::mem::forget(running);
+        });
+        drop(rt);
+    })
+    .join()
+    .unwrap();
+    let claimed = std::time::Instant::now();
+    let attempts = Log::new();
+    let running = h
+        .app()
+        .store(store)
+        .route_with(&queue, attempt_recorder(attempts.clone()), options)
+        .start()
+        .await
+        .unwrap();
+    let stats = until(&running, &queue, |s| s.acked + s.dead_lettered == 1).await;
+    assert_eq!(
+        (attempts.all(), stats.dead_lettered),
+        (vec![2], 0),
+        "the dead worker's delivery is the one attempt counted: {stats:?}"
+    );
+    assert!(
+        stats.deferred >= 3 && claimed.elapsed() >= lease / 2,
+        "it waited for the dead worker's claim: {stats:?} after {:?}",
+        claimed.elapsed()
+    );
     running.shutdown().await;
 }
