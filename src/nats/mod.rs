@@ -9,6 +9,7 @@
 //! carrying the attempts so far. Dead letters are a stream per queue.
 
 mod acker;
+pub(crate) mod connect_options;
 mod consumer;
 mod convert;
 mod fetch;
@@ -63,7 +64,8 @@ impl NatsTransport {
         // Set by a loss, so that only a connection after one counts as a
         // reconnect (the first connection's event may come late).
         let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let options = async_nats::ConnectOptions::new()
+        let (options, servers) = connect_options::NatsUrl::parse(url)?.into_parts();
+        let options = options
             .name("wharf")
             .connection_timeout(CONNECT_TIMEOUT)
             .max_reconnects(None)
@@ -89,7 +91,7 @@ impl NatsTransport {
                     }
                 }
             });
-        let client = options.connect(url).await.map_err(|e| {
+        let client = options.connect(servers).await.map_err(|e| {
             BrokerError::new(
                 BrokerErrorKind::Connection,
                 format!("cannot connect to NATS at {}", crate::redact::redact(url)),
