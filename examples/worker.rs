@@ -99,7 +99,22 @@ async fn store(app: App, url: Option<String>) -> Result<App, Box<dyn std::error:
         return Ok(app.store(wharf::store::NatsKvStore::connect(&url).await?));
     }
     let _ = app;
-    Err(format!("WHARF_STORE_URL: no store for this URL in this build (scheme of {url:?})").into())
+    // Only the scheme, and only when it is one: the rest of the URL may
+    // hold a password.
+    let message = match url.split_once("://") {
+        Some((scheme, _))
+            if !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+        {
+            format!(
+                "WHARF_STORE_URL: no store for {scheme}:// URLs in this build (redis://… needs the feature redis, nats://… the feature nats)"
+            )
+        }
+        _ => "WHARF_STORE_URL is not a URL (redis://… or nats://…)".to_owned(),
+    };
+    Err(message.into())
 }
 
 #[tokio::main]
