@@ -10,7 +10,7 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `WHARF_BROKER_URL` | `memory://` | `amqp://…`, `nats://…` (credentials are never printed) |
+//! | `WHARF_BROKER_URL` | `memory://` | `amqp://user:password@host:5672/%2f`, `nats://host:4222`, `nats://user:password@host:4222`, `nats://token@host:4222`, several NATS servers `nats://a:4222,nats://b:4222` (credentials percent-encoded; never printed: logs and errors show the URL redacted, see docs/operations.md#secrets) |
 //! | `WHARF_QUEUE` | `orders` | the queue the handler consumes |
 //! | `WHARF_CONCURRENCY` | `16` | handlers at once |
 //! | `WHARF_PREFETCH` | 2 × concurrency | unsettled deliveries per worker |
@@ -18,7 +18,7 @@
 //! | `WHARF_BACKOFF_MS` | `1000` | first retry delay (doubling, capped at 60 s, jittered) |
 //! | `WHARF_SHUTDOWN_GRACE_SECONDS` | `25` | drain time after SIGTERM; keep the pod's `terminationGracePeriodSeconds` above it |
 //! | `WHARF_HTTP_ADDR` | `0.0.0.0:8080` | `/healthz`, `/readyz`, `/metrics`; `off` disables |
-//! | `WHARF_STORE_URL` | in-memory | `redis://…` (feature `redis`) or `nats://…` (feature `nats`): idempotency and sessions shared by all pods |
+//! | `WHARF_STORE_URL` | in-memory | `redis://[user:password@]host:6379[/db]` (feature `redis`) or a NATS URL as for the broker (feature `nats`): idempotency and sessions shared by all pods; credentials never printed (another scheme is reported by its scheme only) |
 //! | `WHARF_LOG_FORMAT` | `text` | `json` for one JSON object per line |
 //! | `RUST_LOG` | `info` | log filter (`tracing-subscriber` syntax) |
 //!
@@ -99,7 +99,22 @@ async fn store(app: App, url: Option<String>) -> Result<App, Box<dyn std::error:
         return Ok(app.store(wharf::store::NatsKvStore::connect(&url).await?));
     }
     let _ = app;
-    Err(format!("WHARF_STORE_URL: no store for this URL in this build (scheme of {url:?})").into())
+    // Only the scheme, and only when it is one: the rest of the URL may
+    // hold a password.
+    let message = match url.split_once("://") {
+        Some((scheme, _))
+            if !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+        {
+            format!(
+                "WHARF_STORE_URL: no store for {scheme}:// URLs in this build (redis://… needs the feature redis, nats://… the feature nats)"
+            )
+        }
+        _ => "WHARF_STORE_URL is not a URL (redis://… or nats://…)".to_owned(),
+    };
+    Err(message.into())
 }
 
 #[tokio::main]

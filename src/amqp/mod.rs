@@ -36,9 +36,11 @@ impl AmqpTransport {
     pub(crate) async fn connect(url: &str) -> Result<Self, BrokerError> {
         let (lapin_url, queue_type) = split_url(url)?;
         let uri: AMQPUri = lapin_url.parse().map_err(|e: String| {
+            // Some of lapin's parse errors quote the whole URL.
+            let why = e.replace(&lapin_url, &crate::redact::redact(&lapin_url));
             BrokerError::new(
                 BrokerErrorKind::Config,
-                format!("invalid AMQP URL {}: {e}", crate::redact::redact(url)),
+                format!("invalid AMQP URL {}: {why}", crate::redact::redact(url)),
             )
         })?;
         let link = Link::connect(url, uri, queue_type).await?;
@@ -184,5 +186,17 @@ mod tests {
         let (url, kind) = split_url("amqp://h").unwrap();
         assert_eq!((url.as_str(), kind), ("amqp://h", QueueType::Classic));
         assert!(split_url("amqp://h?queue_type=stream").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_url_lapin_cannot_parse_is_not_quoted_in_the_error() {
+        // lapin's error for it is "Invalid URL: '<the URL>'".
+        let Err(error) = AmqpTransport::connect("amqp:guest:s3cr3t@h").await else {
+            panic!("not a URL lapin takes");
+        };
+        assert_eq!(error.kind(), BrokerErrorKind::Config);
+        let shown = format!("{error} {error:?}");
+        assert!(shown.contains("Invalid URL"), "{shown}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
     }
 }

@@ -41,7 +41,8 @@ pub(crate) async fn open(url: &str, name: &str) -> Result<Connection, BrokerErro
     // reconnect (the first connection's event may come late).
     let lost = Arc::new(AtomicBool::new(false));
     let label: Arc<str> = name.into();
-    let options = async_nats::ConnectOptions::new()
+    let (options, servers) = super::connect_options::NatsUrl::parse(url)?.into_parts();
+    let options = options
         .name(name)
         .connection_timeout(CONNECT_TIMEOUT)
         .max_reconnects(None)
@@ -68,7 +69,7 @@ pub(crate) async fn open(url: &str, name: &str) -> Result<Connection, BrokerErro
                 }
             }
         });
-    let client = options.connect(url).await.map_err(|e| {
+    let client = options.connect(servers).await.map_err(|e| {
         BrokerError::new(
             BrokerErrorKind::Connection,
             format!("cannot connect to NATS at {}", crate::redact::redact(url)),

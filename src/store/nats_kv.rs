@@ -140,15 +140,19 @@ impl std::fmt::Debug for NatsKvStore {
 }
 
 impl NatsKvStore {
-    /// Connects to NATS at `url` (`nats://`, `tls://`; credentials in the
-    /// URL). The connection reconnects by itself; it fails within about 5
-    /// seconds when the server cannot be reached.
+    /// Connects to NATS at `url`, written as for the transport (see
+    /// `docs/nats.md`): `nats://` or `tls://`, with `user:password@` or
+    /// `token@` (percent-encoded where needed), or several servers
+    /// separated by commas. The credentials are never printed. The
+    /// connection reconnects by itself; it fails within about 5 seconds
+    /// when the server cannot be reached.
     pub async fn connect(url: &str) -> Result<NatsKvStore, BrokerError> {
-        let client = async_nats::ConnectOptions::new()
+        let (options, servers) = crate::nats::connect_options::NatsUrl::parse(url)?.into_parts();
+        let client = options
             .name("wharf-store")
             .connection_timeout(CONNECT_TIMEOUT)
             .max_reconnects(None)
-            .connect(url)
+            .connect(servers)
             .await
             .map_err(|e| {
                 BrokerError::new(

@@ -2,6 +2,8 @@
 //! binary includes this module and uses part of it.
 #![allow(dead_code)]
 
+pub mod local_server;
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wharf::{Broker, DeadLetter};
 

@@ -180,14 +180,22 @@ pub async fn a_stopping_workers_unstarted_messages_go_to_another_at_once(h: Harn
         tokio::time::sleep(Duration::from_millis(20)).await;
         waited = stopping.elapsed();
     }
-    assert_eq!(taken.len(), 18, "the new worker took the 18 the old one had not started");
+    assert_eq!(
+        taken.len(),
+        18,
+        "the new worker took the 18 the old one had not started"
+    );
     assert!(
         waited < Duration::from_secs(1),
         "the old worker's unstarted messages reached the new one {waited:?} after it began to stop"
     );
     let report = old_done.await.unwrap();
     assert!(report.drained);
-    assert_eq!(report.stats(&queue).acked, 2, "the old worker finished what it had started");
+    assert_eq!(
+        report.stats(&queue).acked,
+        2,
+        "the old worker finished what it had started"
+    );
     assert_eq!(*started.borrow(), 2);
     let mut ids = taken.all();
     ids.sort_unstable();
