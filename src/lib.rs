@@ -18,6 +18,7 @@ mod health;
 mod http;
 mod id_map;
 mod lanes;
+mod log_text;
 mod memory;
 mod message;
 pub mod metrics;
