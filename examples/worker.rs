@@ -18,7 +18,9 @@
 //! | `WHARF_BACKOFF_MS` | `1000` | first retry delay (doubling, capped at 60 s, jittered) |
 //! | `WHARF_SHUTDOWN_GRACE_SECONDS` | `25` | drain time after SIGTERM; keep the pod's `terminationGracePeriodSeconds` above it |
 //! | `WHARF_HTTP_ADDR` | `0.0.0.0:8080` | `/healthz`, `/readyz`, `/metrics`; `off` disables |
-//! | `WHARF_STORE_URL` | in-memory | `redis://[user:password@]host:6379[/db]` (feature `redis`) or a NATS URL as for the broker (feature `nats`): idempotency and sessions shared by all pods; credentials never printed (another scheme is reported by its scheme only) |
+//! | `WHARF_STORE_URL` | in-memory | `redis://[user:password@]host:6379[/db]` (feature `redis`) or a NATS URL as for the broker (feature `nats`): idempotency and sessions shared by all pods; credentials never printed (another scheme is reported by its scheme only). Unset, each process keeps its own: several pods need a shared store |
+//! | `WHARF_MEMORY_STORE_MAX_KEYS` | `100000` | idempotency records the in-memory store keeps (about 220 bytes each plus a stored reply); past it the completed ones closest to expiry are evicted |
+//! | `WHARF_MEMORY_STORE_MAX_SESSIONS` | `100000` | sessions the in-memory store keeps (about 260 bytes each plus a checkpoint); past it the longest idle ones are evicted |
 //! | `WHARF_LOG_FORMAT` | `text` | `json` for one JSON object per line |
 //! | `RUST_LOG` | `info` | log filter (`tracing-subscriber` syntax) |
 //!
@@ -88,7 +90,20 @@ fn init_logs() -> Result<(), String> {
 
 async fn store(app: App, url: Option<String>) -> Result<App, Box<dyn std::error::Error>> {
     let Some(url) = url else {
-        return Ok(app);
+        tracing::info!(
+            "idempotency keys and sessions are kept in this process only; workers in several \
+             processes need WHARF_STORE_URL"
+        );
+        let store = wharf::store::MemoryStore::new()
+            .with_max_keys(env_or(
+                "WHARF_MEMORY_STORE_MAX_KEYS",
+                wharf::store::DEFAULT_MAX_KEYS,
+            )?)
+            .with_max_sessions(env_or(
+                "WHARF_MEMORY_STORE_MAX_SESSIONS",
+                wharf::store::DEFAULT_MAX_SESSIONS,
+            )?);
+        return Ok(app.store(store));
     };
     #[cfg(feature = "redis")]
     if url.starts_with("redis://") || url.starts_with("rediss://") {

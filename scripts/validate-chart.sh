@@ -199,12 +199,12 @@ CRD = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v
 # What a wharf worker exports (keep in step with the exporter).
 COUNTERS = {"wharf_messages_received_total", "wharf_messages_handled_total", "wharf_retries_total",
             "wharf_dead_letters_total", "wharf_replies_sent_total", "wharf_session_gap_timeouts_total",
-            "wharf_broker_reconnects_total"}
+            "wharf_broker_reconnects_total", "wharf_store_evictions_total"}
 GAUGES = {"wharf_messages_in_flight", "wharf_session_buffered_messages", "wharf_broker_connected",
-          "wharf_queue_depth", "wharf_ready"}
+          "wharf_queue_depth", "wharf_ready", "wharf_store_records"}
 HISTOGRAMS = {"wharf_handler_duration_seconds", "wharf_client_request_duration_seconds"}
 METRICS = COUNTERS | GAUGES | {h + s for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
-LABELS = {"queue", "handler", "outcome", "reason", "status", "broker", "le",
+LABELS = {"queue", "handler", "outcome", "reason", "status", "broker", "kind", "le",
           # added by the scrape (ServiceMonitor target labels)
           "namespace", "job", "pod", "instance", "service", "container", "endpoint"}
 OUTCOMES = {"acked", "retried", "dead_lettered", "rejected", "duplicate", "deferred", "returned"}

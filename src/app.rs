@@ -162,6 +162,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
             // Up while starting too: alive, not ready yet.
             running.serve_http(addr).await?;
         }
+        self.store.register_metrics();
         let mut routes: Vec<(String, Arc<dyn RouteControl>)> = Vec::new();
         let mut streams = Vec::new();
         for route in self.routes {

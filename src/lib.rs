@@ -19,6 +19,7 @@ mod health;
 mod http;
 mod id_map;
 mod lanes;
+mod log_text;
 mod memory;
 mod message;
 pub mod metrics;

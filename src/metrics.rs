@@ -49,6 +49,13 @@ pub const QUEUE_DEPTH: &str = "wharf_queue_depth";
 /// draining), as `/readyz` answers.
 pub const READY: &str = "wharf_ready";
 
+/// `wharf_store_records{kind}`: idempotency records (`kind="idempotency"`)
+/// and sessions (`kind="session"`) the in-memory store holds.
+pub const STORE_RECORDS: &str = "wharf_store_records";
+/// `wharf_store_evictions_total{kind}`: idempotency records and sessions
+/// the in-memory store evicted to stay within its caps.
+pub const STORE_EVICTIONS: &str = "wharf_store_evictions_total";
+
 /// How often a running app samples [`QUEUE_DEPTH`].
 pub const QUEUE_DEPTH_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -167,6 +174,16 @@ pub(crate) fn describe() {
         QUEUE_DEPTH,
         Unit::Count,
         "Messages waiting in the queue (NATS: the consumer's lag)."
+    );
+    describe_gauge!(
+        STORE_RECORDS,
+        Unit::Count,
+        "Idempotency records and sessions the in-memory store holds, by kind."
+    );
+    describe_counter!(
+        STORE_EVICTIONS,
+        Unit::Count,
+        "Idempotency records and sessions the in-memory store evicted to stay within its caps, by kind."
     );
     describe_gauge!(
         READY,

@@ -185,11 +185,14 @@ async fn pipeline_records_outcomes_reasons_and_durations_with_configuration_labe
         .collect();
     assert!(all.iter().all(|s| !s.contains("secret")), "{all:#?}");
     // Every route series names its queue; the app's own (connection,
-    // readiness) carry the broker kind or nothing.
+    // readiness, the in-memory store) carry the broker kind, the store
+    // record kind or nothing.
     let app_wide = [
         "wharf_broker_connected{",
         "wharf_broker_reconnects_total{",
         "wharf_ready{",
+        "wharf_store_records{",
+        "wharf_store_evictions_total{",
     ];
     assert!(
         all.iter()
@@ -202,4 +205,12 @@ async fn pipeline_records_outcomes_reasons_and_durations_with_configuration_labe
             .any(|s| s == r#"wharf_broker_connected{broker="memory"}"#),
         "{all:#?}"
     );
+    // The default (in-memory) store reports its size and evictions.
+    for kind in ["idempotency", "session"] {
+        assert!(
+            all.contains(&format!(r#"wharf_store_records{{kind="{kind}"}}"#))
+                && all.contains(&format!(r#"wharf_store_evictions_total{{kind="{kind}"}}"#)),
+            "{all:#?}"
+        );
+    }
 }

@@ -194,7 +194,7 @@ impl Future for Wait<'_> {
                                 }
                             }
                             None => tracing::debug!(
-                                correlation_id = id,
+                                correlation_id = crate::log_text::Logged::id(id).value(),
                                 "reply for no waiting request (timed out?); dropped"
                             ),
                         },

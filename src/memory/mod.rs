@@ -103,7 +103,10 @@ impl Transport for MemoryTransport {
             // with a broker's temporary reply queue.
             Some(sender) => drop(sender.send(message)),
             None if address.starts_with(INBOX_PREFIX) => {
-                tracing::debug!(address, "reply inbox is gone; reply dropped");
+                tracing::debug!(
+                    address = crate::log_text::Logged::id(address).value(),
+                    "reply inbox is gone; reply dropped"
+                );
             }
             None => self.queue(address).push(Arc::new(message), 0),
         }

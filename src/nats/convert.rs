@@ -201,7 +201,10 @@ pub(crate) fn copy_headers(received: Option<&HeaderMap>, changes: &[(&str, Strin
 /// left out; line breaks in values (error messages) become spaces.
 pub(crate) fn set(headers: &mut HeaderMap, name: &str, value: &str) {
     let Ok(name) = HeaderName::try_from(name) else {
-        tracing::debug!(header = name, "header name not valid on NATS; left out");
+        tracing::debug!(
+            header = crate::log_text::Logged::id(name).value(),
+            "header name not valid on NATS; left out"
+        );
         return;
     };
     put(headers, name, value);

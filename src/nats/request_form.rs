@@ -85,7 +85,11 @@ impl Forms {
                 Known::Service
             }
             Ok(Err(e)) => {
-                tracing::debug!(subject, error = %e, "cannot tell whether a stream holds the subject");
+                tracing::debug!(
+                    subject = crate::log_text::Logged::id(subject).value(),
+                    error = %e,
+                    "cannot tell whether a stream holds the subject"
+                );
                 Known::Unsure(Instant::now() + ASK_AGAIN_AFTER)
             }
             Err(_) => Known::Unsure(Instant::now() + ASK_AGAIN_AFTER),

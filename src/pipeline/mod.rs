@@ -29,6 +29,7 @@ use crate::dead_letter::DeadLetterReason;
 use crate::error::{BrokerError, Failure};
 use crate::extract::Incoming;
 use crate::handler::BoxedHandler;
+use crate::log_text::{Logged, Shortened};
 use crate::route::{GapPolicy, RouteOptions};
 use crate::stats::RouteStats;
 use crate::store::{ClaimToken, Store, StoredReply};
@@ -273,13 +274,15 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
     /// concurrency slot for the duration.
     pub(crate) fn process(self: &Arc<Self>, delivery: Delivery) -> impl Future<Output = ()> + Send + '_ {
         let message = &delivery.message;
+        // Publishers choose the ids, at any length: logs get a bounded part
+        // (worked out only when the span is enabled).
         let span = tracing::info_span!(
             "wharf.message",
             queue = %self.shared.queue,
             handler = %self.shared.handler_name,
-            message_id = message.message_id.as_deref(),
-            correlation_id = message.correlation_id.as_deref(),
-            session = message.session_id(),
+            message_id = message.message_id.as_deref().map(Logged::id).as_ref().map(Logged::value),
+            correlation_id = message.correlation_id.as_deref().map(Logged::id).as_ref().map(Logged::value),
+            session = message.session_id().map(Logged::id).as_ref().map(Logged::value),
             attempt = delivery.delivery_count,
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
@@ -561,7 +564,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         self.observe.failure_kind(&failure.kind);
         match self.policy.decide(attempt, &failure) {
             Decision::Retry(delay) => {
-                tracing::info!(kind = %failure.kind, error = %failure.message, ?delay, "attempt {attempt} failed; retrying");
+                tracing::info!(kind = %failure.kind, error = %Shortened::error(&failure.message), ?delay, "attempt {attempt} failed; retrying");
                 self.release_claim(&job).await;
                 self.session_end(&mut job, TurnEnd::Retrying).await;
                 self.settle(job.delivery, Settlement::Retry { delay }, Handled::Retried)
@@ -584,7 +587,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         failure: &Failure,
         advance_session: bool,
     ) -> bool {
-        tracing::warn!(%reason, kind = %failure.kind, error = %failure.message, "message dead-lettered");
+        tracing::warn!(%reason, kind = %failure.kind, error = %Shortened::error(&failure.message), "message dead-lettered");
         let message = &job.delivery.message;
         if let Some(address) = message.reply_to.as_deref() {
             let body = ErrorBody {

@@ -13,7 +13,7 @@ mod nats_kv;
 #[cfg(feature = "redis")]
 mod redis;
 
-pub use memory::MemoryStore;
+pub use memory::{DEFAULT_MAX_KEYS, DEFAULT_MAX_SESSIONS, MemoryStore};
 #[cfg(feature = "nats")]
 pub use nats_kv::{DEFAULT_BUCKET_PREFIX, MAX_KV_KEY_LEN, NatsKvStore};
 #[cfg(feature = "redis")]
@@ -184,4 +184,11 @@ pub trait Store: Send + Sync + 'static {
     fn session_changes(&self) -> Option<tokio::sync::broadcast::Receiver<Arc<str>>> {
         None
     }
+
+    /// Registers the store's own metrics with the process's `metrics`
+    /// recorder, so that they are exported from the start. An app calls it
+    /// as it starts, after installing its exporter ([`App::http`](crate::App::http)).
+    /// The default registers none; the in-memory store reports its size
+    /// and evictions.
+    fn register_metrics(&self) {}
 }
