@@ -189,6 +189,19 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
             ));
             if route.options.sessions {
                 pipeline.follow_session_changes();
+                let (gap, lease) = (route.options.gap_timeout, route.options.effective_lease());
+                if gap < lease * 2 {
+                    // A crashed worker's session messages come back (and its
+                    // turns end) within the lease: with a gap timeout that
+                    // short, a crash looks like a gap.
+                    tracing::warn!(
+                        queue = %route.queue,
+                        gap_timeout = ?gap,
+                        ?lease,
+                        "the session gap timeout is under twice the lease: a crashed worker's session \
+                         messages may be taken for a gap (keep gap_timeout well above the lease)"
+                    );
+                }
             }
             let stream = transport
                 .consume(&spec, route.options.effective_prefetch())

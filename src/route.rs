@@ -9,11 +9,6 @@ pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 /// The shortest lease: a worker renews what it holds every third of it.
 const MIN_LEASE: Duration = Duration::from_secs(1);
-/// A store claim's margin over the handler timeout (store claims are not
-/// renewed yet, so they must outlast a handler run).
-const CLAIM_MARGIN: Duration = Duration::from_secs(30);
-/// What the claim margin is added to for a route without a timeout.
-const NO_TIMEOUT_CLAIM_BASE: Duration = Duration::from_secs(300);
 
 /// What happens when a session's next sequence number does not arrive within
 /// the gap timeout while later ones wait.
@@ -229,21 +224,25 @@ impl RouteOptions {
     }
 
     /// How long a worker that stopped answering (killed, cut off) keeps
-    /// the messages it was handed before another worker gets them, where
-    /// the broker keeps such a timer: on NATS, JetStream's ack wait of the
-    /// consumers this route creates. RabbitMQ hands a lost connection's
-    /// messages to another worker at once and has no such timer.
+    /// what it held before another worker takes it over: its idempotency
+    /// claims and session turns in the store and, on NATS, the messages it
+    /// was handed (JetStream's ack wait of the consumers this route
+    /// creates; RabbitMQ hands a lost connection's messages to another
+    /// worker at once).
     ///
     /// Default 15 s. A live worker renews what it holds every third of the
-    /// lease (in-progress acks on NATS) for as long as it needs it —
-    /// waiting in its buffer, waiting for its session's turn, running its
-    /// handler, however long the handler's timeout — so the lease only
-    /// bounds how long a dead worker's messages stay out of reach. Shorter
-    /// means faster recovery after a crash; the cost is that a worker cut
-    /// off from the broker for longer may find its messages taken over
-    /// (they are then handled twice, at least once as always; an
-    /// idempotency key stops a second run that starts after the first one
-    /// finished). At least 1 s.
+    /// lease for as long as it needs it — a message waiting in its buffer
+    /// or for its session's turn, a claim or turn while its handler runs,
+    /// however long the handler's timeout — so the lease only bounds how
+    /// long a dead worker's work stays out of reach. Shorter means faster
+    /// recovery after a crash; the cost is that a worker cut off from its
+    /// broker or store for longer than the lease may find its work taken
+    /// over and run elsewhere meanwhile (at least once, as always: an
+    /// idempotency record still stops a second run that starts after the
+    /// first one finished). At least 1 s. Keep the
+    /// [`gap_timeout`](Self::gap_timeout) well above it: a crashed worker's
+    /// session messages come back within the lease, and must not look like
+    /// a gap.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = Some(lease);
         self
@@ -253,15 +252,6 @@ impl RouteOptions {
     pub(crate) fn effective_lease(&self) -> Duration {
         self.lease.unwrap_or(DEFAULT_LEASE).max(MIN_LEASE)
     }
-
-    /// How long an idempotency claim or a session's turn taken in the
-    /// store lasts: these are not renewed while a handler runs, so they
-    /// outlast the handler's timeout (the timeout + 30 s; no timeout:
-    /// 330 s), and are never shorter than the lease.
-    pub(crate) fn claim_lease(&self) -> Duration {
-        let timeout = self.timeout.unwrap_or(NO_TIMEOUT_CLAIM_BASE);
-        (timeout + CLAIM_MARGIN).max(self.effective_lease())
-    }
 }
 
 #[cfg(test)]
@@ -269,7 +259,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_lease_is_short_and_claims_outlast_the_handler_timeout() {
+    fn the_lease_is_short_and_independent_of_the_timeout() {
         let secs = Duration::from_secs;
         assert_eq!(RouteOptions::new().effective_lease(), secs(15));
         assert_eq!(RouteOptions::new().lease(secs(3)).effective_lease(), secs(3));
@@ -280,9 +270,13 @@ mod tests {
             secs(1),
             "at least 1 s"
         );
-        assert_eq!(RouteOptions::new().claim_lease(), secs(90));
-        assert_eq!(RouteOptions::new().no_timeout().claim_lease(), secs(330));
-        let long = RouteOptions::new().timeout(secs(2)).lease(secs(100));
-        assert_eq!(long.claim_lease(), secs(100), "never below the lease");
+        assert_eq!(
+            RouteOptions::new()
+                .no_timeout()
+                .lease(secs(100))
+                .effective_lease(),
+            secs(100),
+            "not tied to the handler's timeout"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The idempotency step: a key that ran to completion is not run again; a
 //! duplicate request gets the original reply; concurrent duplicates wait.
 
+use super::lease::Held;
 use super::{Handled, Job, Pipeline, TurnEnd, reply};
 use crate::store::{Claim, StoredReply};
 use crate::transport::Settlement;
@@ -14,7 +15,14 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         };
         match self.shared.store.claim(key, self.lease).await {
             Ok(Claim::Acquired(token)) => {
-                job.keys_mut().claim = Some(token);
+                let held = Held::Claim {
+                    key: key.to_owned(),
+                    token,
+                };
+                let hold = self.leases.hold(held);
+                let keys = job.keys_mut();
+                keys.claim = Some(token);
+                keys.claim_hold = Some(hold);
                 Some(job)
             }
             Ok(Claim::Done(reply)) => {

@@ -14,6 +14,7 @@
 
 mod dedup;
 mod invoke;
+mod lease;
 mod observe;
 mod reply;
 pub(crate) mod retry;
@@ -114,6 +115,10 @@ struct Keys {
     turn: bool,
     /// The session's local baton, while this job holds it.
     baton: Option<Baton>,
+    /// Renews the idempotency claim while the job holds it.
+    claim_hold: Option<lease::LeaseHold>,
+    /// Renews the session's turn while the job holds it.
+    turn_hold: Option<lease::LeaseHold>,
 }
 
 impl Job {
@@ -203,6 +208,8 @@ pub(crate) struct Pipeline<S> {
     policy: RetryPolicy,
     timeout: Option<Duration>,
     lease: Duration,
+    /// Renews the claims and turns jobs hold in the store.
+    leases: Arc<lease::Leases>,
     window: Duration,
     defer_delay: Duration,
     gap_timeout: Duration,
@@ -243,7 +250,8 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 backoff: options.backoff,
             },
             timeout: options.timeout,
-            lease: options.claim_lease(),
+            lease: options.effective_lease(),
+            leases: lease::Leases::new(shared.store.clone(), options.effective_lease()),
             window: options.idempotency_window,
             defer_delay: options.defer_delay,
             gap_timeout: options.gap_timeout,

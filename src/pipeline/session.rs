@@ -19,6 +19,7 @@
 //! worker may have moved the session on) and applies the gap policy when the
 //! missing number does not come in time.
 
+use super::lease::Held;
 use super::{Handled, Job, Pipeline};
 use crate::dead_letter::DeadLetterReason;
 use crate::error::{BrokerError, Failure};
@@ -418,7 +419,13 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         let (key, sequence) = job.session().cloned().expect("only session jobs ask");
         let turn = self.shared.store.session_begin(&key, sequence, self.lease).await;
         if let Ok(SessionTurn::Run) = turn {
-            job.keys_mut().turn = true;
+            let hold = self.leases.hold(Held::Turn {
+                session: key,
+                sequence,
+            });
+            let keys = job.keys_mut();
+            keys.turn = true;
+            keys.turn_hold = Some(hold);
             return Some(job);
         }
         Box::pin(self.not_turn(job, key, sequence, turn)).await;
@@ -557,6 +564,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         self.end_turn(job.session(), turn, baton, end).await;
         if let Some(keys) = job.keys.as_mut() {
             keys.turn = false;
+            keys.turn_hold = None;
         }
     }
 

@@ -30,6 +30,74 @@ pub(crate) async fn all(store: &dyn Store, ns: &str) {
     checkpoints_are_kept_per_session(store, &format!("{ns}/s5")).await;
     odd_keys_are_kept_apart(store, ns).await;
     a_number_coming_back_holds_off_gap_policies(store, &format!("{ns}/s6")).await;
+    renewed_claims_outlive_their_first_lease(store, &format!("{ns}/c4")).await;
+    renewed_turns_outlive_their_first_lease(store, &format!("{ns}/s7")).await;
+}
+
+async fn renewed_claims_outlive_their_first_lease(store: &dyn Store, key: &str) {
+    let Claim::Acquired(token) = store.claim(key, SHORT).await.unwrap() else {
+        panic!("a new key is acquired")
+    };
+    for _ in 0..4 {
+        tokio::time::sleep(SHORT / 2).await;
+        assert!(
+            store.renew_claim(key, token, SHORT).await.unwrap(),
+            "the holder renews"
+        );
+    }
+    assert_eq!(
+        store.claim(key, LEASE).await.unwrap(),
+        Claim::InProgress,
+        "held twice its first lease: still the holder's"
+    );
+    assert!(
+        !store
+            .renew_claim(key, super::ClaimToken(token.0 ^ 1), LEASE)
+            .await
+            .unwrap(),
+        "another token renews nothing"
+    );
+    tokio::time::sleep(SHORT * 2).await;
+    assert!(
+        !store.renew_claim(key, token, LEASE).await.unwrap(),
+        "a claim whose lease ran out is not renewed"
+    );
+    let Claim::Acquired(next) = store.claim(key, LEASE).await.unwrap() else {
+        panic!("no longer renewed, it expires like any lease")
+    };
+    store.complete(key, next, None, WINDOW).await.unwrap();
+    assert!(
+        !store.renew_claim(key, next, LEASE).await.unwrap(),
+        "a completed claim is not renewed"
+    );
+    assert_eq!(store.claim(key, LEASE).await.unwrap(), Claim::Done(None));
+}
+
+async fn renewed_turns_outlive_their_first_lease(store: &dyn Store, s: &str) {
+    assert_eq!(store.session_begin(s, 1, SHORT).await.unwrap(), SessionTurn::Run);
+    for _ in 0..4 {
+        tokio::time::sleep(SHORT / 2).await;
+        assert!(
+            store.session_renew(s, 1, SHORT).await.unwrap(),
+            "the holder renews"
+        );
+    }
+    assert_eq!(
+        store.session_begin(s, 1, LEASE).await.unwrap(),
+        SessionTurn::Busy,
+        "held twice its first lease: still the holder's"
+    );
+    assert!(
+        !store.session_renew(s, 2, LEASE).await.unwrap(),
+        "another number renews nothing"
+    );
+    store.session_finish(s, 1).await.unwrap();
+    assert!(
+        !store.session_renew(s, 1, LEASE).await.unwrap(),
+        "a finished turn is not renewed"
+    );
+    tokio::time::sleep(SHORT * 2).await;
+    assert_eq!(store.session_begin(s, 2, LEASE).await.unwrap(), SessionTurn::Run);
 }
 
 async fn claims_are_exclusive_until_released_or_completed(store: &dyn Store, key: &str) {

@@ -421,6 +421,34 @@ impl MemoryStore {
         }
     }
 
+    fn renew_claim_now(&self, key: &str, token: ClaimToken, lease: Duration) -> bool {
+        let now = Instant::now();
+        let mut keys = self.keys();
+        match keys.records.get_mut(key) {
+            Some(record)
+                if record.until > now
+                    && matches!(record.state, State::Claimed { token: t } if t == token) =>
+            {
+                record.until = now + lease;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn renew_turn_now(&self, session: &str, sequence: u64, lease: Duration) -> bool {
+        let now = Instant::now();
+        let mut sessions = self.sessions();
+        match sessions.map.get_mut(session) {
+            Some(entry) if matches!(entry.lease, Some((s, until)) if s == sequence && until > now) => {
+                entry.lease = Some((sequence, now + lease));
+                entry.touched = now;
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn begin_now(&self, session: &str, sequence: u64, lease: Duration) -> SessionTurn {
         let now = Instant::now();
         let mut sessions = self.sessions();
@@ -552,6 +580,15 @@ impl Store for MemoryStore {
         succeeded()
     }
 
+    fn renew_claim(
+        &self,
+        key: &str,
+        token: ClaimToken,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<bool, BrokerError>> {
+        ready(self.renew_claim_now(key, token, lease))
+    }
+
     fn session_begin(
         &self,
         session: &str,
@@ -559,6 +596,15 @@ impl Store for MemoryStore {
         lease: Duration,
     ) -> BoxFuture<'_, Result<SessionTurn, BrokerError>> {
         ready(self.begin_now(session, sequence, lease))
+    }
+
+    fn session_renew(
+        &self,
+        session: &str,
+        sequence: u64,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<bool, BrokerError>> {
+        ready(self.renew_turn_now(session, sequence, lease))
     }
 
     fn session_finish(&self, session: &str, sequence: u64) -> BoxFuture<'_, Result<(), BrokerError>> {

@@ -131,6 +131,18 @@ pub trait Store: Send + Sync + 'static {
     /// Gives up a claim so that the message can run again (it failed).
     fn release(&self, key: &str, token: ClaimToken) -> BoxFuture<'_, Result<(), BrokerError>>;
 
+    /// Extends the claim of `key` to `lease` from now if `token` still
+    /// holds it; `false` when it does not (completed, released, or taken
+    /// over after its lease ran out). A worker renews every claim it holds
+    /// every third of the lease, so that the lease only bounds how long a
+    /// crashed worker's claims block others.
+    fn renew_claim(
+        &self,
+        key: &str,
+        token: ClaimToken,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<bool, BrokerError>>;
+
     /// Asks whether `sequence` may run now; on [`SessionTurn::Run`] the
     /// session is leased to the caller for `lease` (and no longer held). On
     /// [`SessionTurn::Busy`] the session is held for `sequence` for `lease`:
@@ -143,6 +155,16 @@ pub trait Store: Send + Sync + 'static {
         sequence: u64,
         lease: Duration,
     ) -> BoxFuture<'_, Result<SessionTurn, BrokerError>>;
+
+    /// Extends the session's lease to `lease` from now if it is still
+    /// leased for `sequence`; `false` when it is not (finished, aborted, or
+    /// taken over after the lease ran out). See [`Store::renew_claim`].
+    fn session_renew(
+        &self,
+        session: &str,
+        sequence: u64,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<bool, BrokerError>>;
 
     /// `sequence` is finished (handled or dead-lettered): the session moves
     /// on to `sequence + 1` and the lease ends.

@@ -513,6 +513,65 @@ impl NatsKvStore {
         Err(self.contended(&kv_key))
     }
 
+    async fn renew_claim_now(
+        &self,
+        key: &str,
+        token: ClaimToken,
+        lease: Duration,
+    ) -> Result<bool, BrokerError> {
+        self.check_connected()?;
+        let bucket = &self.buckets().await?.keys;
+        let kv_key = kv_key("k.", key)?;
+        let lease = self.window(lease);
+        for _ in 0..MAX_TRIES {
+            let loaded = self.load(bucket, &kv_key).await?;
+            let now = now_ms();
+            let Some(mut record) = loaded.decode::<KeyRecord>(&kv_key)? else {
+                return Ok(false);
+            };
+            if record.until_ms <= now || !matches!(record.state, KeyState::Claimed(t) if t == token.0) {
+                return Ok(false);
+            }
+            record.until_ms = after(now, lease);
+            if self
+                .write(bucket, &kv_key, encode(&record)?, loaded.revision)
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Err(self.contended(&kv_key))
+    }
+
+    async fn renew_turn_now(
+        &self,
+        session: &str,
+        sequence: u64,
+        lease: Duration,
+    ) -> Result<bool, BrokerError> {
+        self.check_connected()?;
+        let bucket = &self.buckets().await?.sessions;
+        let kv_key = kv_key("s.", session)?;
+        for _ in 0..MAX_TRIES {
+            let loaded = self.load(bucket, &kv_key).await?;
+            let now = now_ms();
+            let Some(mut record) = loaded.decode::<SessionRecord>(&kv_key)? else {
+                return Ok(false);
+            };
+            if !matches!(record.lease, Some((s, until)) if s == sequence && until > now) {
+                return Ok(false);
+            }
+            record.lease = Some((sequence, after(now, lease)));
+            if self
+                .write(bucket, &kv_key, encode(&record)?, loaded.revision)
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Err(self.contended(&kv_key))
+    }
+
     async fn begin_now(
         &self,
         session: &str,
@@ -771,6 +830,26 @@ impl Store for NatsKvStore {
     fn release(&self, key: &str, token: ClaimToken) -> BoxFuture<'_, Result<(), BrokerError>> {
         let key = key.to_owned();
         Box::pin(async move { self.release_now(&key, token).await })
+    }
+
+    fn renew_claim(
+        &self,
+        key: &str,
+        token: ClaimToken,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<bool, BrokerError>> {
+        let key = key.to_owned();
+        Box::pin(async move { self.renew_claim_now(&key, token, lease).await })
+    }
+
+    fn session_renew(
+        &self,
+        session: &str,
+        sequence: u64,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<bool, BrokerError>> {
+        let session = session.to_owned();
+        Box::pin(async move { self.renew_turn_now(&session, sequence, lease).await })
     }
 
     fn session_begin(

@@ -144,6 +144,35 @@ return 0
     )
 });
 
+/// KEYS: record. ARGV: token, lease (ms). Extends the claim only if this
+/// token still holds it; returns 1 if it did.
+static RENEW_CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local r = redis.call('HMGET', KEYS[1], 'state', 'token')
+if r[1] == 'claimed' and r[2] == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"#,
+    )
+});
+
+/// KEYS: lease. ARGV: sequence, lease (ms). Extends the session's lease
+/// only if it is still held for this number; returns 1 if it was.
+static RENEW_TURN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"#,
+    )
+});
+
 /// KEYS: session, lease, checkpoint, hold. ARGV: sequence, lease (ms), session TTL (ms).
 /// Returns {code, next}: 0 run, 1 early, 2 stale, 3 skipped, 4 busy (the
 /// session is then held for the number for the lease).
@@ -551,6 +580,44 @@ impl Store for RedisStore {
                 .await
                 .map_err(|e| failed("release", e))?;
             Ok(())
+        })
+    }
+
+    fn renew_claim(
+        &self,
+        key: &str,
+        token: ClaimToken,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<bool, BrokerError>> {
+        let key = self.record_key(key);
+        Box::pin(async move {
+            let renewed: i64 = RENEW_CLAIM
+                .key(key)
+                .arg(token.0.to_string())
+                .arg(millis(lease))
+                .invoke_async(&mut self.con())
+                .await
+                .map_err(|e| failed("claim renewal", e))?;
+            Ok(renewed == 1)
+        })
+    }
+
+    fn session_renew(
+        &self,
+        session: &str,
+        sequence: u64,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<bool, BrokerError>> {
+        let [_, lease_key, ..] = self.session_keys(session);
+        Box::pin(async move {
+            let renewed: i64 = RENEW_TURN
+                .key(lease_key)
+                .arg(sequence.to_string())
+                .arg(millis(lease))
+                .invoke_async(&mut self.con())
+                .await
+                .map_err(|e| failed("session lease renewal", e))?;
+            Ok(renewed == 1)
         })
     }
 

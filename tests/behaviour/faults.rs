@@ -58,6 +58,19 @@ impl Store for FaultyStore {
         self.inner.release(key, token)
     }
 
+    fn renew_claim(
+        &self,
+        key: &str,
+        token: ClaimToken,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<bool, BrokerError>> {
+        self.inner.renew_claim(key, token, lease)
+    }
+
+    fn session_renew(&self, s: &str, n: u64, lease: Duration) -> BoxFuture<'_, Result<bool, BrokerError>> {
+        self.inner.session_renew(s, n, lease)
+    }
+
     fn session_begin(
         &self,
         s: &str,

@@ -241,6 +241,19 @@ impl Store for SharedStore {
         self.0.release(key, token)
     }
 
+    fn renew_claim(
+        &self,
+        key: &str,
+        token: ClaimToken,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<bool, BrokerError>> {
+        self.0.renew_claim(key, token, lease)
+    }
+
+    fn session_renew(&self, s: &str, n: u64, lease: Duration) -> BoxFuture<'_, Result<bool, BrokerError>> {
+        self.0.session_renew(s, n, lease)
+    }
+
     fn session_begin(
         &self,
         s: &str,
