@@ -18,7 +18,8 @@
 //! | `WHARF_BACKOFF_MS` | `1000` | first retry delay (doubling, capped at 60 s, jittered) |
 //! | `WHARF_SHUTDOWN_GRACE_SECONDS` | `25` | drain time after SIGTERM; keep the pod's `terminationGracePeriodSeconds` above it |
 //! | `WHARF_HTTP_ADDR` | `0.0.0.0:8080` | `/healthz`, `/readyz`, `/metrics`; `off` disables |
-//! | `WHARF_STORE_URL` | in-memory | `redis://[user:password@]host:6379[/db]` (feature `redis`) or a NATS URL as for the broker (feature `nats`): idempotency and sessions shared by all pods; credentials never printed (another scheme is reported by its scheme only). Unset, each process keeps its own: several pods need a shared store |
+//! | `WHARF_STORE_URL` | in-memory | `redis://[user:password@]host:6379[/db]` or `rediss://…` (feature `redis`) or a NATS URL as for the broker (feature `nats`): idempotency and sessions shared by all pods; credentials never printed (another scheme is reported by its scheme only). Unset, each process keeps its own: several pods need a shared store |
+//! | `WHARF_STORE_CA_FILE` | system trust store | PEM file of the CA that signed the certificate of a `rediss://` store (a private CA) |
 //! | `WHARF_MEMORY_STORE_MAX_KEYS` | `100000` | idempotency records the in-memory store keeps (about 220 bytes each plus a stored reply); past it the completed ones closest to expiry are evicted |
 //! | `WHARF_MEMORY_STORE_MAX_SESSIONS` | `100000` | sessions the in-memory store keeps (about 260 bytes each plus a checkpoint); past it the longest idle ones are evicted |
 //! | `WHARF_LOG_FORMAT` | `text` | `json` for one JSON object per line |
@@ -105,9 +106,21 @@ async fn store(app: App, url: Option<String>) -> Result<App, Box<dyn std::error:
             )?);
         return Ok(app.store(store));
     };
+    let ca_file = std::env::var_os("WHARF_STORE_CA_FILE").filter(|path| !path.is_empty());
     #[cfg(feature = "redis")]
     if url.starts_with("redis://") || url.starts_with("rediss://") {
-        return Ok(app.store(wharf::store::RedisStore::connect(&url).await?));
+        let store = match ca_file {
+            Some(path) => {
+                let ca = std::fs::read(&path)
+                    .map_err(|e| format!("WHARF_STORE_CA_FILE={}: {e}", path.to_string_lossy()))?;
+                wharf::store::RedisStore::connect_with_ca(&url, &ca).await?
+            }
+            None => wharf::store::RedisStore::connect(&url).await?,
+        };
+        return Ok(app.store(store));
+    }
+    if ca_file.is_some() {
+        return Err("WHARF_STORE_CA_FILE applies to a rediss:// WHARF_STORE_URL only".into());
     }
     #[cfg(feature = "nats")]
     if url.starts_with("nats://") || url.starts_with("tls://") {

@@ -111,7 +111,13 @@ ensure() {
 }
 
 ensure_rabbitmq() { ensure rabbitmq 5672 /usr/sbin/rabbitmq-server rabbitmq-server 60; }
-ensure_redis() { ensure redis 6379 /usr/bin/redis-server redis-server 15; }
+ensure_redis() {
+  ensure redis 6379 /usr/bin/redis-server redis-server 15 || return 1
+  # tests/redis_tls.rs makes its certificates with the openssl command.
+  if ! command -v openssl >/dev/null 2>&1; then
+    apt_install openssl || { echo "redis: FAILED to install openssl (for the TLS test)"; return 1; }
+  fi
+}
 ensure_nats() {
   local info
   if info=$(nats_info) && [ -n "$info" ] && ! has_jetstream "$info"; then

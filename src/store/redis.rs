@@ -23,6 +23,12 @@
 //! The session id between the braces is a Redis hash tag, so that the three
 //! keys of one session share a cluster slot; `%` and `}` in it are written
 //! `%25` and `%7D` (and an empty id as `%`) so that the tag is never cut short.
+//!
+//! TLS (`rediss://`) runs on rustls with the ring crypto provider, which is
+//! installed as the process's default provider unless the program chose
+//! one. The server's certificate is checked against the system's trust
+//! store, or against the CA certificates given to
+//! [`RedisStore::connect_with_ca`].
 
 use super::{
     Claim, ClaimToken, REMEMBERED_GAPS, SessionPosition, SessionTurn, Store, StoredReply, fresh_token,
@@ -330,19 +336,76 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects to the Redis server at `url` (`redis://[user:password@]host[:port][/db]`,
-    /// or `rediss://` when TLS support is compiled into the `redis` crate).
+    /// Connects to the Redis server at `url`:
+    /// `redis://[user:password@]host[:port][/db]`, or `rediss://…` for TLS,
+    /// with the server's certificate checked against the system's trust
+    /// store (a server certified by a private CA needs
+    /// [`connect_with_ca`](Self::connect_with_ca)).
     ///
     /// Fails within a few seconds when the server cannot be reached; once
     /// connected, a lost connection is re-established by itself.
     pub async fn connect(url: &str) -> Result<RedisStore, BrokerError> {
-        let client = ::redis::Client::open(url).map_err(|e| {
-            BrokerError::new(
+        let client = ::redis::Client::open(url).map_err(|e| invalid_url(url, e))?;
+        RedisStore::open(url, client).await
+    }
+
+    /// Connects over TLS to the `rediss://` server at `url`, trusting the
+    /// certificate authorities in `ca_pem` (one or more PEM certificates,
+    /// the contents of a `ca.crt`) instead of the system's trust store: for
+    /// a server whose certificate a private CA signed. The server's name or
+    /// IP address in `url` must be one its certificate names.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use wharf::store::RedisStore;
+    ///
+    /// let ca = std::fs::read("/etc/wharf/store-ca/ca.crt")?;
+    /// let store = RedisStore::connect_with_ca("rediss://redis.jobs.svc:6380", &ca).await?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect_with_ca(url: &str, ca_pem: &[u8]) -> Result<RedisStore, BrokerError> {
+        if !url.starts_with("rediss://") {
+            return Err(BrokerError::new(
                 BrokerErrorKind::Config,
-                format!("invalid Redis URL {}", redact(url)),
-            )
-            .with_source(e)
+                format!(
+                    "a CA certificate applies to TLS: use a rediss:// URL, not {}",
+                    redact(url)
+                ),
+            ));
+        }
+        // Text without a certificate would parse as an empty list of CAs,
+        // and every connection would fail with an unknown issuer instead.
+        if !String::from_utf8_lossy(ca_pem).contains("-----BEGIN CERTIFICATE-----") {
+            return Err(BrokerError::new(
+                BrokerErrorKind::Config,
+                "the Redis CA certificate holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            ));
+        }
+        let certificates = ::redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca_pem.to_vec()),
+        };
+        let client = ::redis::Client::build_with_tls(url, certificates).map_err(|e| {
+            if e.kind() == ::redis::ErrorKind::Io {
+                // The PEM did not parse (the URL did, or it would say so).
+                BrokerError::new(
+                    BrokerErrorKind::Config,
+                    "the Redis CA certificate is not a PEM certificate",
+                )
+                .with_source(e)
+            } else {
+                invalid_url(url, e)
+            }
         })?;
+        RedisStore::open(url, client).await
+    }
+
+    async fn open(url: &str, client: ::redis::Client) -> Result<RedisStore, BrokerError> {
+        if url.starts_with("rediss://") {
+            use_ring_unless_chosen();
+        }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -351,9 +414,17 @@ impl RedisStore {
         let con = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(|e| {
+                // A TLS-only port drops a plain-text client without a word.
+                let hint =
+                    if url.starts_with("redis://") && e.is_connection_dropped() && !e.is_connection_refusal()
+                    {
+                        " (the server closed the connection: if it expects TLS, use rediss://)"
+                    } else {
+                        ""
+                    };
                 BrokerError::new(
                     BrokerErrorKind::Connection,
-                    format!("cannot connect to Redis at {}", redact(url)),
+                    format!("cannot connect to Redis at {}{hint}", redact(url)),
                 )
                 .with_source(e)
             })?;
@@ -478,6 +549,25 @@ async fn relay_changes(
                 return;
             }
         }
+    }
+}
+
+fn invalid_url(url: &str, error: RedisError) -> BrokerError {
+    BrokerError::new(
+        BrokerErrorKind::Config,
+        format!("invalid Redis URL {}", redact(url)),
+    )
+    .with_source(error)
+}
+
+/// Makes ring the process's rustls crypto provider unless one was chosen:
+/// the redis crate builds its TLS configuration from the process default,
+/// and rustls cannot pick one by itself when a program's dependencies
+/// enable more than one (it panics).
+fn use_ring_unless_chosen() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race to another installer is fine: a provider is set.
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 
