@@ -233,7 +233,9 @@ impl State {
         } else {
             let shared = self.source.shared.clone();
             let queue = self.source.queue.clone();
-            self.scanning = Some(Box::pin(async move { quarantine::scan(&shared, &queue).await }));
+            let priority = self.spec.priority;
+            let scan = async move { quarantine::scan(&shared, &queue, priority).await };
+            self.scanning = Some(Box::pin(scan));
         }
     }
 

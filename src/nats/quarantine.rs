@@ -125,7 +125,11 @@ fn readable_part(block: &[u8]) -> HeaderMap {
 
 /// The unreadable messages of `queue`'s stream among those delivered at
 /// least once, each as a delivery to reject.
-pub(crate) async fn scan(shared: &Arc<Shared>, queue: &Arc<str>) -> Result<Vec<Delivery>, BrokerError> {
+pub(crate) async fn scan(
+    shared: &Arc<Shared>,
+    queue: &Arc<str>,
+    priority: bool,
+) -> Result<Vec<Delivery>, BrokerError> {
     let failed = |e: &dyn std::fmt::Display| {
         BrokerError::new(
             BrokerErrorKind::Consume,
@@ -139,8 +143,11 @@ pub(crate) async fn scan(shared: &Arc<Shared>, queue: &Arc<str>) -> Result<Vec<D
     // The highest stream sequence any consumer of the queue delivered:
     // what lies above it was never delivered and may still be read.
     let mut delivered = 0;
-    let consumers =
-        std::iter::once(CONSUMER.to_owned()).chain((0..=MAX_PRIORITY as u8).map(naming::lane_consumer));
+    let consumers: Vec<String> = if priority {
+        (0..=MAX_PRIORITY as u8).map(naming::lane_consumer).collect()
+    } else {
+        vec![CONSUMER.to_owned()]
+    };
     for consumer in consumers {
         if let Ok(info) = stream.consumer_info(&consumer).await {
             delivered = delivered.max(info.delivered.stream_sequence);
