@@ -218,9 +218,10 @@ impl Transport for NatsTransport {
         let queue = queue.to_owned();
         Box::pin(async move {
             naming::check_queue(&queue)?;
+            let lane = naming::lane(message.priority)?;
             let copy = message.header(crate::headers::names::REPLAYED_AT).is_some();
             let headers = convert::headers(&message, copy);
-            let subject = naming::subject(&queue, message.priority.unwrap_or(0));
+            let subject = naming::subject(&queue, lane);
             publish_confirmed(&self.shared, subject, headers, message.body).await
         })
     }

@@ -67,6 +67,24 @@ pub(crate) fn check_queue(queue: &str) -> Result<(), BrokerError> {
     }
 }
 
+/// The lane of a message with `priority` (none: lane 0), or an error for
+/// a priority no lane carries: on NATS the priority is the subject's lane
+/// `p0` … `p9`, so wharf refuses to publish a higher one rather than store
+/// a message that would be rejected.
+pub(crate) fn lane(priority: Option<u8>) -> Result<u8, BrokerError> {
+    match priority {
+        None => Ok(0),
+        Some(p) if usize::from(p) <= MAX_PRIORITY => Ok(p),
+        Some(p) => Err(BrokerError::new(
+            BrokerErrorKind::Publish,
+            format!(
+                "priority {p} is out of range 0-{MAX_PRIORITY}: on NATS the priority is the lane of the \
+                 subject (wharf.p0 … wharf.p{MAX_PRIORITY}); nothing was published"
+            ),
+        )),
+    }
+}
+
 /// The subject of lane `priority` of `queue`.
 pub(crate) fn subject(queue: &str, priority: u8) -> String {
     // Built on every publish and request; `format!` cost several times this.
@@ -159,6 +177,14 @@ mod tests {
             assert_eq!(lane_of(not_a_lane), None, "{not_a_lane}");
         }
         assert_eq!(subjects("q").len(), 10);
+    }
+
+    #[test]
+    fn a_priority_above_nine_has_no_lane() {
+        assert_eq!(lane(None).unwrap(), 0);
+        assert_eq!(lane(Some(9)).unwrap(), 9);
+        let error = lane(Some(42)).unwrap_err();
+        assert!(error.to_string().contains("priority 42"), "{error}");
     }
 
     #[test]

@@ -64,7 +64,7 @@ macro_rules! for_every_case {
                 oversized_body_is_dead_lettered,
                 non_numeric_sequence_is_dead_lettered,
                 session_without_sequence_is_dead_lettered,
-                priority_out_of_range_is_dead_lettered,
+                priority_out_of_range_is_dead_lettered_or_refused,
                 bad_request_gets_an_error_reply,
                 // idempotency
                 duplicate_is_acked_without_running_the_handler,
