@@ -122,6 +122,8 @@ macro_rules! for_every_case {
                 // found by outside users (issue 17)
                 a_message_waiting_for_a_claim_keeps_its_attempts,
                 a_redelivered_message_waiting_for_a_claim_keeps_its_count,
+                outside_wharf_attempt_is_read_as_attempts_made_or_refused,
+                unusable_reply_address_is_dead_lettered_without_a_run,
             ]
         );
     };
@@ -155,6 +157,7 @@ transport_suite!(
         a_scheduled_retry_outlives_its_worker,
         a_message_waiting_for_a_claim_keeps_its_attempts,
         a_redelivered_message_waiting_for_a_claim_keeps_its_count,
+        outside_wharf_attempt_is_read_as_attempts_made_or_refused,
     ]
 );
 #[cfg(feature = "nats")]
