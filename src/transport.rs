@@ -16,7 +16,10 @@
 //!   acknowledged.
 //! - [`Delivery::delivery_count`] is 1 on the first delivery and grows by one
 //!   per failed attempt; [`Settlement::Defer`] and [`Settlement::Return`] do
-//!   not count.
+//!   not count. A message carrying `wharf-attempt: n` (attempts already
+//!   made, `docs/wire-format.md`) starts at n + 1; a `wharf-attempt` that
+//!   is not a whole number from 0 to `u32::MAX` is not counted, and the
+//!   delivery is [malformed](Delivery::with_malformed). Counts saturate.
 //! - Higher `priority` is delivered first on a queue declared with priority,
 //!   and a waiting low-priority message is not starved forever.
 //! - `publish` returns once the broker has the message.
