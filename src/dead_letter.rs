@@ -20,8 +20,12 @@ pub enum DeadLetterReason {
     /// The body is larger than the route's limit.
     TooLarge,
     /// A wharf header is malformed: priority out of range, non-numeric
-    /// sequence, session without sequence, oversized key.
+    /// sequence, session without sequence, oversized key, a `wharf-attempt`
+    /// that is not a number of attempts.
     InvalidHeader,
+    /// The reply address can never be used on this broker (empty, or not
+    /// a valid address there): no run could answer it.
+    Reply,
     /// The handler returned a permanent error.
     Permanent,
     /// Every attempt failed (errors, panics or timeouts).
@@ -32,11 +36,12 @@ pub enum DeadLetterReason {
 
 impl DeadLetterReason {
     /// Every reason, for pre-registering metrics.
-    pub const ALL: [DeadLetterReason; 7] = [
+    pub const ALL: [DeadLetterReason; 8] = [
         DeadLetterReason::Decode,
         DeadLetterReason::ContentType,
         DeadLetterReason::TooLarge,
         DeadLetterReason::InvalidHeader,
+        DeadLetterReason::Reply,
         DeadLetterReason::Permanent,
         DeadLetterReason::MaxAttempts,
         DeadLetterReason::SessionGap,
@@ -49,6 +54,7 @@ impl DeadLetterReason {
             DeadLetterReason::ContentType => "content-type",
             DeadLetterReason::TooLarge => "too-large",
             DeadLetterReason::InvalidHeader => "invalid-header",
+            DeadLetterReason::Reply => "reply",
             DeadLetterReason::Permanent => "permanent",
             DeadLetterReason::MaxAttempts => "max-attempts",
             DeadLetterReason::SessionGap => "session-gap",
@@ -63,6 +69,7 @@ impl DeadLetterReason {
                 | DeadLetterReason::ContentType
                 | DeadLetterReason::TooLarge
                 | DeadLetterReason::InvalidHeader
+                | DeadLetterReason::Reply
         )
     }
 }

@@ -219,6 +219,9 @@ pub enum BrokerErrorKind {
     Consume,
     /// The idempotency/session store failed.
     Store,
+    /// The address (a reply address) can never be used on this broker:
+    /// trying again cannot help.
+    Address,
 }
 
 /// An error from a broker or store operation.

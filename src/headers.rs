@@ -20,7 +20,10 @@ pub mod names {
     pub const SESSION_ID: &str = "session-id";
     /// Position of the message in its session: 1, 2, 3, …
     pub const SEQUENCE: &str = "sequence";
-    /// Priority 0–9 as a header, for brokers without a native priority field.
+    /// Not a header wharf reads or writes: on RabbitMQ the priority is the
+    /// AMQP `priority` property, on NATS the lane of the subject
+    /// (`docs/wire-format.md`). A `priority` header is an ordinary header.
+    #[deprecated(note = "no broker carries the priority in a header; see docs/wire-format.md")]
     pub const PRIORITY: &str = "priority";
     /// Number of attempts already made (written on retry and dead-letter copies).
     pub const ATTEMPT: &str = "wharf-attempt";

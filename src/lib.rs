@@ -4,6 +4,7 @@
 #[cfg(feature = "amqp")]
 pub mod amqp;
 mod app;
+mod attempt_header;
 mod broker;
 mod client;
 pub mod codec;

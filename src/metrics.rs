@@ -82,7 +82,7 @@ pub(crate) struct RouteMetrics {
     pub(crate) in_flight: Gauge,
     pub(crate) retries: Counter,
     /// Indexed like [`DeadLetterReason::ALL`].
-    pub(crate) dead_letters: [Counter; 7],
+    pub(crate) dead_letters: [Counter; DeadLetterReason::ALL.len()],
     pub(crate) replies_ok: Counter,
     pub(crate) replies_error: Counter,
     pub(crate) session_buffered: Gauge,

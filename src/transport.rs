@@ -16,7 +16,10 @@
 //!   acknowledged.
 //! - [`Delivery::delivery_count`] is 1 on the first delivery and grows by one
 //!   per failed attempt; [`Settlement::Defer`] and [`Settlement::Return`] do
-//!   not count.
+//!   not count. A message carrying `wharf-attempt: n` (attempts already
+//!   made, `docs/wire-format.md`) starts at n + 1; a `wharf-attempt` that
+//!   is not a whole number from 0 to `u32::MAX` is not counted, and the
+//!   delivery is [malformed](Delivery::with_malformed). Counts saturate.
 //! - Higher `priority` is delivered first on a queue declared with priority,
 //!   and a waiting low-priority message is not starved forever.
 //! - `publish` returns once the broker has the message.
@@ -168,6 +171,15 @@ impl Delivery {
         }
     }
 
+    /// Marks this delivery [`malformed`](Delivery::malformed): the
+    /// transport found, after making it, that the message cannot be read
+    /// as it was sent (a `wharf-attempt` header that is not a number of
+    /// attempts, say).
+    pub fn with_malformed(mut self, why: impl Into<Box<str>>) -> Self {
+        self.malformed = Some(why.into());
+        self
+    }
+
     /// Why the transport could not read the message, for a
     /// [`malformed`](Delivery::malformed) delivery.
     pub fn malformed_reason(&self) -> Option<&str> {
@@ -259,8 +271,23 @@ pub trait Transport: Send + Sync + 'static {
     fn publish(&self, queue: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>>;
 
     /// Publishes a reply to a request's reply address (a queue or a broker
-    /// reply address).
+    /// reply address). An address the broker refuses as such (one that
+    /// [`check_reply_address`](Transport::check_reply_address) should have
+    /// refused) is a [`BrokerErrorKind::Address`](crate::BrokerErrorKind::Address)
+    /// error, so that the message is not retried for it.
     fn reply(&self, address: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// Whether `address`, a received message's reply address, can ever
+    /// take a reply on this broker; if not, why (`docs/wire-format.md`,
+    /// "Reply addresses"). The pipeline asks before the handler runs and
+    /// dead-letters a message whose address can never work (reason
+    /// `reply`), instead of running it and retrying a reply that cannot
+    /// go out. Checked for every message with a reply address: keep it
+    /// cheap. By default every address is accepted.
+    fn check_reply_address(&self, address: &str) -> Result<(), String> {
+        let _ = address;
+        Ok(())
+    }
 
     /// Opens a private reply address for the request client.
     fn reply_inbox(&self) -> BoxFuture<'_, Result<ReplyInbox, BrokerError>>;

@@ -99,8 +99,9 @@ impl Shared {
                 Poll::Pending => return,
             };
             active.book.delivered(delivery.delivery_tag);
-            let count = convert::delivery_count(&delivery.properties, delivery.redelivered);
             let message = Arc::new(convert::to_message(&delivery.properties, delivery.data));
+            let (count, malformed) =
+                convert::delivery_count(&message, &delivery.properties, delivery.redelivered);
             let acker = AmqpAcker {
                 book: active.book.clone(),
                 tag: delivery.delivery_tag,
@@ -113,7 +114,10 @@ impl Shared {
                 settled: false,
                 return_by_copy: true,
             };
-            let delivery = acker.delivery();
+            let delivery = match malformed {
+                Some(why) => acker.delivery().with_malformed(why),
+                None => acker.delivery(),
+            };
             let priority = delivery.message.priority;
             lanes.push(priority, (active.generation, delivery));
         }

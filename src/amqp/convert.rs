@@ -1,6 +1,7 @@
 //! wharf messages to and from AMQP properties and headers (the mapping is
 //! documented in `docs/wire-format.md`).
 
+use crate::attempt_header;
 use crate::headers::{self, Headers, names};
 use crate::message::Message;
 use bytes::Bytes;
@@ -89,17 +90,28 @@ fn integer(table: Option<&FieldTable>, name: &str) -> Option<u64> {
     scalar_text(value)?.trim().parse().ok()
 }
 
-/// The delivery count: wharf's attempts so far (on retry copies) plus this
+/// The delivery count of `message` as received with `properties`: the
+/// attempts made so far (`wharf-attempt`, on retry copies or from the
+/// publisher, read as the pipeline reads it: [`attempt_header`]) plus this
 /// delivery, plus the broker's redeliveries of this copy (quorum queues'
 /// `x-delivery-count`, or one for a classic queue's `redelivered` flag).
-pub(crate) fn delivery_count(properties: &BasicProperties, redelivered: bool) -> u32 {
-    let headers = properties.headers().as_ref();
-    let attempts = integer(headers, names::ATTEMPT).unwrap_or(0);
-    let redeliveries = match integer(headers, DELIVERY_COUNT) {
-        Some(count) => count,
-        None => u64::from(redelivered),
+/// Saturates, never wraps. When `wharf-attempt` is not a number of
+/// attempts, also why: the count is then this copy's deliveries alone.
+pub(crate) fn delivery_count(
+    message: &Message,
+    properties: &BasicProperties,
+    redelivered: bool,
+) -> (u32, Option<String>) {
+    let (attempts, malformed) = match attempt_header::carried(message.header(names::ATTEMPT)) {
+        Ok(attempts) => (attempts, None),
+        Err(why) => (0, Some(why)),
     };
-    u32::try_from(attempts + 1 + redeliveries).unwrap_or(u32::MAX)
+    let redeliveries = match integer(properties.headers().as_ref(), DELIVERY_COUNT) {
+        Some(count) => u32::try_from(count).unwrap_or(u32::MAX),
+        None => u32::from(redelivered),
+    };
+    let count = attempts.saturating_add(1).saturating_add(redeliveries);
+    (count, malformed)
 }
 
 fn short(value: &str) -> ShortString {
@@ -266,15 +278,49 @@ mod tests {
         );
     }
 
+    /// [`delivery_count`] of a message received with `properties`.
+    fn count(properties: &BasicProperties, redelivered: bool) -> u32 {
+        let message = to_message(properties, Vec::new());
+        let (count, malformed) = delivery_count(&message, properties, redelivered);
+        assert_eq!(malformed, None);
+        count
+    }
+
     #[test]
     fn delivery_count_adds_attempts_and_redeliveries() {
         let plain = BasicProperties::default();
-        assert_eq!(delivery_count(&plain, false), 1);
-        assert_eq!(delivery_count(&plain, true), 2);
+        assert_eq!(count(&plain, false), 1);
+        assert_eq!(count(&plain, true), 2);
         let retried = copy_with(&plain, &[(names::ATTEMPT, "2".to_owned())]);
-        assert_eq!(delivery_count(&retried, false), 3);
+        assert_eq!(count(&retried, false), 3);
         let quorum = with_header(&retried, DELIVERY_COUNT, AMQPValue::LongLongInt(4));
-        assert_eq!(delivery_count(&quorum, true), 7);
+        assert_eq!(count(&quorum, true), 7);
+    }
+
+    #[test]
+    fn delivery_count_saturates_and_refuses_what_is_not_a_count() {
+        let most = with_header(
+            &BasicProperties::default(),
+            names::ATTEMPT,
+            AMQPValue::LongUInt(u32::MAX),
+        );
+        let most = with_header(&most, DELIVERY_COUNT, AMQPValue::LongLongInt(i64::MAX));
+        assert_eq!(count(&most, true), u32::MAX, "saturates, never wraps");
+        for bad in [
+            AMQPValue::LongLongInt(i64::MAX),
+            AMQPValue::LongLongInt(-1),
+            AMQPValue::LongString("abc".into()),
+            AMQPValue::FieldTable(FieldTable::default()),
+        ] {
+            let properties = with_header(&BasicProperties::default(), names::ATTEMPT, bad.clone());
+            let message = to_message(&properties, Vec::new());
+            let (count, malformed) = delivery_count(&message, &properties, true);
+            assert_eq!(count, 2, "{bad:?}: this copy's deliveries only");
+            assert!(
+                malformed.is_some_and(|why| why.contains("wharf-attempt")),
+                "{bad:?}"
+            );
+        }
     }
 
     fn with_header(properties: &BasicProperties, name: &str, value: AMQPValue) -> BasicProperties {
@@ -361,7 +407,7 @@ mod tests {
             AMQPValue::LongLongInt(1),
         );
         let mut properties = redelivered;
-        let count = delivery_count(&properties, true);
+        let count = super::tests::count(&properties, true);
         assert_eq!(count, 2);
         for _ in 0..10 {
             properties = copy_with(&properties, &[(names::ATTEMPT, (count - 1).to_string())]);
@@ -375,14 +421,14 @@ mod tests {
                     .is_none()
             );
             assert_eq!(
-                delivery_count(&properties, false),
+                super::tests::count(&properties, false),
                 count,
                 "a deferral is not an attempt"
             );
         }
         // A retry copy counts the failed attempt, and the redelivery once.
         let retried = copy_with(&properties, &[(names::ATTEMPT, count.to_string())]);
-        assert_eq!(delivery_count(&retried, false), count + 1);
+        assert_eq!(super::tests::count(&retried, false), count + 1);
     }
 
     #[test]

@@ -26,8 +26,9 @@ pub(crate) async fn fetch(link: &Arc<Link>, queue: &str, max: usize) -> Result<V
         let Some(got) = got else { break };
         let delivery = got.delivery;
         book.delivered(delivery.delivery_tag);
-        let count = convert::delivery_count(&delivery.properties, delivery.redelivered);
         let message = Arc::new(convert::to_message(&delivery.properties, delivery.data));
+        // Inspection: a count is shown, never acted on.
+        let (count, _) = convert::delivery_count(&message, &delivery.properties, delivery.redelivered);
         let acker = AmqpAcker {
             book: book.clone(),
             tag: delivery.delivery_tag,

@@ -115,6 +115,22 @@ impl Transport for AmqpTransport {
         })
     }
 
+    /// A queue name or a direct reply-to address: not empty (the default
+    /// exchange routes an empty routing key nowhere) and at most 255 bytes
+    /// (the longest queue name).
+    fn check_reply_address(&self, address: &str) -> Result<(), String> {
+        if address.is_empty() {
+            return Err("it is empty: RabbitMQ's default exchange routes it to no queue".to_owned());
+        }
+        if address.len() > 255 {
+            return Err(format!(
+                "it is {} bytes long; a queue name has at most 255",
+                address.len()
+            ));
+        }
+        Ok(())
+    }
+
     fn reply_inbox(&self) -> BoxFuture<'_, Result<ReplyInbox, BrokerError>> {
         Box::pin(reply::open(&self.link))
     }

@@ -2,7 +2,9 @@
 //! the acker that settles each delivery.
 
 use super::queue::{Entry, Queue};
+use crate::attempt_header;
 use crate::error::BrokerError;
+use crate::headers::names;
 use crate::transport::{Acker, BoxFuture, Delivery, DeliveryStream, Settlement};
 use crate::window::{Slot, Window};
 use std::sync::Arc;
@@ -56,7 +58,9 @@ pub(crate) fn stream(queue: Arc<Queue>, dead_letters: Arc<Queue>, prefetch: usiz
     }))
 }
 
-/// Wraps a popped entry as a delivery settled back into these queues.
+/// Wraps a popped entry as a delivery settled back into these queues. Its
+/// count is the attempts the message was published with (`wharf-attempt`,
+/// as on the brokers) plus the queue's deliveries of it.
 pub(crate) fn delivery(
     entry: Entry,
     queue: &Arc<Queue>,
@@ -64,14 +68,22 @@ pub(crate) fn delivery(
     window: Option<Slot>,
 ) -> Delivery {
     let message = entry.message.clone();
-    let count = entry.deliveries;
+    let (carried, malformed) = match attempt_header::carried(message.header(names::ATTEMPT)) {
+        Ok(attempts) => (attempts, None),
+        Err(why) => (0, Some(why)),
+    };
+    let count = carried.saturating_add(entry.deliveries);
     let acker = MemoryAcker {
         entry: Some(entry),
         queue: queue.clone(),
         dead_letters: dead_letters.clone(),
         window,
     };
-    Delivery::new(message, count, Box::new(acker))
+    let delivery = Delivery::new(message, count, Box::new(acker));
+    match malformed {
+        Some(why) => delivery.with_malformed(why),
+        None => delivery,
+    }
 }
 
 struct MemoryAcker {

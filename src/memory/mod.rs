@@ -113,6 +113,14 @@ impl Transport for MemoryTransport {
         succeeded()
     }
 
+    /// Any queue name or inbox but the empty string, which names nothing.
+    fn check_reply_address(&self, address: &str) -> Result<(), String> {
+        if address.is_empty() {
+            return Err("it is empty".to_owned());
+        }
+        Ok(())
+    }
+
     fn reply_inbox(&self) -> BoxFuture<'_, Result<ReplyInbox, BrokerError>> {
         let n = self.inner.next_inbox.fetch_add(1, Ordering::Relaxed);
         let address = format!("{INBOX_PREFIX}{n}");

@@ -14,6 +14,7 @@ use super::keepalive::{self, Keep};
 use super::naming::{self, CONSUMER, DELAY_CONSUMER};
 use super::pull::{self, Pull};
 use super::{Shared, acker, convert, handback, publish_confirmed, quarantine, topology};
+use crate::attempt_header;
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::headers::names;
 use crate::lanes::{Lanes, MAX_PRIORITY};
@@ -386,15 +387,17 @@ pub(crate) fn delivery(
     let held = held.or_else(|| source.hold(&message));
     let headers = message.headers.take();
     let wharf = convert::to_message(message.subject.as_str(), headers.as_ref(), message.payload, None);
-    let attempts: u32 = wharf
-        .header(names::ATTEMPT)
-        .and_then(|a| a.trim().parse().ok())
-        .unwrap_or(0);
+    // A malformed count is not a count: the delivery counts only what
+    // JetStream counted, and the pipeline rejects it.
+    let (attempts, malformed) = match attempt_header::carried(wharf.header(names::ATTEMPT)) {
+        Ok(attempts) => (attempts, None),
+        Err(why) => (0, Some(why)),
+    };
     let ack_subject = message.reply.unwrap_or_else(|| "".into());
     if let Some(window) = &source.window {
         window.acquire();
     }
-    NatsAcker {
+    let delivery = NatsAcker {
         source: source.clone(),
         ack_subject,
         headers,
@@ -403,7 +406,11 @@ pub(crate) fn delivery(
         settled: false,
         held,
     }
-    .delivery()
+    .delivery();
+    match malformed {
+        Some(why) => delivery.with_malformed(why),
+        None => delivery,
+    }
 }
 
 /// The delivery count in a JetStream ack subject (ADR-15):

@@ -22,15 +22,13 @@ pub(crate) const REPLY_TO: &str = "reply-to";
 /// The original message id on a copy wharf made (whose `Nats-Msg-Id` is
 /// fresh, or JetStream's duplicate window would drop it).
 pub(crate) const ORIGINAL_ID: &str = "wharf-message-id";
-/// A priority outside 0–9, which no lane can carry: written so that the
-/// pipeline sees (and rejects) the value the publisher gave.
-pub(crate) const PRIORITY: &str = "priority";
 /// When a deferred copy is due, in Unix milliseconds.
 pub(crate) const NOT_BEFORE: &str = "wharf-not-before";
 
 /// Reads a NATS message into wharf's model. `reply` is the message's own
 /// reply subject: the reply address on core NATS, JetStream's ack subject
-/// (ignored) on JetStream.
+/// (ignored) on JetStream. The priority is the subject's lane; a
+/// `priority` header is an ordinary header, passed to the handler.
 pub(crate) fn to_message(
     subject: &str,
     headers: Option<&HeaderMap>,
@@ -74,8 +72,6 @@ pub(crate) fn to_message(
                 if message.reply_to.is_none() {
                     message.reply_to = Some(value.to_owned());
                 }
-            } else if name.eq_ignore_ascii_case(PRIORITY) {
-                message.priority = Some(value.trim().parse::<u64>().map_or(u8::MAX, |p| p.min(255) as u8));
             } else if name.eq_ignore_ascii_case(ORIGINAL_ID) {
                 original_id = Some(value.to_owned());
             } else if name.eq_ignore_ascii_case(NOT_BEFORE)
@@ -103,7 +99,6 @@ pub(crate) fn headers(message: &Message, copy: bool) -> HeaderMap {
     const MSG_ID_NAME: HeaderName = HeaderName::from_static(MSG_ID);
     const ORIGINAL_ID_NAME: HeaderName = HeaderName::from_static(ORIGINAL_ID);
     const CORRELATION_ID_NAME: HeaderName = HeaderName::from_static(CORRELATION_ID);
-    const PRIORITY_NAME: HeaderName = HeaderName::from_static(PRIORITY);
     const REPLY_TO_NAME: HeaderName = HeaderName::from_static(REPLY_TO);
     let mut headers = HeaderMap::new();
     if let Some(content_type) = &message.content_type {
@@ -120,12 +115,6 @@ pub(crate) fn headers(message: &Message, copy: bool) -> HeaderMap {
     }
     if let Some(correlation_id) = &message.correlation_id {
         put(&mut headers, CORRELATION_ID_NAME, correlation_id);
-    }
-    if let Some(priority) = message
-        .priority
-        .filter(|p| usize::from(*p) > crate::lanes::MAX_PRIORITY)
-    {
-        put(&mut headers, PRIORITY_NAME, &priority.to_string());
     }
     if let Some(reply_to) = &message.reply_to {
         put(&mut headers, REPLY_TO_NAME, reply_to);
@@ -157,9 +146,6 @@ pub(crate) fn is_bare_reply(reply: &Message) -> bool {
     reply.correlation_id.is_none()
         && reply.message_id.is_none()
         && reply.reply_to.is_none()
-        && reply
-            .priority
-            .is_none_or(|p| usize::from(p) <= crate::lanes::MAX_PRIORITY)
         && reply.headers.len() == 1
         && reply.header(names::STATUS) == Some("ok")
         && reply
@@ -295,6 +281,19 @@ mod tests {
         let back = to_message("wharf.p0.q", Some(&second), message.body.clone(), None);
         assert_eq!(back.message_id.as_deref(), Some("m1"));
         assert_eq!(back.header("wharf-attempt"), Some("2"));
+    }
+
+    #[test]
+    fn a_priority_header_is_an_ordinary_header() {
+        for value in ["high", "7", "42"] {
+            let mut headers = HeaderMap::new();
+            headers.insert("priority", value);
+            let message = to_message("wharf.p0.q", Some(&headers), bytes::Bytes::new(), None);
+            assert_eq!(message.priority, Some(0), "the lane is the priority");
+            assert_eq!(message.header("priority"), Some(value), "passed on as it was");
+        }
+        let lane_three = Message::new(&b"1"[..]).with_priority(3);
+        assert!(headers(&lane_three, false).get_last("priority").is_none());
     }
 
     #[test]

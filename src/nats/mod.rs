@@ -107,7 +107,12 @@ fn publish_reply(
     mut message: Message,
 ) -> BoxFuture<'_, Result<(), BrokerError>> {
     fn failed(e: async_nats::PublishError) -> BrokerError {
-        BrokerError::new(BrokerErrorKind::Publish, "publishing the reply failed").with_source(e)
+        // An invalid subject is the address itself: no retry can help.
+        let kind = match e.kind() {
+            async_nats::PublishErrorKind::InvalidSubject => BrokerErrorKind::Address,
+            _ => BrokerErrorKind::Publish,
+        };
+        BrokerError::new(kind, "publishing the reply failed").with_source(e)
     }
     let headers = if convert::is_bare_reply(&message) {
         async_nats::HeaderMap::new()
@@ -218,9 +223,10 @@ impl Transport for NatsTransport {
         let queue = queue.to_owned();
         Box::pin(async move {
             naming::check_queue(&queue)?;
+            let lane = naming::lane(message.priority)?;
             let copy = message.header(crate::headers::names::REPLAYED_AT).is_some();
             let headers = convert::headers(&message, copy);
-            let subject = naming::subject(&queue, message.priority.unwrap_or(0));
+            let subject = naming::subject(&queue, lane);
             publish_confirmed(&self.shared, subject, headers, message.body).await
         })
     }
@@ -247,6 +253,12 @@ impl Transport for NatsTransport {
             }
             publish_reply(&self.shared, address, message).await
         })
+    }
+
+    /// A subject a message can be published to: see
+    /// [`naming::check_reply_subject`].
+    fn check_reply_address(&self, address: &str) -> Result<(), String> {
+        naming::check_reply_subject(address)
     }
 
     fn reply_inbox(&self) -> BoxFuture<'_, Result<ReplyInbox, BrokerError>> {

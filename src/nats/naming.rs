@@ -67,6 +67,56 @@ pub(crate) fn check_queue(queue: &str) -> Result<(), BrokerError> {
     }
 }
 
+/// The lane of a message with `priority` (none: lane 0), or an error for
+/// a priority no lane carries: on NATS the priority is the subject's lane
+/// `p0` … `p9`, so wharf refuses to publish a higher one rather than store
+/// a message that would be rejected.
+pub(crate) fn lane(priority: Option<u8>) -> Result<u8, BrokerError> {
+    match priority {
+        None => Ok(0),
+        Some(p) if usize::from(p) <= MAX_PRIORITY => Ok(p),
+        Some(p) => Err(BrokerError::new(
+            BrokerErrorKind::Publish,
+            format!(
+                "priority {p} is out of range 0-{MAX_PRIORITY}: on NATS the priority is the lane of the \
+                 subject (wharf.p0 … wharf.p{MAX_PRIORITY}); nothing was published"
+            ),
+        )),
+    }
+}
+
+/// Whether a reply can ever be published to `address`; if not, why. It
+/// must be a subject a message can be published to: not empty, no
+/// whitespace or control characters (they end a subject in the protocol),
+/// no empty token, and no wildcard token (`*`, `>`), which only a
+/// subscription can have.
+pub(crate) fn check_reply_subject(address: &str) -> Result<(), String> {
+    if address.is_empty() {
+        return Err("it is empty".to_owned());
+    }
+    // One pass, no splitting: checked for every request a worker handles.
+    let mut token_start = 0;
+    let bytes = address.as_bytes();
+    for (at, &byte) in bytes.iter().enumerate() {
+        if byte <= b' ' || byte == 0x7f {
+            return Err("a NATS subject cannot contain whitespace or control characters".to_owned());
+        }
+        if byte == b'.' {
+            check_reply_token(&bytes[token_start..at])?;
+            token_start = at + 1;
+        }
+    }
+    check_reply_token(&bytes[token_start..])
+}
+
+fn check_reply_token(token: &[u8]) -> Result<(), String> {
+    match token {
+        [] => Err("a NATS subject cannot have an empty token".to_owned()),
+        [b'*'] | [b'>'] => Err("a NATS subject to publish to cannot have a wildcard token".to_owned()),
+        _ => Ok(()),
+    }
+}
+
 /// The subject of lane `priority` of `queue`.
 pub(crate) fn subject(queue: &str, priority: u8) -> String {
     // Built on every publish and request; `format!` cost several times this.
@@ -159,6 +209,36 @@ mod tests {
             assert_eq!(lane_of(not_a_lane), None, "{not_a_lane}");
         }
         assert_eq!(subjects("q").len(), 10);
+    }
+
+    #[test]
+    fn a_priority_above_nine_has_no_lane() {
+        assert_eq!(lane(None).unwrap(), 0);
+        assert_eq!(lane(Some(9)).unwrap(), 9);
+        let error = lane(Some(42)).unwrap_err();
+        assert!(error.to_string().contains("priority 42"), "{error}");
+    }
+
+    #[test]
+    fn reply_subjects_must_be_publishable() {
+        for good in ["_INBOX.abc.1", "orders", "a.b-c_d.é", "x*y.a>b"] {
+            assert_eq!(check_reply_subject(good), Ok(()), "{good:?}");
+        }
+        for bad in [
+            "",
+            "has space",
+            "tab\there",
+            "a..b",
+            ".a",
+            "a.",
+            "a.*.b",
+            "a.>",
+            "*",
+            "nl\n",
+            "del\u{7f}",
+        ] {
+            assert!(check_reply_subject(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -137,7 +137,10 @@ impl Requests {
                 "not connected to NATS (reconnecting): the request was not sent",
             ))));
         }
-        let subject = naming::subject(queue, message.priority.unwrap_or(0));
+        let subject = match naming::lane(message.priority) {
+            Ok(lane) => naming::subject(queue, lane),
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
         let known = match is_plain(id) {
             true => self.forms.known_form(&subject),
             // Only a plain id can be a lean token.

@@ -8,6 +8,7 @@
 
 use super::naming::{self, any_lane};
 use super::{Shared, convert, core_publish, publish_confirmed, topology};
+use crate::attempt_header;
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::headers::names;
 use crate::message::Message;
@@ -53,18 +54,17 @@ pub(crate) async fn consume(
         }
         match subscription.poll_next_unpin(cx) {
             Poll::Ready(Some(raw)) => {
-                let attempts: u32 = raw
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get_last(names::ATTEMPT))
-                    .and_then(|v| v.as_str().trim().parse().ok())
-                    .unwrap_or(0);
                 let message = convert::to_message(
                     raw.subject.as_str(),
                     raw.headers.as_ref(),
                     raw.payload,
                     raw.reply.as_ref().map(|r| r.as_str()),
                 );
+                // A malformed count is not a count; the pipeline rejects it.
+                let (attempts, malformed) = match attempt_header::carried(message.header(names::ATTEMPT)) {
+                    Ok(attempts) => (attempts, None),
+                    Err(why) => (0, Some(why)),
+                };
                 let acker = ServiceAcker {
                     route: route.clone(),
                     subject: raw.subject,
@@ -74,7 +74,11 @@ pub(crate) async fn consume(
                     count: attempts.saturating_add(1),
                     settled: false,
                 };
-                Poll::Ready(Some(acker.delivery()))
+                let delivery = acker.delivery();
+                Poll::Ready(Some(match malformed {
+                    Some(why) => delivery.with_malformed(why),
+                    None => delivery,
+                }))
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => match retries.poll_recv(cx) {

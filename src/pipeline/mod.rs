@@ -371,7 +371,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         trace: Option<Arc<TraceContext>>,
     ) -> Result<Job, BoxFuture<'_, ()>> {
         if delivery.delivery_count > self.policy.max_attempts {
-            return Err(Box::pin(self.redelivered_too_often(delivery, trace)));
+            return Err(Box::pin(self.out_of_attempts(delivery, trace)));
         }
         let queue = &self.shared.queue;
         let checked = match delivery.malformed_reason() {
@@ -380,6 +380,10 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 message: why.to_owned(),
             }),
             None => validate::check(&delivery.message, &self.limits),
+        };
+        let checked = match (checked, delivery.message.reply_to.as_deref()) {
+            (Ok(envelope), Some(address)) => self.check_reply_address(address).map(|()| envelope),
+            (checked, _) => checked,
         };
         let admitted = checked.map(|envelope| {
             let keys = (envelope.idempotency_key.is_some() || envelope.session.is_some()).then(|| {
@@ -434,18 +438,58 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         }
     }
 
-    /// A message delivered more often than it may be attempted was dropped
-    /// unsettled each time: its worker died or the pipeline panicked on it.
-    /// It is dead-lettered before any step can fail on it again.
-    async fn redelivered_too_often(self: &Arc<Self>, delivery: Delivery, trace: Option<Arc<TraceContext>>) {
-        let failure = Failure::new(
-            true,
-            "redelivered",
-            format!(
-                "delivered {} times without being settled (its worker died or the pipeline panicked)",
-                delivery.delivery_count
-            ),
-        );
+    /// Whether replies can ever go to `address` on this broker; else the
+    /// reason to dead-letter the message before it runs: no run could be
+    /// answered, so none is made (`docs/wire-format.md`, "Reply addresses").
+    fn check_reply_address(&self, address: &str) -> Result<(), validate::Invalid> {
+        self.shared
+            .transport
+            .check_reply_address(address)
+            .map_err(|why| validate::Invalid {
+                reason: DeadLetterReason::Reply,
+                message: format!(
+                    "reply address {address:?} can never be used on {}: {why}; not run",
+                    self.shared.transport.kind()
+                ),
+            })
+    }
+
+    /// A message with no attempts left: dead-lettered before any step can
+    /// fail on it again. Either it arrived with them used up (its
+    /// `wharf-attempt`, whoever wrote it, is at or above `max_attempts`),
+    /// or this worker and its broker counted more deliveries than attempts:
+    /// a delivery was dropped unsettled (its worker died or the pipeline
+    /// panicked). Only the second is reported as `redelivered`: a header
+    /// says how many attempts were made, not that a worker died.
+    async fn out_of_attempts(self: &Arc<Self>, mut delivery: Delivery, trace: Option<Arc<TraceContext>>) {
+        let max = self.policy.max_attempts;
+        // Read again here, off the common path: a malformed value was
+        // not counted (the transport flagged the delivery instead).
+        let carried = crate::attempt_header::carried(delivery.message.header(crate::headers::names::ATTEMPT))
+            .unwrap_or(0);
+        let failure = if carried >= max {
+            // The dead letter says how many attempts were made: the ones
+            // it came with, as this delivery was not one.
+            delivery.delivery_count = carried;
+            Failure::new(
+                true,
+                "attempts-used-up",
+                format!(
+                    "arrived with wharf-attempt {carried}: {carried} attempts (failed runs, or deliveries \
+                     never settled) were made before this delivery (max_attempts is {max}); not run"
+                ),
+            )
+        } else {
+            Failure::new(
+                true,
+                "redelivered",
+                format!(
+                    "delivered {} times, more than max_attempts ({max}): failed attempts and deliveries \
+                     that were never settled (a worker died or the pipeline panicked); not run",
+                    delivery.delivery_count
+                ),
+            )
+        };
         let job = Job::new(delivery, Codec::Json, None, trace);
         self.dead_letter(job, DeadLetterReason::MaxAttempts, &failure, false)
             .await;
@@ -545,8 +589,21 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         Some(self.shared.transport.reply(address, response))
     }
 
-    /// The handler succeeded but its reply could not be published.
+    /// The handler succeeded but its reply could not be published: a
+    /// failed attempt, unless the broker refused the address itself, which
+    /// no retry can change (dead-lettered at once, reason `reply`).
     async fn reply_failed(self: &Arc<Self>, job: Job, error: BrokerError) {
+        if error.kind() == crate::error::BrokerErrorKind::Address {
+            let address = job.delivery.message.reply_to.as_deref().unwrap_or_default();
+            let failure = Failure::new(
+                true,
+                "reply",
+                format!("the broker refused reply address {address:?}: {error}"),
+            );
+            self.dead_letter(job, DeadLetterReason::Reply, &failure, true)
+                .await;
+            return;
+        }
         tracing::warn!(%error, "reply could not be published; the message will be retried");
         let failure = Failure::new(false, "reply", error.to_string());
         let attempt = job.delivery.delivery_count.max(1);
@@ -597,7 +654,12 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
     ) -> bool {
         tracing::warn!(%reason, kind = %failure.kind, error = %Shortened::error(&failure.message), "message dead-lettered");
         let message = &job.delivery.message;
-        if let Some(address) = message.reply_to.as_deref() {
+        // No error reply to an address that cannot take one.
+        let reply_to = message
+            .reply_to
+            .as_deref()
+            .filter(|_| reason != DeadLetterReason::Reply);
+        if let Some(address) = reply_to {
             let body = ErrorBody {
                 kind: failure.kind.to_string(),
                 message: failure.message.clone(),

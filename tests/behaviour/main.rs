@@ -64,7 +64,7 @@ macro_rules! for_every_case {
                 oversized_body_is_dead_lettered,
                 non_numeric_sequence_is_dead_lettered,
                 session_without_sequence_is_dead_lettered,
-                priority_out_of_range_is_dead_lettered,
+                priority_out_of_range_is_dead_lettered_or_refused,
                 bad_request_gets_an_error_reply,
                 // idempotency
                 duplicate_is_acked_without_running_the_handler,
@@ -122,6 +122,8 @@ macro_rules! for_every_case {
                 // found by outside users (issue 17)
                 a_message_waiting_for_a_claim_keeps_its_attempts,
                 a_redelivered_message_waiting_for_a_claim_keeps_its_count,
+                outside_wharf_attempt_is_read_as_attempts_made_or_refused,
+                unusable_reply_address_is_dead_lettered_without_a_run,
             ]
         );
     };
@@ -155,6 +157,7 @@ transport_suite!(
         a_scheduled_retry_outlives_its_worker,
         a_message_waiting_for_a_claim_keeps_its_attempts,
         a_redelivered_message_waiting_for_a_claim_keeps_its_count,
+        outside_wharf_attempt_is_read_as_attempts_made_or_refused,
     ]
 );
 #[cfg(feature = "nats")]

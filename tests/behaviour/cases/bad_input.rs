@@ -133,11 +133,50 @@ pub async fn session_without_sequence_is_dead_lettered(h: Harness) {
     .await;
 }
 
-pub async fn priority_out_of_range_is_dead_lettered(h: Harness) {
+/// RabbitMQ (and the in-memory broker) carry a priority as a field of the
+/// message, so any publisher can send 42: it is dead-lettered. On NATS the
+/// priority is the lane in the subject, `wharf.p0` to `wharf.p9`: no
+/// publisher can express 42, and wharf's own client refuses it when it is
+/// asked to publish it, instead of storing a message to be rejected.
+pub async fn priority_out_of_range_is_dead_lettered_or_refused(h: Harness) {
     let bad = Message::json(&order(5)).unwrap().with_priority(42);
     let options = RouteOptions::new().priority(true);
-    let letter = rejects(&h, "priority", options, bad, DeadLetterReason::InvalidHeader).await;
-    assert!(letter.error_message().unwrap().contains("42"));
+    if h.broker.kind() != "nats" {
+        let letter = rejects(&h, "priority", options, bad, DeadLetterReason::InvalidHeader).await;
+        assert!(letter.error_message().unwrap().contains("42"));
+        return;
+    }
+    let queue = h.queue("priority");
+    let running = h
+        .app()
+        .route_with(&queue, |_: Order| async {}, options)
+        .start()
+        .await
+        .unwrap();
+    let error = h.client().send(&queue, bad.clone()).await.unwrap_err();
+    assert!(
+        error.to_string().contains("42") && error.to_string().contains("0-9"),
+        "{error}"
+    );
+    let error = h
+        .client()
+        .request_message(&queue, bad, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, RequestError::Broker(e) if e.to_string().contains("42")),
+        "{error}"
+    );
+    // What a lane can carry still goes.
+    let nine = Message::json(&order(6)).unwrap().with_priority(9);
+    h.client().send(&queue, nine).await.unwrap();
+    let stats = until(&running, &queue, |s| s.acked == 1).await;
+    assert_eq!(
+        (stats.received, stats.rejected),
+        (1, 0),
+        "nothing was stored for 42"
+    );
+    running.shutdown().await;
 }
 
 pub async fn bad_request_gets_an_error_reply(h: Harness) {

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod idempotency;
+mod outside_headers;
 mod payloads;
 mod priority;
 mod request_reply;
@@ -13,6 +14,7 @@ mod tracing;
 
 pub use bad_input::*;
 pub use idempotency::*;
+pub use outside_headers::*;
 pub use payloads::*;
 pub use priority::*;
 pub use request_reply::*;
