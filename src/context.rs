@@ -89,11 +89,15 @@ impl Context {
         if let Some(trace) = &self.trace {
             trace.stamp(&mut message);
         }
-        self.route
-            .transport
-            .publish(queue, message)
-            .await
-            .map_err(Error::new)
+        // A publish that can never succeed (a priority NATS has no lane
+        // for, say) is a permanent failure: retrying would fail the same way.
+        self.route.transport.publish(queue, message).await.map_err(|e| {
+            if e.is_permanent() {
+                Error::permanent(e)
+            } else {
+                Error::new(e)
+            }
+        })
     }
 
     /// The checkpoint this session's handler saved last, decoded from JSON.

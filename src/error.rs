@@ -256,6 +256,16 @@ impl BrokerError {
     pub fn is_connection(&self) -> bool {
         matches!(self.kind, BrokerErrorKind::Connection | BrokerErrorKind::Closed)
     }
+
+    /// True when trying the same operation again cannot succeed: what was
+    /// asked is invalid on this broker (configuration, an unusable address,
+    /// a priority no lane carries), not a failure of the moment.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self.kind,
+            BrokerErrorKind::Config | BrokerErrorKind::Unsupported | BrokerErrorKind::Address
+        )
+    }
 }
 
 impl fmt::Display for BrokerError {

@@ -356,8 +356,9 @@ async fn a_python_nats_client_publishes_and_requests() {
         assert_eq!(stream["storage"], "file", "{stream}");
         assert_eq!(stream["duplicate_window"], 120.0, "{stream}");
     }
-    // A route's consumers wait its lease (timeout 60 s + 30 s by default)
-    // for an ack; a dead-letter queue's, which wharf reads itself, 30 s.
+    // A route's consumers wait its lease (15 s by default; workers renew
+    // what they hold with in-progress acks) for an ack; a dead-letter
+    // queue's, which wharf reads itself, 30 s.
     let consumer = |name: &str, filter: Option<String>, ack_wait: f64| {
         json!({
             "durable": name,
@@ -371,7 +372,7 @@ async fn a_python_nats_client_publishes_and_requests() {
     let lanes: serde_json::Map<String, Value> = (0..10)
         .map(|p| {
             let name = format!("wharf-p{p}");
-            let config = consumer(&name, Some(format!("wharf.p{p}.{orders}")), 90.0);
+            let config = consumer(&name, Some(format!("wharf.p{p}.{orders}")), 15.0);
             (name, config)
         })
         .collect();
@@ -382,7 +383,7 @@ async fn a_python_nats_client_publishes_and_requests() {
     );
     assert_eq!(
         quotes_stream["consumers"],
-        json!({"wharf": consumer("wharf", None, 90.0)}),
+        json!({"wharf": consumer("wharf", None, 15.0)}),
         "a route without priority has one consumer, without a filter"
     );
 

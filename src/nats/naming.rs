@@ -76,7 +76,7 @@ pub(crate) fn lane(priority: Option<u8>) -> Result<u8, BrokerError> {
         None => Ok(0),
         Some(p) if usize::from(p) <= MAX_PRIORITY => Ok(p),
         Some(p) => Err(BrokerError::new(
-            BrokerErrorKind::Publish,
+            BrokerErrorKind::Config,
             format!(
                 "priority {p} is out of range 0-{MAX_PRIORITY}: on NATS the priority is the lane of the \
                  subject (wharf.p0 … wharf.p{MAX_PRIORITY}); nothing was published"
