@@ -22,6 +22,7 @@ use super::Shared;
 use async_nats::{Message, Subject, Subscriber};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use slab::Slab;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -77,51 +78,30 @@ pub(crate) fn lock(inbox: &Mutex<Inbox>) -> MutexGuard<'_, Inbox> {
 pub(crate) struct Keep {
     /// Deliveries handed out and not settled: their ack subjects and the
     /// round they were handed out in.
-    held: Mutex<Slab>,
+    held: Mutex<Slab<(Subject, u32)>>,
     /// The consumer's subscriptions.
     inboxes: Mutex<Vec<Weak<Mutex<Inbox>>>>,
     /// The keeper's rounds so far.
     round: AtomicU32,
 }
 
-/// Entries by index, with the free ones listed for reuse.
-#[derive(Default)]
-struct Slab {
-    entries: Vec<Option<(Subject, u32)>>,
-    free: Vec<usize>,
-    len: usize,
-}
-
 impl Keep {
+    fn held(&self) -> MutexGuard<'_, Slab<(Subject, u32)>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Holds a delivery whose ack subject is `subject` until [`release`]:
     /// returns its key.
     ///
     /// [`release`]: Keep::release
     pub(crate) fn hold(&self, subject: Subject) -> usize {
-        let entry = Some((subject, self.round.load(Ordering::Relaxed)));
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        held.len += 1;
-        match held.free.pop() {
-            Some(key) => {
-                held.entries[key] = entry;
-                key
-            }
-            None => {
-                held.entries.push(entry);
-                held.entries.len() - 1
-            }
-        }
+        let round = self.round.load(Ordering::Relaxed);
+        self.held().insert((subject, round))
     }
 
     /// Stops holding the delivery with `key`.
     pub(crate) fn release(&self, key: usize) {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = held.entries.get_mut(key)
-            && entry.take().is_some()
-        {
-            held.len -= 1;
-            held.free.push(key);
-        }
+        self.held().try_remove(key);
     }
 
     /// Keeps `inbox` alive too, for as long as its consumer has it.
@@ -132,7 +112,7 @@ impl Keep {
     }
 
     fn holds_nothing(&self) -> bool {
-        self.held.lock().unwrap_or_else(|e| e.into_inner()).len == 0
+        self.held().is_empty()
     }
 
     /// One round: the ack subjects of every message held since before the
@@ -140,15 +120,12 @@ impl Keep {
     fn due(&self) -> Vec<Subject> {
         let round = self.round.fetch_add(1, Ordering::Relaxed) + 1;
         let old = |since: u32| since.wrapping_add(1) < round;
-        let mut due: Vec<Subject> = {
-            let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-            held.entries
-                .iter()
-                .flatten()
-                .filter(|(_, since)| old(*since))
-                .map(|(subject, _)| subject.clone())
-                .collect()
-        };
+        let mut due: Vec<Subject> = self
+            .held()
+            .iter()
+            .filter(|(_, (_, since))| old(*since))
+            .map(|(_, (subject, _))| subject.clone())
+            .collect();
         let inboxes: Vec<_> = {
             let inboxes = self.inboxes.lock().unwrap_or_else(|e| e.into_inner());
             inboxes.iter().filter_map(Weak::upgrade).collect()

@@ -15,6 +15,7 @@
 //! reached is tried again at the next round.
 
 use crate::store::{ClaimToken, Store};
+use slab::Slab;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -36,10 +37,8 @@ pub(crate) struct Leases {
 
 #[derive(Default)]
 struct Inner {
-    /// Entries by key, `None` where free, with the round they were taken in.
-    entries: Vec<Option<(Held, u64)>>,
-    free: Vec<usize>,
-    held: usize,
+    /// What is held, with the round it was taken in.
+    entries: Slab<(Held, u64)>,
     round: u64,
     /// Whether the renewing task runs.
     renewing: bool,
@@ -53,13 +52,7 @@ pub(crate) struct LeaseHold {
 
 impl Drop for LeaseHold {
     fn drop(&mut self) {
-        let mut inner = self.leases.inner();
-        if let Some(entry) = inner.entries.get_mut(self.key)
-            && entry.take().is_some()
-        {
-            inner.held -= 1;
-            inner.free.push(self.key);
-        }
+        self.leases.inner().entries.try_remove(self.key);
     }
 }
 
@@ -80,18 +73,8 @@ impl Leases {
     /// Renews `held` until the returned hold is dropped.
     pub(crate) fn hold(self: &Arc<Self>, held: Held) -> LeaseHold {
         let mut inner = self.inner();
-        let entry = Some((held, inner.round));
-        let key = match inner.free.pop() {
-            Some(key) => {
-                inner.entries[key] = entry;
-                key
-            }
-            None => {
-                inner.entries.push(entry);
-                inner.entries.len() - 1
-            }
-        };
-        inner.held += 1;
+        let round = inner.round;
+        let key = inner.entries.insert((held, round));
         if !inner.renewing {
             inner.renewing = true;
             tokio::spawn(renew(self.clone()));
@@ -106,7 +89,7 @@ impl Leases {
     /// the renewing (`None`) when nothing is held.
     fn due(&self) -> Option<Vec<(usize, Held)>> {
         let mut inner = self.inner();
-        if inner.held == 0 {
+        if inner.entries.is_empty() {
             inner.renewing = false;
             return None;
         }
@@ -116,11 +99,8 @@ impl Leases {
             inner
                 .entries
                 .iter()
-                .enumerate()
-                .filter_map(|(key, entry)| match entry {
-                    Some((held, since)) if since + 1 < round => Some((key, held.clone())),
-                    _ => None,
-                })
+                .filter(|(_, (_, since))| since + 1 < round)
+                .map(|(key, (held, _))| (key, held.clone()))
                 .collect(),
         )
     }
@@ -129,11 +109,11 @@ impl Leases {
     /// claim is no longer this worker's).
     fn forget(&self, key: usize, held: &Held) {
         let mut inner = self.inner();
-        if let Some(entry) = inner.entries.get_mut(key)
-            && entry.as_ref().is_some_and(|(h, _)| h == held)
+        if let Some((entry, since)) = inner.entries.get_mut(key)
+            && entry == held
         {
             // Left in place (its hold frees it), but never due again.
-            *entry = Some((held.clone(), u64::MAX - 1));
+            *since = u64::MAX - 1;
         }
     }
 }
