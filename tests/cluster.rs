@@ -12,6 +12,16 @@
 //!
 //! `cargo test --all-features --test cluster -- --nocapture` runs them all;
 //! `... --test cluster -- amqp+redis` the cases of one pair.
+//!
+//! Most cases give the workers short settings (a 2 s timeout, a 6 s lease)
+//! so that a crash is over quickly. The cases named `..._with_defaults_...`
+//! and the recovery cases run them with the defaults instead
+//! (`WHARF_CLUSTER_DEFAULTS=1`: `RouteOptions::new()` with only the
+//! concurrency set, the queue declared with `QueueSpec::new`), because a
+//! crash must not look like a gap with the settings users get.
+//! `WHARF_CLUSTER_LEASE_S=90` in the runner's environment gives those
+//! workers that lease instead — the lease wharf used to have — to show what
+//! went wrong with it (their checks then fail on NATS).
 
 mod support;
 
@@ -41,6 +51,12 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 const LEASE: Duration = Duration::from_secs(6);
 /// Simulated work per handler run, so that runs overlap measurably.
 const WORK: Duration = Duration::from_millis(2);
+
+/// The lease of a route and queue left at their defaults
+/// (`RouteOptions::lease`, the NATS consumer's ack wait).
+fn default_lease() -> Duration {
+    QueueSpec::new("any").lease
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum BrokerKind {
@@ -137,6 +153,12 @@ struct Step {
     seq: u64,
 }
 
+/// Payload of the recovery runs: one job, recorded where and when it ran.
+#[derive(Serialize, Deserialize)]
+struct Job {
+    id: u64,
+}
+
 fn micros_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
 }
@@ -162,6 +184,14 @@ impl Keys {
     }
     fn spans(&self) -> String {
         format!("{}spans", self.prefix())
+    }
+    /// `id pid µs` of every job run as it starts.
+    fn job_starts(&self) -> String {
+        format!("{}job-starts", self.prefix())
+    }
+    /// `id pid µs` of every job run as it ends.
+    fn job_ends(&self) -> String {
+        format!("{}job-ends", self.prefix())
     }
     fn ready(&self) -> String {
         format!("{}ready", self.prefix())
@@ -229,7 +259,12 @@ mod worker {
             .rpush(rec.keys.order(&job.session), job.seq)
             .await
             .map_err(Error::new)?;
-        let span = format!("{} {started} {}", job.session, micros_now());
+        let span = format!(
+            "{} {started} {} {}",
+            job.session,
+            micros_now(),
+            std::process::id()
+        );
         let _: i64 = redis.rpush(rec.keys.spans(), span).await.map_err(Error::new)?;
         Ok(())
     }
@@ -246,6 +281,26 @@ mod worker {
             return Err(Error::new(std::io::Error::other("not yet")));
         }
         step(State(rec), meta, job).await
+    }
+
+    /// One job of the recovery runs: its start and end are recorded with
+    /// this worker's pid, so that the runner sees which worker ran it when,
+    /// and what a killed worker had started and not finished.
+    async fn job(State(rec): State<Recorder>, job: Job) -> Result<(), Error> {
+        let mut redis = rec.redis.clone();
+        let pid = std::process::id();
+        let started = format!("{} {pid} {}", job.id, micros_now());
+        let _: i64 = redis
+            .rpush(rec.keys.job_starts(), started)
+            .await
+            .map_err(Error::new)?;
+        tokio::time::sleep(rec.work).await;
+        let ended = format!("{} {pid} {}", job.id, micros_now());
+        let _: i64 = redis
+            .rpush(rec.keys.job_ends(), ended)
+            .await
+            .map_err(Error::new)?;
+        Ok(())
     }
 
     /// A multi-step job that resumes from its checkpoint: used by the
@@ -305,16 +360,28 @@ mod worker {
             .ok()
             .and_then(|n| n.parse().ok())
             .unwrap_or(256);
-        let options = RouteOptions::new()
-            .session_buffer(buffer)
-            .backoff(Backoff::fixed(backoff))
-            .concurrency(CONCURRENCY)
-            .timeout(TIMEOUT)
-            .lease(LEASE)
-            .max_attempts(20)
-            .defer_delay(Duration::from_millis(100))
-            .gap_timeout(gap_timeout)
-            .gap_policy(gap_policy);
+        let options = if std::env::var("WHARF_CLUSTER_DEFAULTS").as_deref() == Ok("1") {
+            // What users get: the defaults, with only the concurrency set.
+            let options = RouteOptions::new().concurrency(CONCURRENCY);
+            match std::env::var("WHARF_CLUSTER_LEASE_S")
+                .ok()
+                .and_then(|s| s.parse().ok())
+            {
+                Some(secs) => options.lease(Duration::from_secs(secs)),
+                None => options,
+            }
+        } else {
+            RouteOptions::new()
+                .session_buffer(buffer)
+                .backoff(Backoff::fixed(backoff))
+                .concurrency(CONCURRENCY)
+                .timeout(TIMEOUT)
+                .lease(LEASE)
+                .max_attempts(20)
+                .defer_delay(Duration::from_millis(100))
+                .gap_timeout(gap_timeout)
+                .gap_policy(gap_policy)
+        };
         let app = App::with_state(broker.clone(), recorder);
         let app = match env("WHARF_CLUSTER_STORE").as_str() {
             "redis" => app.store(
@@ -334,6 +401,7 @@ mod worker {
             "effects" => app.route_with(&queue, effect, options),
             "checkpoint" => app.route_with(&queue, total, options),
             "flaky" => app.route_with(&queue, flaky_step, options),
+            "jobs" => app.route_with(&queue, job, options),
             _ => app.route_with(&queue, step, options),
         };
         let running = app.start().await.unwrap();
@@ -429,6 +497,21 @@ mod runner {
                     Box::pin(early_arrivals(p))
                 });
             }
+            // The default settings, once per broker (the store is the same
+            // code on both).
+            if pair.store == StoreKind::Redis {
+                add(&mut cases, "sessions_with_defaults_and_a_killed_worker", |p| {
+                    Box::pin(sessions_with_defaults(p))
+                });
+                add(&mut cases, "a_drained_workers_unstarted_jobs_move_at_once", |p| {
+                    Box::pin(recovery(p, Stop::Drain))
+                });
+                add(
+                    &mut cases,
+                    "a_killed_workers_jobs_come_back_within_the_lease",
+                    |p| Box::pin(recovery(p, Stop::Kill)),
+                );
+            }
         }
         for pair in QUORUM_PAIRS {
             cases.push((
@@ -463,7 +546,7 @@ mod runner {
             return ExitCode::SUCCESS;
         }
         println!(
-            "\nrunning {} cluster cases ({WORKERS} worker processes each)",
+            "\nrunning {} cluster cases (up to {WORKERS} worker processes each)",
             cases.len()
         );
         let mut failed = Vec::new();
@@ -516,8 +599,8 @@ mod runner {
         }
     }
 
-    /// Three worker processes on one queue, and what the runner needs to
-    /// watch them.
+    /// Worker processes on one queue (three unless a case says otherwise),
+    /// and what the runner needs to watch them.
     struct Cluster {
         pair: Pair,
         keys: Keys,
@@ -528,16 +611,54 @@ mod runner {
         /// When a worker was last killed: what it held comes back from the
         /// broker within the lease (NATS: the ack wait), not before.
         killed_at: Option<Instant>,
+        /// The workers' lease.
+        lease: Duration,
         broker: Broker,
         redis: redis::aio::MultiplexedConnection,
     }
 
     impl Cluster {
+        /// Three workers with the short test settings.
         async fn start(
             pair: Pair,
             what: &str,
             mode: &'static str,
             env: Vec<(&'static str, String)>,
+        ) -> Cluster {
+            Cluster::launch(pair, what, mode, env, WORKERS, LEASE).await
+        }
+
+        /// `workers` workers with the default route options (concurrency
+        /// aside) on a queue declared with the defaults: the lease is the
+        /// default one, unless the runner's `WHARF_CLUSTER_LEASE_S` says
+        /// otherwise.
+        async fn with_defaults(
+            pair: Pair,
+            what: &str,
+            mode: &'static str,
+            mut env: Vec<(&'static str, String)>,
+            workers: usize,
+        ) -> Cluster {
+            env.push(("WHARF_CLUSTER_DEFAULTS", "1".to_owned()));
+            let lease = match std::env::var("WHARF_CLUSTER_LEASE_S") {
+                Ok(secs) => {
+                    let secs: u64 = secs.parse().expect("WHARF_CLUSTER_LEASE_S is whole seconds");
+                    println!("WHARF_CLUSTER_LEASE_S: the workers' lease is {secs} s, not the default");
+                    env.push(("WHARF_CLUSTER_LEASE_S", secs.to_string()));
+                    Duration::from_secs(secs)
+                }
+                Err(_) => default_lease(),
+            };
+            Cluster::launch(pair, what, mode, env, workers, lease).await
+        }
+
+        async fn launch(
+            pair: Pair,
+            what: &str,
+            mode: &'static str,
+            env: Vec<(&'static str, String)>,
+            workers: usize,
+            lease: Duration,
         ) -> Cluster {
             // `+` is not allowed in NATS subjects.
             let queue = support::unique_queue(&format!("cluster-{what}-{}", pair.name().replace('+', "-")));
@@ -546,7 +667,7 @@ mod runner {
             // Declared before publishing, with the workers' lease (it is
             // the NATS consumer's ack wait).
             let spec = QueueSpec {
-                lease: LEASE,
+                lease,
                 ..QueueSpec::new(queue.clone())
             };
             broker.declare(&spec).await.unwrap();
@@ -563,14 +684,15 @@ mod runner {
                 env,
                 workers: Vec::new(),
                 killed_at: None,
+                lease,
                 broker,
                 redis,
             };
-            for _ in 0..WORKERS {
+            for _ in 0..workers {
                 let child = cluster.spawn();
                 cluster.workers.push(child);
             }
-            cluster.wait_ready(WORKERS).await;
+            cluster.wait_ready(workers).await;
             cluster
         }
 
@@ -625,6 +747,19 @@ mod runner {
             let ready: usize = self.redis.scard(self.keys.ready()).await.unwrap();
             self.workers[i] = self.spawn();
             self.wait_ready(ready + 1).await;
+        }
+
+        /// Starts one more worker and waits until it consumes.
+        async fn add_worker(&mut self) {
+            let ready: usize = self.redis.scard(self.keys.ready()).await.unwrap();
+            let child = self.spawn();
+            self.workers.push(child);
+            self.wait_ready(ready + 1).await;
+        }
+
+        /// SIGTERMs worker `i` (a drain) without waiting for it.
+        fn terminate(&self, i: usize) {
+            unsafe { libc::kill(self.workers[i].id() as i32, libc::SIGTERM) };
         }
 
         async fn publish(&self, messages: Vec<Message>) {
@@ -686,7 +821,7 @@ mod runner {
                 // Quiet only once a killed worker's deliveries can have come back.
                 let returned = self
                     .killed_at
-                    .is_none_or(|at| at.elapsed() >= LEASE + Duration::from_secs(1));
+                    .is_none_or(|at| at.elapsed() >= self.lease + Duration::from_secs(1));
                 if depth != 0 || busy != 0 || last != Some(handled) || !returned {
                     quiet_since = Instant::now();
                     last = Some(handled);
@@ -704,8 +839,11 @@ mod runner {
         /// SIGTERMs every worker, waits for them, and returns their final
         /// counters.
         async fn stop(&mut self) -> Vec<Live> {
-            for worker in &self.workers {
-                unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+            for worker in &mut self.workers {
+                // One already stopped (and reaped) may have passed its pid on.
+                if worker.try_wait().unwrap().is_none() {
+                    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+                }
             }
             for worker in &mut self.workers {
                 let deadline = Instant::now() + Duration::from_secs(30);
@@ -1312,5 +1450,357 @@ mod runner {
             })
             .max()
             .unwrap_or(0)
+    }
+
+    const DEFAULT_SESSIONS: usize = 20;
+    const DEFAULT_STEPS: u64 = 40;
+    /// Handled before one worker is killed in the defaults run.
+    const HANDLED_BEFORE_KILL: u64 = 250;
+
+    /// Defect 13 of issue 17, with the settings users get: two workers
+    /// share the store, 20 sessions × 40 messages are published shuffled,
+    /// each run takes 25 ms, and one worker is SIGKILLed after 250 were
+    /// handled and restarted at once. What it held (its session turns in
+    /// the store, on NATS also the messages it was handed) comes back
+    /// within the default lease, well inside the default gap timeout: every
+    /// session completes in order, nothing is dead-lettered, no gap timeout
+    /// fires, and only runs in flight in the killed worker repeat. (With the
+    /// 90 s lease wharf used to have, the killed worker's NATS messages came
+    /// back after the 30 s gap timeout had moved their sessions on.)
+    async fn sessions_with_defaults(pair: Pair) {
+        let env = vec![("WHARF_CLUSTER_WORK_MS", "25".to_owned())];
+        let mut cluster = Cluster::with_defaults(pair, "dsess", "sessions", env, 2).await;
+        let seed = seed();
+        let mut messages = Vec::new();
+        for s in 0..DEFAULT_SESSIONS {
+            for seq in 1..=DEFAULT_STEPS {
+                messages.push(in_session(&format!("s{s}"), seq));
+            }
+        }
+        shuffle(&mut messages, seed);
+        let total = DEFAULT_SESSIONS as u64 * DEFAULT_STEPS;
+        let started = Instant::now();
+        cluster.publish(messages).await;
+        let spans_key = cluster.keys.spans();
+        let mut redis = cluster.redis.clone();
+        support::wait_for_async("250 handled", Duration::from_secs(60), async || {
+            let n: u64 = redis.llen(&spans_key).await.unwrap_or(0);
+            n >= HANDLED_BEFORE_KILL
+        })
+        .await;
+        let killed_pid = cluster.workers[0].id();
+        let killed_us = micros_now();
+        cluster.kill(0);
+        let handled_at_kill: u64 = cluster.redis.llen(&spans_key).await.unwrap();
+        println!(
+            "killed worker 0 after {:.1?}, {handled_at_kill} handled",
+            started.elapsed()
+        );
+        cluster.restart(0).await;
+        let keys = cluster.keys.clone();
+        // Done once every message was handled or dead-lettered (with a lease
+        // longer than the gap timeout, sessions dead-letter instead).
+        let limit = 2 * cluster.lease + Duration::from_secs(60);
+        cluster
+            .settle("every message handled or dead-lettered", limit, async |c| {
+                let mut handled = 0;
+                for s in 0..DEFAULT_SESSIONS {
+                    let mut order: Vec<u64> =
+                        c.redis.lrange(keys.order(&format!("s{s}")), 0, -1).await.unwrap();
+                    order.sort();
+                    order.dedup();
+                    handled += order.len() as u64;
+                }
+                let dead: u64 = c.live().await.iter().map(|l| l.get("dead_lettered")).sum();
+                handled + dead >= total
+            })
+            .await;
+        let took = started.elapsed();
+        let finals = cluster.stop().await;
+        let mut repeated = 0;
+        let mut skipped = 0;
+        let mut problems = Vec::new();
+        for s in 0..DEFAULT_SESSIONS {
+            let session = format!("s{s}");
+            let order: Vec<u64> = cluster.redis.lrange(keys.order(&session), 0, -1).await.unwrap();
+            let mut distinct = order.clone();
+            distinct.dedup();
+            repeated += order.len() - distinct.len();
+            let mut numbers = distinct.clone();
+            numbers.sort();
+            numbers.dedup();
+            skipped += DEFAULT_STEPS as usize - numbers.len();
+            if distinct != (1..=DEFAULT_STEPS).collect::<Vec<_>>() {
+                problems.push(format!("{session}: {order:?}"));
+            }
+        }
+        // How long each session waited after the kill for its next run: the
+        // sessions the killed worker held (turns, and on NATS messages) wait
+        // for its lease; the others go on at once.
+        let spans: Vec<String> = cluster.redis.lrange(&spans_key, 0, -1).await.unwrap();
+        let mut first_after_kill: HashMap<&str, u64> = HashMap::new();
+        let mut killed_ran = 0;
+        for span in &spans {
+            let parts: Vec<&str> = span.split(' ').collect();
+            let start: u64 = parts[1].parse().unwrap();
+            if parts[3] == killed_pid.to_string() {
+                killed_ran += 1;
+            }
+            if start >= killed_us {
+                let first = first_after_kill.entry(parts[0]).or_insert(start);
+                *first = (*first).min(start);
+            }
+        }
+        let waits: Vec<f64> = first_after_kill
+            .values()
+            .map(|&t| (t - killed_us) as f64 / 1e6)
+            .collect();
+        let last_moved_on = waits.iter().copied().fold(0.0, f64::max);
+        let waited_long = waits.iter().filter(|&&w| w > 1.0).count();
+        let gap_timeouts: u64 = finals.iter().map(|l| l.get("gap_timeouts")).sum();
+        let deferred: u64 = finals.iter().map(|l| l.get("deferred")).sum();
+        let (dead, dead_letters) = cluster.dead_letters().await;
+        println!(
+            "{} with defaults (lease {:?}): {DEFAULT_SESSIONS} sessions × {DEFAULT_STEPS} shuffled, 25 ms each, 2 workers; \
+             one killed after {handled_at_kill} handled ({killed_ran} of them its own) and restarted: \
+             all done after {took:.1?}; the last session held up by the kill moved on {last_moved_on:.1} s after it \
+             ({waited_long} of {} sessions waited over 1 s); {repeated} repeated (crash window), {skipped} skipped, \
+             {} out of order; {gap_timeouts} gap timeouts, {dead} dead-lettered, {deferred} deferred",
+            pair.name(),
+            cluster.lease,
+            waits.len(),
+            problems.len()
+        );
+        cluster.cleanup().await;
+        assert!(
+            problems.is_empty(),
+            "sessions skipped or out of order:\n{}",
+            problems.join("\n")
+        );
+        assert_eq!(dead, 0, "nothing is dead-lettered: {dead_letters}");
+        assert_eq!(gap_timeouts, 0, "a crash is not a gap");
+        assert!(
+            repeated <= CONCURRENCY,
+            "only the killed worker's runs in flight may repeat: {repeated}"
+        );
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum Stop {
+        /// SIGTERM: the worker drains.
+        Drain,
+        /// SIGKILL: the worker settles and gives back nothing.
+        Kill,
+    }
+
+    const JOBS: u64 = 40;
+    const JOB_MS: u64 = 2000;
+
+    /// One run of a job as recorded by the worker.
+    struct Run {
+        id: u64,
+        pid: u32,
+        start: u64,
+        end: Option<u64>,
+    }
+
+    /// Every run of every job, in the order they started. A run's end is
+    /// matched to the earliest open start of the same job in the same pid.
+    async fn runs(cluster: &mut Cluster) -> Vec<Run> {
+        let parse = |line: &String| -> (u64, u32, u64) {
+            let mut parts = line.split(' ').map(|p| p.parse::<u64>().unwrap());
+            let id = parts.next().unwrap();
+            let pid = parts.next().unwrap() as u32;
+            (id, pid, parts.next().unwrap())
+        };
+        let starts: Vec<String> = cluster
+            .redis
+            .lrange(cluster.keys.job_starts(), 0, -1)
+            .await
+            .unwrap();
+        let ends: Vec<String> = cluster
+            .redis
+            .lrange(cluster.keys.job_ends(), 0, -1)
+            .await
+            .unwrap();
+        let mut runs: Vec<Run> = starts
+            .iter()
+            .map(parse)
+            .map(|(id, pid, start)| Run {
+                id,
+                pid,
+                start,
+                end: None,
+            })
+            .collect();
+        runs.sort_by_key(|r| r.start);
+        for (id, pid, end) in ends.iter().map(parse) {
+            if let Some(run) = runs
+                .iter_mut()
+                .find(|r| r.id == id && r.pid == pid && r.end.is_none() && r.start <= end)
+            {
+                run.end = Some(end);
+            }
+        }
+        runs
+    }
+
+    /// The issue's scenario: a route with concurrency 8 and 40 queued jobs
+    /// of 2 s each, default settings. One worker takes them all (8 run, the
+    /// rest wait in its prefetch); two more start and get nothing; then the
+    /// first is stopped. Drained (SIGTERM), its unstarted jobs must start
+    /// elsewhere within 1 s and its running ones finish in it, once. Killed
+    /// (SIGKILL), its jobs must come back within the lease on NATS and at
+    /// once on RabbitMQ, the ones it was running included.
+    async fn recovery(pair: Pair, stop: Stop) {
+        let env = vec![("WHARF_CLUSTER_WORK_MS", JOB_MS.to_string())];
+        let what = match stop {
+            Stop::Drain => "drain",
+            Stop::Kill => "kill",
+        };
+        let mut cluster = Cluster::with_defaults(pair, what, "jobs", env, 1).await;
+        let first = cluster.workers[0].id();
+        let jobs = (0..JOBS).map(|id| Message::json(&Job { id }).unwrap()).collect();
+        let published = Instant::now();
+        cluster.publish(jobs).await;
+        let starts_key = cluster.keys.job_starts();
+        let mut redis = cluster.redis.clone();
+        support::wait_for_async(
+            "the first worker runs 8 jobs",
+            Duration::from_secs(30),
+            async || {
+                let n: u64 = redis.llen(&starts_key).await.unwrap_or(0);
+                n >= CONCURRENCY as u64
+            },
+        )
+        .await;
+        let depth = cluster.broker.queue_depth(&cluster.queue).await.ok();
+        cluster.add_worker().await;
+        cluster.add_worker().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = runs(&mut cluster).await;
+        assert!(
+            before.iter().all(|r| r.pid == first),
+            "the first worker holds every job: the others got nothing before it stopped"
+        );
+        let stopped_us = micros_now();
+        let stopped = Instant::now();
+        match stop {
+            Stop::Drain => cluster.terminate(0),
+            Stop::Kill => cluster.kill(0),
+        }
+        let mut redis = cluster.redis.clone();
+        let ends_key = cluster.keys.job_ends();
+        let mut exited = None;
+        let limit = default_lease().max(cluster.lease) + Duration::from_secs(60);
+        support::wait_for_async("every job done", limit, async || {
+            if exited.is_none() && cluster.workers[0].try_wait().unwrap().is_some() {
+                exited = Some(stopped.elapsed());
+            }
+            let ends: Vec<String> = redis.lrange(&ends_key, 0, -1).await.unwrap_or_default();
+            let done: std::collections::HashSet<&str> =
+                ends.iter().filter_map(|e| e.split(' ').next()).collect();
+            done.len() as u64 >= JOBS
+        })
+        .await;
+        let exited = exited.or_else(|| cluster.workers[0].try_wait().unwrap().map(|_| stopped.elapsed()));
+        cluster.stop().await;
+        let runs = runs(&mut cluster).await;
+        cluster.cleanup().await;
+
+        let after = |t: u64| t.saturating_sub(stopped_us) as f64 / 1e6;
+        let in_first: std::collections::HashSet<u64> =
+            runs.iter().filter(|r| r.pid == first).map(|r| r.id).collect();
+        let running_at_stop: Vec<u64> = runs
+            .iter()
+            .filter(|r| r.pid == first && r.start <= stopped_us && r.end.is_none_or(|e| e > stopped_us))
+            .map(|r| r.id)
+            .collect();
+        let elsewhere: Vec<&Run> = runs.iter().filter(|r| r.pid != first).collect();
+        let first_unstarted = elsewhere
+            .iter()
+            .filter(|r| !in_first.contains(&r.id))
+            .map(|r| after(r.start))
+            .fold(f64::INFINITY, f64::min);
+        let all_done = runs.iter().filter_map(|r| r.end).map(after).fold(0.0, f64::max);
+        let runs_of = |id: u64| runs.iter().filter(|r| r.id == id).count();
+        let name = pair.name();
+        let prefetched = depth.map_or("?".to_owned(), |d| d.to_string());
+        let timing = format!(
+            "{} jobs had started in it, {} were running when it stopped; queue depth {prefetched} while it held them",
+            in_first.len(),
+            running_at_stop.len()
+        );
+        match stop {
+            Stop::Drain => {
+                let exit = exited.map_or("?".to_owned(), |e| format!("{:.2} s", e.as_secs_f64()));
+                println!(
+                    "{name} drain: first unstarted job started elsewhere {first_unstarted:.3} s after SIGTERM; \
+                     the drained worker exited after {exit}; all {JOBS} done after {all_done:.1} s \
+                     ({timing}; published {:.1} s before SIGTERM)",
+                    (stopped - published).as_secs_f64()
+                );
+                for id in &in_first {
+                    let ran: Vec<&Run> = runs.iter().filter(|r| r.id == *id).collect();
+                    assert!(
+                        ran.len() == 1 && ran[0].end.is_some(),
+                        "job {id}, started in the drained worker, finished there and ran nowhere else"
+                    );
+                }
+                assert!(
+                    first_unstarted <= 1.0,
+                    "the drained worker's unstarted jobs started elsewhere {first_unstarted:.2} s after SIGTERM (> 1 s)"
+                );
+                for id in 0..JOBS {
+                    assert_eq!(runs_of(id), 1, "job {id} ran once");
+                }
+            }
+            Stop::Kill => {
+                let rerun: Vec<f64> = running_at_stop
+                    .iter()
+                    .filter_map(|id| elsewhere.iter().find(|r| r.id == *id))
+                    .map(|r| after(r.start))
+                    .collect();
+                let last_rerun = rerun.iter().copied().fold(0.0, f64::max);
+                println!(
+                    "{name} kill: first unstarted job started elsewhere {first_unstarted:.3} s after SIGKILL; \
+                     its {} jobs in flight ran again elsewhere by {last_rerun:.2} s; all {JOBS} done after \
+                     {all_done:.1} s (lease {:?}; {timing})",
+                    running_at_stop.len(),
+                    cluster.lease
+                );
+                assert_eq!(
+                    rerun.len(),
+                    running_at_stop.len(),
+                    "every job in flight ran again"
+                );
+                assert!(!running_at_stop.is_empty(), "the killed worker was running jobs");
+                let bound = match pair.broker {
+                    BrokerKind::Nats => default_lease() + Duration::from_secs(3),
+                    _ => Duration::from_secs(3),
+                };
+                for (what, took) in [("unstarted", first_unstarted), ("in flight", last_rerun)] {
+                    assert!(
+                        took <= bound.as_secs_f64(),
+                        "the killed worker's {what} jobs came back after {took:.2} s (> {bound:?})"
+                    );
+                }
+                for id in 0..JOBS {
+                    if !in_first.contains(&id) {
+                        assert_eq!(
+                            runs_of(id),
+                            1,
+                            "job {id}, never started in the killed worker, ran once"
+                        );
+                    }
+                }
+            }
+        }
+        for id in 0..JOBS {
+            assert!(
+                runs.iter().any(|r| r.id == id && r.end.is_some()),
+                "job {id} finished"
+            );
+        }
     }
 }
