@@ -306,3 +306,62 @@ async fn copies_do_not_carry_the_quorum_delivery_count() {
     };
     assert!(count >= DEFERRALS, "x-death counts the deferrals: {death:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publishers_delivery_count_is_not_the_brokers() {
+    // `x-delivery-count` is the broker's count of redeliveries (a quorum
+    // queue sets it when it redelivers). On a first delivery it can only
+    // be a publisher's header: it must not read as deliveries that never
+    // happened ("delivered 1000 times … its worker died").
+    let broker = match Broker::connect(URL).await {
+        Ok(broker) => broker,
+        Err(error) => {
+            return skip("amqp_headers", &format!("RabbitMQ is not reachable: {error}"));
+        }
+    };
+    let connection = Connection::connect(URL, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let queue = unique_queue("publisher-delivery-count");
+    let attempts: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let handler = {
+        let attempts = attempts.clone();
+        move |ctx: Context, _: Order| {
+            let attempts = attempts.clone();
+            async move { attempts.lock().unwrap().push(ctx.attempt()) }
+        }
+    };
+    let running = App::new(broker.clone())
+        .route(&queue, handler)
+        .start()
+        .await
+        .unwrap();
+    let mut headers = FieldTable::default();
+    headers.insert("x-delivery-count".into(), AMQPValue::LongLongInt(999));
+    let properties = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_headers(headers);
+    let body = serde_json::to_vec(&Order { id: 1 }).unwrap();
+    channel
+        .basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            BasicPublishOptions::default(),
+            &body,
+            properties,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    until(&running, &queue, "the message handled", |s| s.acked == 1).await;
+    assert_eq!(*attempts.lock().unwrap(), vec![1], "its first attempt");
+    assert_eq!(running.stats(&queue).dead_lettered, 0);
+    running.shutdown().await;
+    broker.delete_queue(&queue).await.unwrap();
+}

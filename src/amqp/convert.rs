@@ -93,8 +93,9 @@ fn integer(table: Option<&FieldTable>, name: &str) -> Option<u64> {
 /// The delivery count of `message` as received with `properties`: the
 /// attempts made so far (`wharf-attempt`, on retry copies or from the
 /// publisher, read as the pipeline reads it: [`attempt_header`]) plus this
-/// delivery, plus the broker's redeliveries of this copy (quorum queues'
-/// `x-delivery-count`, or one for a classic queue's `redelivered` flag).
+/// delivery, plus the broker's redeliveries of this copy when it is a
+/// redelivery (quorum queues' `x-delivery-count`, or one for a classic
+/// queue's `redelivered` flag).
 /// Saturates, never wraps. When `wharf-attempt` is not a number of
 /// attempts, also why: the count is then this copy's deliveries alone.
 pub(crate) fn delivery_count(
@@ -106,9 +107,17 @@ pub(crate) fn delivery_count(
         Ok(attempts) => (attempts, None),
         Err(why) => (0, Some(why)),
     };
-    let redeliveries = match integer(properties.headers().as_ref(), DELIVERY_COUNT) {
-        Some(count) => u32::try_from(count).unwrap_or(u32::MAX),
-        None => u32::from(redelivered),
+    // Only a redelivery has redeliveries: an `x-delivery-count` on a
+    // message delivered for the first time is a publisher's header, not
+    // the broker's count (a quorum queue sets it on redeliveries only), and
+    // must not make up a failure.
+    let redeliveries = match (
+        redelivered,
+        integer(properties.headers().as_ref(), DELIVERY_COUNT),
+    ) {
+        (false, _) => 0,
+        (true, Some(count)) => u32::try_from(count).unwrap_or(u32::MAX).max(1),
+        (true, None) => 1,
     };
     let count = attempts.saturating_add(1).saturating_add(redeliveries);
     (count, malformed)
@@ -295,6 +304,11 @@ mod tests {
         assert_eq!(count(&retried, false), 3);
         let quorum = with_header(&retried, DELIVERY_COUNT, AMQPValue::LongLongInt(4));
         assert_eq!(count(&quorum, true), 7);
+        assert_eq!(
+            count(&quorum, false),
+            3,
+            "a first delivery's x-delivery-count is a publisher's, not the broker's count"
+        );
     }
 
     #[test]
