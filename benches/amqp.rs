@@ -12,7 +12,7 @@
 //!   deliveries (and one for the rest at the end);
 //! - `consume/wharf`: `App::route_with(queue, handler, prefetch 256,
 //!   concurrency 256)` with a typed handler `async fn(Order)`: wharf decodes,
-//!   runs the handler and acks (coalesced, see `src/amqp/acks.rs`).
+//!   runs the handler and acks (coalesced, see `src/transport/amqp/acks.rs`).
 //!
 //! The clock runs from starting the consumer to the last ack: for raw lapin
 //! the last awaited ack; for wharf, the route's `acked` counter reaching the

@@ -158,7 +158,7 @@ must_fail 'minReplicas must not exceed' --set broker.url=amqp://x --set autoscal
     --set autoscaling.keda.minReplicas=5 --set autoscaling.keda.maxReplicas=2
 must_fail 'Additional property' --set broker.url=amqp://x --set worker.queu=typo
 
-# wharf's names (src/nats/naming.rs): WHARF_ + letters, digits and "-" kept,
+# wharf's names (src/transport/nats/naming.rs): WHARF_ + letters, digits and "-" kept,
 # every other byte as _XX.
 while read -r queue want; do
     got=$("$helm" template "$release" "$chart" --namespace "$namespace" --show-only templates/scaledobject.yaml \
@@ -210,7 +210,7 @@ LABELS = {"queue", "handler", "outcome", "reason", "status", "broker", "kind", "
 OUTCOMES = {"acked", "retried", "dead_lettered", "rejected", "duplicate", "deferred", "returned"}
 REQUEST_OUTCOMES = {"ok", "remote_error", "timeout", "broker_error"}  # of wharf_client_request_duration_seconds
 
-# The list above must match the crate's metric names (src/metrics.rs), so that a
+# The list above must match the crate's metric names (src/ops/metrics/mod.rs), so that a
 # renamed metric fails here instead of leaving a silent alert or an empty panel.
 metrics_rs = chart.parent.parent / "src" / "metrics.rs"
 if metrics_rs.exists():
@@ -218,11 +218,11 @@ if metrics_rs.exists():
     declared = set(re.findall(r'pub const [A-Z_]+: &str = "(wharf_[a-z_]+)"', src))
     exported = COUNTERS | GAUGES | HISTOGRAMS
     if declared != exported:
-        fail(f"src/metrics.rs declares {sorted(declared - exported)} that check.py does not know, and check.py "
-             f"knows {sorted(exported - declared)} that src/metrics.rs does not declare: update both lists")
+        fail(f"src/ops/metrics/mod.rs declares {sorted(declared - exported)} that check.py does not know, and check.py "
+             f"knows {sorted(exported - declared)} that src/ops/metrics/mod.rs does not declare: update both lists")
     m = re.search(r"pub const OUTCOMES: \[&str; \d+\] = \[([^\]]*)\]", src)
     if m and set(re.findall(r'"([a-z_]+)"', m.group(1))) != OUTCOMES:
-        fail("src/metrics.rs OUTCOMES differ from check.py's OUTCOMES")
+        fail("src/ops/metrics/mod.rs OUTCOMES differ from check.py's OUTCOMES")
 PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
                    "unless", "offset"}
 

@@ -12,9 +12,9 @@
 //! or dropped — it wakes another waiting request, which reads on in its
 //! place; a request that takes its own reply off the stream does the same.
 
-use crate::id_map::IdMap;
-use crate::message::Message;
 use crate::transport::{ReplyInbox, RequestSender};
+use crate::util::id_map::IdMap;
+use crate::wire::message::Message;
 use futures_util::Stream;
 use std::future::Future;
 use std::pin::Pin;
@@ -194,7 +194,7 @@ impl Future for Wait<'_> {
                                 }
                             }
                             None => tracing::debug!(
-                                correlation_id = crate::log_text::Logged::id(id).value(),
+                                correlation_id = crate::util::log_text::Logged::id(id).value(),
                                 "reply for no waiting request (timed out?); dropped"
                             ),
                         },

@@ -5,14 +5,14 @@ mod inbox;
 
 use inbox::Inbox;
 
-use crate::codec::{Codec, CodecError};
 use crate::error::{BrokerError, BrokerErrorKind};
-use crate::headers::names;
-use crate::id_map::IdMap;
-use crate::message::Message;
-use crate::metrics::RequestMetrics;
-use crate::pipeline::ErrorBody;
+use crate::ops::metrics::RequestMetrics;
 use crate::transport::Transport;
+use crate::util::id_map::IdMap;
+use crate::wire::codec::{Codec, CodecError};
+use crate::wire::error_body::ErrorBody;
+use crate::wire::headers::names;
+use crate::wire::message::Message;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
@@ -356,7 +356,7 @@ impl fmt::Display for RemoteError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::MemoryTransport;
+    use crate::transport::memory::MemoryTransport;
 
     #[test]
     fn ids_are_the_prefix_and_a_counter() {
@@ -385,7 +385,7 @@ mod tests {
 #[cfg(test)]
 mod lifetime_tests {
     use super::*;
-    use crate::memory::MemoryTransport;
+    use crate::transport::memory::MemoryTransport;
 
     #[tokio::test]
     async fn cancelled_requests_leave_nothing_pending() {
@@ -442,8 +442,8 @@ mod lifetime_tests {
 #[cfg(test)]
 mod inbox_tests {
     use super::*;
-    use crate::memory::MemoryTransport;
     use crate::transport::Settlement;
+    use crate::transport::memory::MemoryTransport;
 
     /// Takes `count` requests from `queue`, then answers them in reverse
     /// order (echoing the body).

@@ -53,7 +53,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 Some(stored) => reply::ok(&request, stored.body, &stored.content_type),
                 None => reply::ok(
                     &request,
-                    crate::outcome::unit_reply(job.codec),
+                    crate::handler::outcome::unit_reply(job.codec),
                     job.codec.content_type(),
                 ),
             };

@@ -2,9 +2,9 @@
 //! and abandon it when shutdown's grace period is over.
 
 use crate::error::Failure;
-use crate::extract::{Incoming, Rejection};
+use crate::handler::extract::{Incoming, Rejection};
+use crate::handler::outcome::Outcome;
 use crate::handler::{BoxedHandler, HandlerFuture};
-use crate::outcome::Outcome;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use std::any::Any;

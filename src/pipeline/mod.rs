@@ -12,30 +12,33 @@
 //! Every path through it ends in exactly one settlement of the delivery and
 //! one counted outcome.
 
+pub(crate) mod backoff;
 mod dedup;
 mod invoke;
 mod lease;
 mod observe;
 mod reply;
 pub(crate) mod retry;
+pub(crate) mod route_options;
 mod session;
 mod settle;
 mod validate;
 
 pub(crate) use observe::Handled;
-pub(crate) use reply::ErrorBody;
 
-use crate::codec::Codec;
-use crate::dead_letter::DeadLetterReason;
 use crate::error::{BrokerError, Failure};
-use crate::extract::Incoming;
 use crate::handler::BoxedHandler;
-use crate::log_text::{Logged, Shortened};
-use crate::route::{GapPolicy, RouteOptions};
-use crate::stats::RouteStats;
-use crate::store::{ClaimToken, Store, StoredReply};
-use crate::trace_context::TraceContext;
-use crate::transport::{BoxFuture, Delivery, Settlement, Transport};
+use crate::handler::extract::Incoming;
+use crate::handler::route_shared::{RouteShared, scoped_key};
+use crate::ops::stats::RouteStats;
+use crate::pipeline::route_options::{GapPolicy, RouteOptions};
+use crate::store::{ClaimToken, StoredReply};
+use crate::transport::{BoxFuture, Delivery, Settlement};
+use crate::util::log_text::{Logged, Shortened};
+use crate::wire::codec::Codec;
+use crate::wire::dead_letter_reason::DeadLetterReason;
+use crate::wire::error_body::ErrorBody;
+use crate::wire::trace_context::TraceContext;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use invoke::Invocation;
@@ -51,15 +54,6 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
-
-/// What a handler's [`Context`](crate::Context) needs of its route.
-pub(crate) struct RouteShared {
-    pub(crate) queue: Arc<str>,
-    pub(crate) handler_name: Arc<str>,
-    pub(crate) transport: Arc<dyn Transport>,
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) max_attempts: u32,
-}
 
 /// A handler that finishes on its first poll but takes longer than this has
 /// blocked its thread (CPU work or a blocking call without awaiting). Polled
@@ -77,16 +71,6 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("non-string panic payload")
-}
-
-/// Store keys are scoped by queue: the same idempotency key or session id on
-/// two queues names two different things.
-pub(crate) fn scoped_key(queue: &str, key: &str) -> String {
-    let mut scoped = String::with_capacity(queue.len() + 1 + key.len());
-    scoped.push_str(queue);
-    scoped.push('/');
-    scoped.push_str(key);
-    scoped
 }
 
 /// A delivery on its way through the pipeline.
@@ -137,7 +121,7 @@ impl Job {
     }
 
     /// Carries the job's trace (if any) on to a message it sends.
-    fn stamp(&self, message: &mut crate::message::Message) {
+    fn stamp(&self, message: &mut crate::wire::message::Message) {
         if let Some(trace) = &self.trace {
             trace.stamp(message);
         }
@@ -465,8 +449,10 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         let max = self.policy.max_attempts;
         // Read again here, off the common path: a malformed value was
         // not counted (the transport flagged the delivery instead).
-        let carried = crate::attempt_header::carried(delivery.message.header(crate::headers::names::ATTEMPT))
-            .unwrap_or(0);
+        let carried = crate::wire::attempt_header::carried(
+            delivery.message.header(crate::wire::headers::names::ATTEMPT),
+        )
+        .unwrap_or(0);
         let failure = if carried >= max {
             // The dead letter says how many attempts were made: the ones
             // it came with, as this delivery was not one.

@@ -1,13 +1,13 @@
 //! The observe step around everything: counters, gauges and the handler
 //! duration histogram, updated together for in-process stats and Prometheus.
 
-use crate::dead_letter::DeadLetterReason;
-use crate::metrics::RouteMetrics;
-use crate::stats::StatsCells;
+use crate::ops::metrics::RouteMetrics;
+use crate::ops::stats::StatsCells;
+use crate::wire::dead_letter_reason::DeadLetterReason;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How a delivery ended; indexes [`crate::metrics::OUTCOMES`].
+/// How a delivery ended; indexes [`crate::ops::metrics::OUTCOMES`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Handled {
     Acked = 0,

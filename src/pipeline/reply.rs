@@ -1,21 +1,11 @@
 //! The reply step: the handler's return value (or its error) goes to the
 //! request's reply address with the request's correlation id.
 
-use crate::codec::Codec;
-use crate::headers::{Headers, names};
-use crate::message::Message;
+use crate::wire::codec::Codec;
+use crate::wire::error_body::ErrorBody;
+use crate::wire::headers::{Headers, names};
+use crate::wire::message::Message;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-
-/// Body of an error reply, in the request's content type:
-/// `{"kind": "...", "message": "...", "details": ...}`.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub(crate) struct ErrorBody {
-    pub(crate) kind: String,
-    pub(crate) message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) details: Option<serde_json::Value>,
-}
 
 /// The correlation id a reply carries: the request's, or its message id.
 fn correlation(request: &Message) -> Option<String> {

@@ -21,11 +21,11 @@
 
 use super::lease::Held;
 use super::{Handled, Job, Pipeline};
-use crate::dead_letter::DeadLetterReason;
 use crate::error::{BrokerError, Failure};
-use crate::route::GapPolicy;
+use crate::pipeline::route_options::GapPolicy;
 use crate::store::{SessionPosition, SessionTurn};
 use crate::transport::Settlement;
+use crate::wire::dead_letter_reason::DeadLetterReason;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};

@@ -1,9 +1,9 @@
 //! The settle step's dead-letter copy: the original message, byte for byte,
 //! plus wharf's headers saying why, where, when and after how many attempts.
 
-use crate::dead_letter::DeadLetterReason;
-use crate::headers::names;
-use crate::message::Message;
+use crate::wire::dead_letter_reason::DeadLetterReason;
+use crate::wire::headers::names;
+use crate::wire::message::Message;
 use std::time::SystemTime;
 
 /// Longest error message kept in a header; brokers limit header sizes.
@@ -29,7 +29,10 @@ pub(crate) fn dead_letter_message(original: &Message, failed: &Failed<'_>) -> Me
     );
     headers.insert(names::ORIGIN_QUEUE, failed.queue);
     headers.insert(names::HANDLER, failed.handler);
-    headers.insert(names::FAILED_AT, crate::timestamp::rfc3339(SystemTime::now()));
+    headers.insert(
+        names::FAILED_AT,
+        crate::wire::timestamp::rfc3339(SystemTime::now()),
+    );
     headers.insert(names::ATTEMPT, failed.attempts.to_string());
     message
 }

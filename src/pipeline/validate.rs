@@ -4,10 +4,10 @@
 //! problem becomes an [`Invalid`] with a reason and an explanation, and the
 //! message is dead-lettered byte-for-byte.
 
-use crate::codec::Codec;
-use crate::dead_letter::DeadLetterReason;
-use crate::headers::names;
-use crate::message::Message;
+use crate::wire::codec::Codec;
+use crate::wire::dead_letter_reason::DeadLetterReason;
+use crate::wire::headers::names;
+use crate::wire::message::Message;
 
 /// Longest accepted idempotency key or session id, in bytes.
 const MAX_KEY_BYTES: usize = 256;
@@ -82,9 +82,9 @@ pub(crate) fn check<'a>(message: &'a Message, limits: &Limits) -> Result<Envelop
 }
 
 /// Counts the bytes the publisher sent: a value that is not UTF-8 is held
-/// as longer text (`crate::header_bytes`), but is as long as it was sent.
+/// as longer text (`crate::wire::header_bytes`), but is as long as it was sent.
 fn check_key<'a>(name: &str, value: &'a str) -> Result<&'a str, Invalid> {
-    let bytes = crate::header_bytes::byte_len(value);
+    let bytes = crate::wire::header_bytes::byte_len(value);
     if bytes == 0 || bytes > MAX_KEY_BYTES {
         return Err(invalid(
             DeadLetterReason::InvalidHeader,
@@ -174,14 +174,14 @@ mod tests {
 
     #[test]
     fn keys_are_measured_in_the_bytes_sent() {
-        let longest = crate::headers::from_bytes(&[0xff; MAX_KEY_BYTES]).into_owned();
+        let longest = crate::wire::headers::from_bytes(&[0xff; MAX_KEY_BYTES]).into_owned();
         assert!(longest.len() > MAX_KEY_BYTES, "held as longer text");
         let msg = Message::new("1").with_idempotency_key(longest.as_str());
         assert_eq!(
             check(&msg, &LIMITS).unwrap().idempotency_key,
             Some(longest.as_str())
         );
-        let over = crate::headers::from_bytes(&[0xff; MAX_KEY_BYTES + 1]).into_owned();
+        let over = crate::wire::headers::from_bytes(&[0xff; MAX_KEY_BYTES + 1]).into_owned();
         assert_eq!(
             reason(&Message::new("1").with_idempotency_key(over)),
             DeadLetterReason::InvalidHeader

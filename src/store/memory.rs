@@ -15,8 +15,8 @@ use super::{
     Claim, ClaimToken, REMEMBERED_GAPS, SessionPosition, SessionTurn, Store, StoredReply, fresh_token,
 };
 use crate::error::BrokerError;
-use crate::metrics::{STORE_EVICTIONS, STORE_RECORDS};
-use crate::transport::{BoxFuture, succeeded};
+use crate::ops::metrics::{STORE_EVICTIONS, STORE_RECORDS};
+use crate::util::future::{BoxFuture, succeeded};
 use bytes::Bytes;
 use metrics::{Counter, Gauge, counter, gauge};
 use std::cmp::Reverse;
@@ -84,13 +84,13 @@ impl StoreMetrics {
     }
 }
 
-enum State {
+enum RecordState {
     Claimed { token: ClaimToken },
     Done { reply: Option<StoredReply> },
 }
 
 struct Record {
-    state: State,
+    state: RecordState,
     until: Instant,
     /// The map's key, shared with the expiry heap.
     key: Arc<str>,
@@ -104,7 +104,7 @@ struct Keys {
     expiries: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
 }
 
-struct Session {
+struct SessionRecord {
     next: u64,
     lease: Option<(u64, Instant)>,
     /// Held for this number until then (see [`Store::session_abort`]).
@@ -119,9 +119,9 @@ struct Session {
     touched: Instant,
 }
 
-impl Session {
+impl SessionRecord {
     fn new(now: Instant) -> Self {
-        Session {
+        SessionRecord {
             next: 1,
             lease: None,
             hold: None,
@@ -152,7 +152,7 @@ impl Session {
 
 #[derive(Default)]
 struct Sessions {
-    map: HashMap<String, Session>,
+    map: HashMap<String, SessionRecord>,
     ops_since_sweep: usize,
 }
 
@@ -218,7 +218,7 @@ impl MemoryStore {
             if keys
                 .records
                 .get(&key)
-                .is_some_and(|r| r.until == until && matches!(r.state, State::Done { .. }))
+                .is_some_and(|r| r.until == until && matches!(r.state, RecordState::Done { .. }))
             {
                 keys.records.remove(&key);
                 evicted += 1;
@@ -297,9 +297,14 @@ impl MemoryStore {
     }
 
     /// Adds `session`, known to be missing, after making room for it.
-    fn new_session<'a>(&self, sessions: &'a mut Sessions, session: &str, now: Instant) -> &'a mut Session {
+    fn new_session<'a>(
+        &self,
+        sessions: &'a mut Sessions,
+        session: &str,
+        now: Instant,
+    ) -> &'a mut SessionRecord {
         self.make_room_for_session(sessions, now);
-        sessions.map.insert(session.to_owned(), Session::new(now));
+        sessions.map.insert(session.to_owned(), SessionRecord::new(now));
         self.report_sessions(sessions);
         sessions.map.get_mut(session).expect("just inserted")
     }
@@ -341,7 +346,7 @@ impl MemoryStore {
             if keys
                 .records
                 .get(&expired)
-                .is_some_and(|r| r.until == until && matches!(r.state, State::Done { .. }))
+                .is_some_and(|r| r.until == until && matches!(r.state, RecordState::Done { .. }))
             {
                 keys.records.remove(&expired);
                 purged = true;
@@ -351,13 +356,13 @@ impl MemoryStore {
             self.report_keys(&keys);
         }
         let token = fresh_token();
-        let claimed = State::Claimed { token };
+        let claimed = RecordState::Claimed { token };
         let until = now + lease;
         if let Some(record) = keys.records.get_mut(key) {
             if record.until > now {
                 return match &record.state {
-                    State::Done { reply } => Claim::Done(reply.clone()),
-                    State::Claimed { .. } => Claim::InProgress,
+                    RecordState::Done { reply } => Claim::Done(reply.clone()),
+                    RecordState::Claimed { .. } => Claim::InProgress,
                 };
             }
             // Expired: a crashed claimant's lease, or a record past its window.
@@ -387,9 +392,9 @@ impl MemoryStore {
         // must not run it again. A record that is already done keeps its
         // first reply.
         let shared = match keys.records.get_mut(key) {
-            Some(record) if matches!(record.state, State::Done { .. }) => return,
+            Some(record) if matches!(record.state, RecordState::Done { .. }) => return,
             Some(record) => {
-                record.state = State::Done { reply };
+                record.state = RecordState::Done { reply };
                 record.until = until;
                 record.key.clone()
             }
@@ -397,7 +402,7 @@ impl MemoryStore {
                 self.make_room_for_key(&mut keys);
                 let shared: Arc<str> = key.into();
                 let record = Record {
-                    state: State::Done { reply },
+                    state: RecordState::Done { reply },
                     until,
                     key: shared.clone(),
                 };
@@ -414,7 +419,7 @@ impl MemoryStore {
         if keys
             .records
             .get(key)
-            .is_some_and(|r| matches!(r.state, State::Claimed { token: t } if t == token))
+            .is_some_and(|r| matches!(r.state, RecordState::Claimed { token: t } if t == token))
         {
             keys.records.remove(key);
             self.report_keys(&keys);
@@ -427,7 +432,7 @@ impl MemoryStore {
         match keys.records.get_mut(key) {
             Some(record)
                 if record.until > now
-                    && matches!(record.state, State::Claimed { token: t } if t == token) =>
+                    && matches!(record.state, RecordState::Claimed { token: t } if t == token) =>
             {
                 record.until = now + lease;
                 true

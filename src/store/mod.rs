@@ -20,7 +20,7 @@ pub use nats_kv::{DEFAULT_BUCKET_PREFIX, MAX_KV_KEY_LEN, NatsKvStore};
 pub use redis::RedisStore;
 
 use crate::error::BrokerError;
-use crate::transport::BoxFuture;
+use crate::util::future::BoxFuture;
 use bytes::Bytes;
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -5,8 +5,8 @@ use super::{
     Claim, ClaimToken, REMEMBERED_GAPS, SessionPosition, SessionTurn, Store, StoredReply, fresh_token,
 };
 use crate::error::{BrokerError, BrokerErrorKind};
-use crate::timestamp::unix_millis as now_ms;
-use crate::transport::BoxFuture;
+use crate::util::future::BoxFuture;
+use crate::wire::timestamp::unix_millis as now_ms;
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -147,7 +147,7 @@ impl NatsKvStore {
     /// connection reconnects by itself; it fails within about 5 seconds
     /// when the server cannot be reached.
     pub async fn connect(url: &str) -> Result<NatsKvStore, BrokerError> {
-        let (options, servers) = crate::nats::connect_options::NatsUrl::parse(url)?.into_parts();
+        let (options, servers) = crate::transport::nats::connect_options::NatsUrl::parse(url)?.into_parts();
         let client = options
             .name("wharf-store")
             .connection_timeout(CONNECT_TIMEOUT)
@@ -157,7 +157,7 @@ impl NatsKvStore {
             .map_err(|e| {
                 BrokerError::new(
                     BrokerErrorKind::Connection,
-                    format!("cannot connect to NATS at {}", crate::redact::redact(url)),
+                    format!("cannot connect to NATS at {}", crate::util::redact::redact(url)),
                 )
                 .with_source(e)
             })?;

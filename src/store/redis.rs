@@ -34,8 +34,8 @@ use super::{
     Claim, ClaimToken, REMEMBERED_GAPS, SessionPosition, SessionTurn, Store, StoredReply, fresh_token,
 };
 use crate::error::{BrokerError, BrokerErrorKind};
-use crate::redact::redact;
-use crate::transport::BoxFuture;
+use crate::util::future::BoxFuture;
+use crate::util::redact::redact;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{RedisError, Script};
 use bytes::Bytes;

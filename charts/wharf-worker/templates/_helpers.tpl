@@ -85,7 +85,7 @@ The broker kind, checked.
 {{/*
 The NATS JetStream stream of a wharf queue: "WHARF_" + enc(queue), where enc
 keeps ASCII letters, digits and "-" and writes every other byte as "_XX" in
-upper-case hex (src/nats/naming.rs): orders -> WHARF_orders,
+upper-case hex (src/transport/nats/naming.rs): orders -> WHARF_orders,
 orders.eu -> WHARF_orders_2Eeu, a_b -> WHARF_a_5Fb. splitList "" splits into
 characters (UTF-8 sequences); printf "%X" of a character is the hex of its
 bytes, so a non-ASCII character becomes one "_XX" per byte, as in wharf.

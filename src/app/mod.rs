@@ -1,0 +1,241 @@
+//! The app builder: routes, state, store, shutdown grace.
+
+pub(crate) mod broker;
+pub(crate) mod running;
+pub mod shutdown;
+
+use crate::app::broker::Broker;
+use crate::app::running::{RouteControl, Running};
+use crate::error::{BrokerError, BrokerErrorKind};
+use crate::handler::route_shared::RouteShared;
+use crate::handler::{BoxedHandler, Handler, boxed};
+use crate::pipeline::route_options::RouteOptions;
+use crate::pipeline::{Lifecycle, Pipeline};
+use crate::store::{MemoryStore, Store};
+use crate::transport::QueueSpec;
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A wharf worker: typed handlers subscribed to queues.
+///
+/// ```no_run
+/// use wharf::{App, Broker, Error};
+/// #[derive(serde::Deserialize)]
+/// struct Order { id: u64 }
+///
+/// async fn place_order(order: Order) -> Result<(), Error> {
+///     println!("placing order {}", order.id);
+///     Ok(())
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), wharf::BrokerError> {
+///     let broker = Broker::from_env().await?;
+///     App::new(broker).route("orders", place_order).run().await
+/// }
+/// ```
+pub struct App<S = ()> {
+    broker: Broker,
+    state: S,
+    routes: Vec<RouteDef<S>>,
+    store: Arc<dyn Store>,
+    grace: Duration,
+    http: Option<SocketAddr>,
+}
+
+/// Environment variable that sets (or, with `off`, disables) the address of
+/// the `/healthz`, `/readyz` and `/metrics` listener, over
+/// [`App::http`]: `WHARF_HTTP_ADDR=0.0.0.0:8080`.
+pub const HTTP_ADDR_ENV: &str = "WHARF_HTTP_ADDR";
+
+struct RouteDef<S> {
+    queue: String,
+    handler: BoxedHandler<S>,
+    handler_name: String,
+    options: RouteOptions,
+}
+
+impl App<()> {
+    /// An app without shared state.
+    pub fn new(broker: Broker) -> Self {
+        App::with_state(broker, ())
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> App<S> {
+    /// An app whose handlers can take [`State<S>`](crate::State).
+    pub fn with_state(broker: Broker, state: S) -> Self {
+        App {
+            broker,
+            state,
+            routes: Vec::new(),
+            store: Arc::new(MemoryStore::new()),
+            grace: Duration::from_secs(25),
+            http: None,
+        }
+    }
+
+    /// Subscribes `handler` to `queue` with default [`RouteOptions`].
+    pub fn route<H, Args>(self, queue: &str, handler: H) -> Self
+    where
+        H: Handler<Args, S>,
+        Args: 'static,
+    {
+        self.route_with(queue, handler, RouteOptions::default())
+    }
+
+    /// Subscribes `handler` to `queue` with `options`.
+    pub fn route_with<H, Args>(mut self, queue: &str, handler: H, options: RouteOptions) -> Self
+    where
+        H: Handler<Args, S>,
+        Args: 'static,
+    {
+        let handler_name = options
+            .name
+            .clone()
+            .unwrap_or_else(|| std::any::type_name::<H>().to_owned());
+        self.routes.push(RouteDef {
+            queue: queue.to_owned(),
+            handler: boxed(handler),
+            handler_name,
+            options,
+        });
+        self
+    }
+
+    /// The idempotency and session store (default: in-memory, one process).
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Arc::new(store);
+        self
+    }
+
+    /// How long in-flight handlers may run on after shutdown begins before
+    /// they are abandoned and their messages returned (default 25 s, under
+    /// Kubernetes' default 30 s termination grace period).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Serves `/healthz` (alive), `/readyz` (connected, consuming, not
+    /// draining: 200, else 503 with the reason) and `/metrics` (Prometheus
+    /// text format, wharf's exporter installed as the process's `metrics`
+    /// recorder) on `addr`, from start until the app is dropped. Off unless
+    /// set here or by [`HTTP_ADDR_ENV`], which overrides it (`off`
+    /// disables it). Port 0 picks a free port: see
+    /// [`Running::http_addr`].
+    pub fn http(mut self, addr: SocketAddr) -> Self {
+        self.http = Some(addr);
+        self
+    }
+
+    /// The listener address after the environment's say.
+    fn http_addr(&self) -> Result<Option<SocketAddr>, BrokerError> {
+        let Ok(value) = std::env::var(HTTP_ADDR_ENV) else {
+            return Ok(self.http);
+        };
+        let value = value.trim();
+        if value.is_empty() || value.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        value.parse().map(Some).map_err(|_| {
+            BrokerError::new(
+                BrokerErrorKind::Config,
+                format!("{HTTP_ADDR_ENV}={value:?} is not an address like 0.0.0.0:8080 (or off)"),
+            )
+        })
+    }
+
+    /// Declares every queue, starts consuming and returns the running app.
+    pub async fn start(self) -> Result<Running, BrokerError> {
+        let mut seen = HashSet::new();
+        for route in &self.routes {
+            if !seen.insert(route.queue.as_str()) {
+                return Err(BrokerError::new(
+                    BrokerErrorKind::Config,
+                    format!("queue {:?} has more than one route", route.queue),
+                ));
+            }
+        }
+        let transport = self.broker.transport().clone();
+        let lifecycle = Lifecycle::default();
+        let mut running = Running::new(transport.clone(), lifecycle.clone(), self.grace);
+        if let Some(addr) = self.http_addr()? {
+            // Up while starting too: alive, not ready yet.
+            running.serve_http(addr).await?;
+        }
+        self.store.register_metrics();
+        let mut routes: Vec<(String, Arc<dyn RouteControl>)> = Vec::new();
+        let mut streams = Vec::new();
+        for route in self.routes {
+            let spec = QueueSpec {
+                name: route.queue.clone(),
+                priority: route.options.priority,
+                persistent: route.options.persistent,
+                lease: route.options.effective_lease(),
+            };
+            transport.declare(&spec).await?;
+            let shared = RouteShared {
+                queue: route.queue.as_str().into(),
+                handler_name: route.handler_name.as_str().into(),
+                transport: transport.clone(),
+                store: self.store.clone(),
+                max_attempts: route.options.max_attempts,
+            };
+            let pipeline = Arc::new(Pipeline::new(
+                shared,
+                route.handler,
+                self.state.clone(),
+                &route.options,
+                lifecycle.clone(),
+            ));
+            if route.options.sessions {
+                pipeline.follow_session_changes();
+                let (gap, lease) = (route.options.gap_timeout, route.options.effective_lease());
+                if gap < lease * 2 {
+                    // A crashed worker's session messages come back (and its
+                    // turns end) within the lease: with a gap timeout that
+                    // short, a crash looks like a gap.
+                    tracing::warn!(
+                        queue = %route.queue,
+                        gap_timeout = ?gap,
+                        ?lease,
+                        "the session gap timeout is under twice the lease: a crashed worker's session \
+                         messages may be taken for a gap (keep gap_timeout well above the lease)"
+                    );
+                }
+            }
+            let stream = transport
+                .consume(&spec, route.options.effective_prefetch())
+                .await?;
+            tracing::info!(queue = %route.queue, handler = %route.handler_name, "route started");
+            streams.push((pipeline.clone(), stream));
+            routes.push((route.queue, Arc::new(pipeline) as Arc<dyn RouteControl>));
+        }
+        Ok(running.begin(routes, streams))
+    }
+
+    /// Runs until SIGTERM or SIGINT, then shuts down gracefully and closes
+    /// the broker connection: the whole life of a worker process. The signal
+    /// handlers are installed before anything starts.
+    pub async fn run(self) -> Result<(), BrokerError> {
+        let signal = crate::app::shutdown::signal();
+        let broker = self.broker.clone();
+        self.run_until(signal).await?;
+        broker.close().await;
+        Ok(())
+    }
+
+    /// Runs until `signal` completes, then shuts down gracefully (the broker
+    /// connection stays open).
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<(), BrokerError> {
+        let running = self.start().await?;
+        signal.await;
+        tracing::info!("shutdown signal received; draining");
+        running.shutdown().await;
+        Ok(())
+    }
+}
