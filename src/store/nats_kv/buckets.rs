@@ -1,0 +1,119 @@
+//! Opening the two buckets (creating them, or adjusting their `max_age`),
+//! once per store.
+
+use super::NatsKvStore;
+use crate::error::{BrokerError, BrokerErrorKind};
+use async_nats::jetstream::{self, kv};
+use std::time::Duration;
+
+/// The longest bucket prefix accepted.
+const MAX_PREFIX_LEN: usize = 64;
+
+pub(super) struct Buckets {
+    pub(super) keys: kv::Store,
+    pub(super) sessions: kv::Store,
+}
+
+impl NatsKvStore {
+    pub(super) fn bucket_names(&self) -> [String; 2] {
+        [
+            format!("{}_idempotency", self.prefix),
+            format!("{}_sessions", self.prefix),
+        ]
+    }
+
+    pub(super) async fn buckets(&self) -> Result<&Buckets, BrokerError> {
+        self.buckets
+            .get_or_try_init(|| async {
+                let valid = !self.prefix.is_empty()
+                    && self.prefix.len() <= MAX_PREFIX_LEN
+                    && self
+                        .prefix
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if !valid {
+                    return Err(BrokerError::new(
+                        BrokerErrorKind::Config,
+                        format!(
+                            "{:?} cannot prefix NATS KV bucket names: use 1 to {MAX_PREFIX_LEN} ASCII letters, digits, '_' and '-'",
+                            self.prefix
+                        ),
+                    ));
+                }
+                self.check_connected()?;
+                let [keys, sessions] = self.bucket_names();
+                let keys = self
+                    .open_bucket(keys, self.max_window, "wharf idempotency records")
+                    .await?;
+                let sessions = self
+                    .open_bucket(sessions, self.session_ttl, "wharf session turns and checkpoints")
+                    .await?;
+                Ok(Buckets { keys, sessions })
+            })
+            .await
+    }
+
+    pub(super) async fn open_bucket(
+        &self,
+        name: String,
+        max_age: Duration,
+        description: &str,
+    ) -> Result<kv::Store, BrokerError> {
+        use jetstream::stream::{Config, DiscardPolicy, StorageType};
+        // The stream a KV bucket is, as `create_key_value` would configure
+        // it. Not `create_key_value` itself: it first asks for the
+        // account's info, which async-nats 0.51 cannot parse from
+        // nats-server 2.9.
+        let config = Config {
+            name: format!("KV_{name}"),
+            description: Some(description.to_owned()),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
+            max_messages: -1,
+            max_bytes: -1,
+            max_message_size: -1,
+            max_age,
+            storage: StorageType::File,
+            num_replicas: 1,
+            discard: DiscardPolicy::New,
+            allow_rollup: true,
+            deny_delete: true,
+            deny_purge: false,
+            allow_direct: true,
+            ..Default::default()
+        };
+        let failed = |e: &dyn std::fmt::Display| {
+            BrokerError::new(
+                BrokerErrorKind::Declare,
+                format!("opening the NATS KV bucket {name} failed: {e}"),
+            )
+        };
+        if let Err(created) = self.jetstream.create_stream(config).await {
+            // It exists with other settings: keep them (replicas, storage,
+            // placement), except `max_age`, which the records rely on.
+            let stream = self
+                .jetstream
+                .get_stream(format!("KV_{name}"))
+                .await
+                .map_err(|e| failed(&format_args!("{created}; {e}")))?;
+            let mut config = stream.cached_info().config.clone();
+            if config.max_age != max_age {
+                tracing::info!(
+                    bucket = %name,
+                    from = ?config.max_age,
+                    to = ?max_age,
+                    "setting the max_age of the NATS KV bucket"
+                );
+                config.max_age = max_age;
+                if !max_age.is_zero() {
+                    config.duplicate_window = config.duplicate_window.min(max_age);
+                }
+                self.jetstream
+                    .update_stream(&config)
+                    .await
+                    .map_err(|e| failed(&e))?;
+            }
+        }
+        self.jetstream.get_key_value(&name).await.map_err(|e| failed(&e))
+    }
+}

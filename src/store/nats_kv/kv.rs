@@ -1,0 +1,138 @@
+//! Reading and writing one KV key at the revision read: the compare-and-set
+//! every operation that changes a record is built on.
+
+use super::NatsKvStore;
+use super::keys::shorten;
+use super::records::decode;
+use crate::error::{BrokerError, BrokerErrorKind};
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+/// How often an operation starts again after concurrent writes before it
+/// gives up.
+pub(super) const MAX_TRIES: usize = 64;
+
+/// A key as read: its revision (0 when the bucket holds nothing for it), its
+/// value (`None` when absent, deleted or purged) and when it was written.
+pub(super) struct Loaded {
+    pub(super) revision: u64,
+    pub(super) value: Option<Bytes>,
+    created: Option<async_nats::datetime::DateTime>,
+}
+
+impl Loaded {
+    pub(super) fn decode<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, BrokerError> {
+        self.value.as_deref().map(|v| decode(key, v)).transpose()
+    }
+}
+
+impl NatsKvStore {
+    pub(super) fn check_connected(&self) -> Result<(), BrokerError> {
+        // While disconnected, async-nats would buffer a write and send it
+        // after the reconnect, long after the caller was told it failed.
+        if self.client.connection_state() == async_nats::connection::State::Connected {
+            Ok(())
+        } else {
+            Err(BrokerError::new(
+                BrokerErrorKind::Connection,
+                "not connected to NATS (reconnecting): the store cannot be used",
+            ))
+        }
+    }
+
+    pub(super) async fn load(&self, bucket: &kv::Store, key: &str) -> Result<Loaded, BrokerError> {
+        match bucket.entry(key).await {
+            Ok(None) => Ok(Loaded {
+                revision: 0,
+                value: None,
+                created: None,
+            }),
+            Ok(Some(entry)) => Ok(Loaded {
+                revision: entry.revision,
+                value: (entry.operation == kv::Operation::Put).then_some(entry.value),
+                created: Some(entry.created),
+            }),
+            Err(e) => Err(op_error("reading", bucket, key, e)),
+        }
+    }
+
+    /// Writes `value` if `key` is still at `revision` (0: no message for
+    /// it); `false` when another write came first.
+    pub(super) async fn write(
+        &self,
+        bucket: &kv::Store,
+        key: &str,
+        value: Bytes,
+        revision: u64,
+    ) -> Result<bool, BrokerError> {
+        self.check_connected()?;
+        // Not `kv::Store::create`: it tries revision 0, reads the key again
+        // and retries at a tombstone's revision; the revision read here
+        // already says which applies.
+        match bucket.update(key, value, revision).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(op_error("writing", bucket, key, e)),
+        }
+    }
+
+    /// Deletes `key` if it is still at `revision`.
+    pub(super) async fn delete(
+        &self,
+        bucket: &kv::Store,
+        key: &str,
+        revision: u64,
+    ) -> Result<bool, BrokerError> {
+        self.check_connected()?;
+        match bucket.delete_expect_revision(key, Some(revision)).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(op_error("deleting", bucket, key, e)),
+        }
+    }
+
+    /// Writes an unchanged session record or checkpoint again once it is
+    /// older than half the session TTL, so that a session still in use is
+    /// not forgotten. A failure only means it was not renewed this time.
+    pub(super) async fn renew(&self, bucket: &kv::Store, key: &str, loaded: &Loaded) {
+        let (Some(created), Some(value)) = (loaded.created, &loaded.value) else {
+            return;
+        };
+        if self.session_ttl.is_zero() {
+            return;
+        }
+        let old = async_nats::datetime::add_std_duration(created, self.session_ttl / 2)
+            .is_ok_and(|half| half < async_nats::datetime::now());
+        if old && let Err(error) = self.write(bucket, key, value.clone(), loaded.revision).await {
+            tracing::debug!(%error, "renewing a session record failed");
+        }
+    }
+
+    pub(super) fn contended(&self, key: &str) -> BrokerError {
+        BrokerError::new(
+            BrokerErrorKind::Store,
+            format!(
+                "NATS KV key {} changed under {MAX_TRIES} attempts in a row; gave up",
+                shorten(key)
+            ),
+        )
+    }
+}
+
+pub(super) fn op_error(
+    what: &str,
+    bucket: &kv::Store,
+    key: &str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> BrokerError {
+    BrokerError::new(
+        BrokerErrorKind::Store,
+        format!(
+            "{what} NATS KV key {} in bucket {} failed",
+            shorten(key),
+            bucket.name
+        ),
+    )
+    .with_source(e)
+}

@@ -1,0 +1,233 @@
+//! Session turns (begin, renew, end, skip, position) and checkpoints.
+
+use super::NatsKvStore;
+use super::keys::kv_key;
+use super::kv::{MAX_TRIES, op_error};
+use super::records::{SessionRecord, after, encode};
+use crate::error::BrokerError;
+use crate::store::{REMEMBERED_GAPS, SessionPosition, SessionTurn};
+use crate::wire::timestamp::unix_millis as now_ms;
+use bytes::Bytes;
+use std::time::Duration;
+
+impl NatsKvStore {
+    pub(super) async fn renew_turn_now(
+        &self,
+        session: &str,
+        sequence: u64,
+        lease: Duration,
+    ) -> Result<bool, BrokerError> {
+        self.check_connected()?;
+        let bucket = &self.buckets().await?.sessions;
+        let kv_key = kv_key("s.", session)?;
+        for _ in 0..MAX_TRIES {
+            let loaded = self.load(bucket, &kv_key).await?;
+            let now = now_ms();
+            let Some(mut record) = loaded.decode::<SessionRecord>(&kv_key)? else {
+                return Ok(false);
+            };
+            if !matches!(record.lease, Some((s, until)) if s == sequence && until > now) {
+                return Ok(false);
+            }
+            record.lease = Some((sequence, after(now, lease)));
+            if self
+                .write(bucket, &kv_key, encode(&record)?, loaded.revision)
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Err(self.contended(&kv_key))
+    }
+
+    pub(super) async fn begin_now(
+        &self,
+        session: &str,
+        sequence: u64,
+        lease: Duration,
+    ) -> Result<SessionTurn, BrokerError> {
+        self.check_connected()?;
+        let bucket = &self.buckets().await?.sessions;
+        let kv_key = kv_key("s.", session)?;
+        for _ in 0..MAX_TRIES {
+            let loaded = self.load(bucket, &kv_key).await?;
+            let mut record = loaded.decode::<SessionRecord>(&kv_key)?.unwrap_or_default();
+            let before = (record.early, record.latest, record.hold);
+            let now = now_ms();
+            let next = record.next;
+            let turn = if sequence < next {
+                if record
+                    .gaps
+                    .iter()
+                    .any(|&(from, to)| (from..to).contains(&sequence))
+                {
+                    SessionTurn::Skipped { next }
+                } else {
+                    SessionTurn::Stale { next }
+                }
+            } else if sequence > next {
+                if record.early().is_none_or(|early| sequence < early) {
+                    record.early = sequence;
+                }
+                if record.latest().is_none_or(|latest| sequence > latest) {
+                    record.latest = sequence;
+                }
+                SessionTurn::Early { next }
+            } else {
+                match record.lease {
+                    Some((_, until)) if until > now => {
+                        // Held for the asker (its runner may have crashed).
+                        let until = after(now, lease);
+                        if record.hold.is_none_or(|(_, held)| held < until) {
+                            record.hold = Some((sequence, until));
+                        }
+                        SessionTurn::Busy
+                    }
+                    _ => {
+                        record.lease = Some((sequence, after(now, lease)));
+                        record.hold = None;
+                        SessionTurn::Run
+                    }
+                }
+            };
+            let changed =
+                matches!(turn, SessionTurn::Run) || (record.early, record.latest, record.hold) != before;
+            if !changed {
+                self.renew(bucket, &kv_key, &loaded).await;
+                return Ok(turn);
+            }
+            if self
+                .write(bucket, &kv_key, encode(&record)?, loaded.revision)
+                .await?
+            {
+                return Ok(turn);
+            }
+        }
+        Err(self.contended(&kv_key))
+    }
+
+    /// Ends `sequence`'s lease: finished (`hold` none: the session moves
+    /// on, its hold for the number ends) or to be tried again (held for
+    /// `hold`).
+    pub(super) async fn end_now(
+        &self,
+        session: &str,
+        sequence: u64,
+        hold: Option<Duration>,
+    ) -> Result<(), BrokerError> {
+        self.check_connected()?;
+        let bucket = &self.buckets().await?.sessions;
+        let kv_key = kv_key("s.", session)?;
+        for _ in 0..MAX_TRIES {
+            let loaded = self.load(bucket, &kv_key).await?;
+            let Some(mut record) = loaded.decode::<SessionRecord>(&kv_key)? else {
+                return Ok(());
+            };
+            let mut changed = false;
+            if matches!(record.lease, Some((s, _)) if s == sequence) {
+                record.lease = None;
+                changed = true;
+            }
+            match hold {
+                None => {
+                    if record.next == sequence {
+                        record.next = sequence.saturating_add(1);
+                        changed = true;
+                    }
+                    if matches!(record.hold, Some((s, _)) if s == sequence) {
+                        record.hold = None;
+                        changed = true;
+                    }
+                }
+                Some(hold) if !hold.is_zero() && record.next == sequence => {
+                    let until = after(now_ms(), hold);
+                    if record.hold.is_none_or(|(_, held)| held < until) {
+                        record.hold = Some((sequence, until));
+                        changed = true;
+                    }
+                }
+                Some(_) => {}
+            }
+            if !changed {
+                self.renew(bucket, &kv_key, &loaded).await;
+                return Ok(());
+            }
+            if self
+                .write(bucket, &kv_key, encode(&record)?, loaded.revision)
+                .await?
+            {
+                return Ok(());
+            }
+        }
+        Err(self.contended(&kv_key))
+    }
+
+    pub(super) async fn position_now(&self, session: &str) -> Result<SessionPosition, BrokerError> {
+        self.check_connected()?;
+        let bucket = &self.buckets().await?.sessions;
+        let kv_key = kv_key("s.", session)?;
+        let record = self
+            .load(bucket, &kv_key)
+            .await?
+            .decode::<SessionRecord>(&kv_key)?
+            .unwrap_or_default();
+        Ok(SessionPosition {
+            next: record.next,
+            early: record.early(),
+            latest: record.latest(),
+        })
+    }
+
+    pub(super) async fn skip_now(&self, session: &str, from: u64, to: u64) -> Result<bool, BrokerError> {
+        self.check_connected()?;
+        let bucket = &self.buckets().await?.sessions;
+        let kv_key = kv_key("s.", session)?;
+        for _ in 0..MAX_TRIES {
+            let loaded = self.load(bucket, &kv_key).await?;
+            let Some(mut record) = loaded.decode::<SessionRecord>(&kv_key)? else {
+                return Ok(false);
+            };
+            let now = now_ms();
+            let leased = matches!(record.lease, Some((_, until)) if until > now);
+            let held = matches!(record.hold, Some((_, until)) if until > now);
+            if record.next != from || leased || held {
+                return Ok(false);
+            }
+            record.next = to;
+            if from < to {
+                if record.gaps.len() >= REMEMBERED_GAPS {
+                    let excess = record.gaps.len() + 1 - REMEMBERED_GAPS;
+                    record.gaps.drain(..excess);
+                }
+                record.gaps.push((from, to));
+            }
+            if self
+                .write(bucket, &kv_key, encode(&record)?, loaded.revision)
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Err(self.contended(&kv_key))
+    }
+
+    pub(super) async fn state_now(&self, session: &str) -> Result<Option<Bytes>, BrokerError> {
+        self.check_connected()?;
+        let bucket = &self.buckets().await?.sessions;
+        let kv_key = kv_key("st.", session)?;
+        let loaded = self.load(bucket, &kv_key).await?;
+        self.renew(bucket, &kv_key, &loaded).await;
+        Ok(loaded.value)
+    }
+
+    pub(super) async fn set_state_now(&self, session: &str, value: Bytes) -> Result<(), BrokerError> {
+        self.check_connected()?;
+        let bucket = &self.buckets().await?.sessions;
+        let kv_key = kv_key("st.", session)?;
+        bucket
+            .put(&kv_key, value)
+            .await
+            .map(|_| ())
+            .map_err(|e| op_error("writing", bucket, &kv_key, e))
+    }
+}
