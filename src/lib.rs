@@ -35,7 +35,8 @@ mod running;
 pub mod shutdown;
 mod stats;
 pub mod store;
-#[cfg(test)]
+// Only the broker tests use it (behind their features).
+#[cfg(all(test, any(feature = "amqp", feature = "nats", feature = "redis")))]
 mod test_support;
 mod timestamp;
 mod trace_context;
