@@ -2,7 +2,8 @@
 # Puts Debian's `prometheus` and `promtool` binaries under .tools/prometheus
 # (extracted from the package, not installed: installing it would start a
 # Prometheus service on :9090) and prints the directory holding them.
-# Used by tests/prometheus.rs (through .ci/run) and scripts/validate-chart.sh.
+# Used by tests/prometheus.rs (on first use, through tests/support/provision.rs)
+# and scripts/validate-chart.sh.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dest="$root/.tools/prometheus"

@@ -2,7 +2,8 @@
 # The Python environment of the interop tests: a virtualenv in .venv at the
 # repository root with tests/interop/requirements.txt installed (pika,
 # msgpack, nats-py). Idempotent: when .venv already holds exactly those
-# requirements it returns at once.
+# requirements it returns at once. The interop tests run it on first use
+# (tests/support/provision.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

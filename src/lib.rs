@@ -8,7 +8,8 @@ mod handler;
 mod ops;
 mod pipeline;
 pub mod store;
-#[cfg(test)]
+// Only the broker tests use it (behind their features).
+#[cfg(all(test, any(feature = "amqp", feature = "nats", feature = "redis")))]
 mod test_support;
 pub mod transport;
 mod util;

@@ -6,8 +6,9 @@
 //! checked against `docs/wire-format.md`.
 //!
 //! Needs RabbitMQ on 127.0.0.1:5672 and the Python environment of
-//! `scripts/python-env.sh` (`.venv`); without them the test says so loudly
-//! and passes, except with `CI=true`, where it fails.
+//! `scripts/python-env.sh` (`.venv`), which the test sets up on first use
+//! (`tests/support/provision.rs`); when either is missing the test says so
+//! loudly and passes, except with `CI=true`, where it fails.
 
 #![cfg(feature = "amqp")]
 
@@ -156,13 +157,10 @@ async fn run_script(python: &Path, prefix: &str) -> ScriptRun {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_python_pika_client_publishes_and_requests() {
-    let python = manifest_dir().join(".venv/bin/python");
-    if !python.exists() {
-        return skip(
-            "amqp_interop",
-            &format!("{} is missing (run scripts/python-env.sh)", python.display()),
-        );
-    }
+    let python = match support::provision::python() {
+        Ok(python) => python,
+        Err(why) => return skip("amqp_interop", &format!("no Python environment: {why}")),
+    };
     let broker = match Broker::connect(URL).await {
         Ok(broker) => broker,
         Err(error) => {

@@ -14,8 +14,9 @@
 //!
 //! Needs NATS with JetStream on `WHARF_TEST_NATS_URL` (default
 //! `nats://127.0.0.1:4222`) and the Python environment of
-//! `scripts/python-env.sh` (`.venv`); without them the test says so loudly
-//! and passes, except with `CI=true`, where it fails.
+//! `scripts/python-env.sh` (`.venv`), which the tests set up on first use
+//! (`tests/support/provision.rs`); when either is missing the tests say so
+//! loudly and pass, except with `CI=true`, where they fail.
 
 #![cfg(feature = "nats")]
 
@@ -193,13 +194,10 @@ async fn run_script(python: &Path, script: &str, args: &[&str]) -> ScriptRun {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_python_nats_client_publishes_and_requests() {
-    let python = manifest_dir().join(".venv/bin/python");
-    if !python.exists() {
-        return skip(
-            "nats_interop",
-            &format!("{} is missing (run scripts/python-env.sh)", python.display()),
-        );
-    }
+    let python = match support::provision::python() {
+        Ok(python) => python,
+        Err(why) => return skip("nats_interop", &format!("no Python environment: {why}")),
+    };
     let url = nats_url();
     let broker = match Broker::connect(&url).await {
         Ok(broker) => broker,
@@ -712,13 +710,10 @@ fn json_lines(run: &ScriptRun) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_python_script_lists_and_replays_dead_letters_while_a_worker_consumes() {
     let test = "a_python_script_lists_and_replays_dead_letters_while_a_worker_consumes";
-    let python = manifest_dir().join(".venv/bin/python");
-    if !python.exists() {
-        return skip(
-            test,
-            &format!("{} is missing (run scripts/python-env.sh)", python.display()),
-        );
-    }
+    let python = match support::provision::python() {
+        Ok(python) => python,
+        Err(why) => return skip(test, &format!("no Python environment: {why}")),
+    };
     let url = nats_url();
     let broker = match Broker::connect(&url).await {
         Ok(broker) => broker,

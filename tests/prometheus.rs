@@ -7,16 +7,17 @@
 //! exposition.
 //!
 //! Needs the brokers on 127.0.0.1 and the tools from
-//! `scripts/prometheus-tools.sh` (CI runs it; `WHARF_PROMETHEUS_BIN`
-//! overrides where they are). Skips loudly without them; fails with
-//! `CI=true`. `-- --nocapture` prints what Prometheus answered.
+//! `scripts/prometheus-tools.sh`, which the test fetches on first use
+//! (`tests/support/provision.rs`; `WHARF_PROMETHEUS_BIN` overrides where
+//! they are). Skips loudly without them; fails with `CI=true`.
+//! `-- --nocapture` prints what Prometheus answered.
 
 #![cfg(all(feature = "amqp", feature = "nats"))]
 
 mod support;
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{http_get, skip, unique_queue};
@@ -60,19 +61,6 @@ impl Guard {
 
 fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-/// Where `prometheus` and `promtool` are.
-fn tools() -> Option<PathBuf> {
-    if let Ok(bin) = std::env::var("WHARF_PROMETHEUS_BIN") {
-        return Some(PathBuf::from(bin));
-    }
-    let fetched = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/prometheus/usr/bin");
-    if fetched.join("prometheus").exists() && fetched.join("promtool").exists() {
-        return Some(fetched);
-    }
-    let in_path = Path::new("/usr/bin");
-    (in_path.join("prometheus").exists() && in_path.join("promtool").exists()).then(|| in_path.to_path_buf())
 }
 
 /// The example worker, built by `cargo test` next to this test binary (or
@@ -219,9 +207,9 @@ fn encode(query: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_workers_on_both_brokers() {
     let test = "prometheus_scrapes_workers_on_both_brokers";
-    let Some(tools) = tools() else {
-        skip(test, "no prometheus/promtool (run scripts/prometheus-tools.sh)");
-        return;
+    let tools = match support::provision::prometheus_tools() {
+        Ok(tools) => tools,
+        Err(why) => return skip(test, &format!("no prometheus/promtool: {why}")),
     };
     for url in [AMQP_URL, NATS_URL] {
         if let Err(error) = Broker::connect(url).await {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod local_server;
+pub mod provision;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wharf::{Broker, DeadLetter};
