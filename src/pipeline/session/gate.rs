@@ -595,18 +595,24 @@ mod tests {
 
     #[test]
     fn the_distance_counts_from_the_sessions_next_number() {
-        let (gate, _) = gate(1);
+        let (gate, _) = gate(2);
         let mut asking = takes_turn(&gate, "a", 100);
         let baton = asking.take_baton().expect("it took the baton");
         // The store says 90 is next: 100 is 10 away.
         assert!(gate.wait("a", 100, asking, Some(90)).0.is_none());
         gate.pass(baton, Some(90), None);
+        let _a = takes_turn(&gate, "a", 90);
         let _b = takes_turn(&gate, "b", 1);
-        // 20 away from b's start: further than a's 100, which stays.
-        let (evicted, _) = waits(&gate, "b", 21);
+        assert!(waits(&gate, "b", 50).0.is_none());
+        // 95 is 5 from a's turn, nearer than b's 50 (49 away) and a's 100.
+        let (evicted, _) = waits(&gate, "a", 95);
         let (victim, distance) = evicted.expect("at capacity");
-        assert_eq!((number(&victim), distance), (21, 20));
-        assert_eq!(gate.bounds("a"), Some((100, 100)));
+        assert_eq!((number(&victim), distance), (50, 49));
+        assert_eq!(gate.bounds("a"), Some((95, 100)));
+        // b's next is unknown, so 60 counts from 1 and stays out.
+        let (evicted, _) = waits(&gate, "b", 60);
+        let (victim, distance) = evicted.expect("at capacity");
+        assert_eq!((number(&victim), distance), (60, 59));
     }
 
     #[test]
