@@ -35,6 +35,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
             .await;
     }
 
+    /// Settles `delivery` and counts `outcome` once the broker has it.
     pub(super) fn settle(
         &self,
         delivery: Delivery,
