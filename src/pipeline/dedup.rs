@@ -5,6 +5,7 @@ use super::lease::Held;
 use super::{Handled, Job, Pipeline, TurnEnd, reply};
 use crate::store::{Claim, StoredReply};
 use crate::transport::Settlement;
+use bytes::Bytes;
 use std::sync::Arc;
 
 impl<S: Send + Sync + 'static> Pipeline<S> {
@@ -67,5 +68,28 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         self.session_end(&mut job, TurnEnd::Finished).await;
         self.settle(job.delivery, Settlement::Ack, Handled::Duplicate)
             .await;
+    }
+
+    /// Records a claimed idempotency key as done, with the reply to give
+    /// its duplicates.
+    pub(super) async fn complete(&self, job: &Job, reply: Option<Bytes>) {
+        let (Some(key), Some(token)) = (job.idempotency_key(), job.claim()) else {
+            return;
+        };
+        let stored = reply.map(|body| StoredReply {
+            body,
+            content_type: job.codec.content_type().into(),
+        });
+        if let Err(error) = self.shared.store.complete(key, token, stored, self.window).await {
+            tracing::warn!(%error, "idempotency record not saved; a duplicate may run again");
+        }
+    }
+
+    pub(super) async fn release_claim(&self, job: &Job) {
+        if let (Some(key), Some(token)) = (job.idempotency_key(), job.claim())
+            && let Err(error) = self.shared.store.release(key, token).await
+        {
+            tracing::warn!(%error, "idempotency claim not released; it expires with its lease");
+        }
     }
 }

@@ -2,8 +2,11 @@
 //!
 //! decode ([`validate`]) → session order ([`session`]) → idempotency
 //! ([`dedup`]) → handler ([`invoke`]) → reply ([`reply`]) → settle
-//! ([`settle`], with [`retry`] deciding) → metrics and tracing ([`observe`])
-//! around all of it.
+//! ([`settle`]; a failed attempt is retried or dead-lettered by [`failure`],
+//! with [`retry`] deciding) → metrics and tracing ([`observe`]) around all
+//! of it. A [`job`] carries each delivery through the steps, and [`lease`]
+//! renews the claims and turns it holds in the store. This file assembles a
+//! route's pipeline and takes each message along its main path.
 //!
 //! Session order comes before idempotency: a message first waits for its
 //! turn, then claims its key, so that a duplicate is acked in its turn and
@@ -14,7 +17,9 @@
 
 pub(crate) mod backoff;
 mod dedup;
+mod failure;
 mod invoke;
+mod job;
 mod lease;
 mod observe;
 mod reply;
@@ -32,19 +37,18 @@ use crate::handler::extract::Incoming;
 use crate::handler::route_shared::{RouteShared, scoped_key};
 use crate::ops::stats::RouteStats;
 use crate::pipeline::route_options::{GapPolicy, RouteOptions};
-use crate::store::{ClaimToken, StoredReply};
 use crate::transport::{BoxFuture, Delivery, Settlement};
-use crate::util::log_text::{Logged, Shortened};
+use crate::util::log_text::Logged;
 use crate::wire::codec::Codec;
 use crate::wire::dead_letter_reason::DeadLetterReason;
-use crate::wire::error_body::ErrorBody;
 use crate::wire::trace_context::TraceContext;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use invoke::Invocation;
+use job::{Job, Keys};
 use observe::Observer;
-use retry::{Decision, RetryPolicy};
-use session::{Baton, SessionGate, TurnEnd};
+use retry::RetryPolicy;
+use session::{SessionGate, TurnEnd};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -71,89 +75,6 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("non-string panic payload")
-}
-
-/// A delivery on its way through the pipeline.
-pub(crate) struct Job {
-    delivery: Delivery,
-    codec: Codec,
-    /// Idempotency and session state, boxed: most messages have neither, and
-    /// the job is moved through every step.
-    keys: Option<Box<Keys>>,
-    /// This handling's place in the message's trace, when it carries one:
-    /// the parent of its reply and of what its handler publishes.
-    trace: Option<Arc<TraceContext>>,
-}
-
-/// A job's idempotency and session state.
-#[derive(Default)]
-struct Keys {
-    /// Scoped idempotency key, and the claim once taken.
-    idempotency_key: Option<String>,
-    claim: Option<ClaimToken>,
-    /// Scoped session key and sequence number, when session order applies.
-    session: Option<(String, u64)>,
-    /// The validated `sequence` header, for `Meta`.
-    sequence: Option<u64>,
-    /// The session's turn (lease) is held by this job.
-    turn: bool,
-    /// The session's local baton, while this job holds it.
-    baton: Option<Baton>,
-    /// Renews the idempotency claim while the job holds it.
-    claim_hold: Option<lease::LeaseHold>,
-    /// Renews the session's turn while the job holds it.
-    turn_hold: Option<lease::LeaseHold>,
-}
-
-impl Job {
-    fn new(
-        delivery: Delivery,
-        codec: Codec,
-        keys: Option<Box<Keys>>,
-        trace: Option<Arc<TraceContext>>,
-    ) -> Self {
-        Job {
-            delivery,
-            codec,
-            keys,
-            trace,
-        }
-    }
-
-    /// Carries the job's trace (if any) on to a message it sends.
-    fn stamp(&self, message: &mut crate::wire::message::Message) {
-        if let Some(trace) = &self.trace {
-            trace.stamp(message);
-        }
-    }
-
-    fn keys_mut(&mut self) -> &mut Keys {
-        self.keys.get_or_insert_with(Box::default)
-    }
-
-    fn idempotency_key(&self) -> Option<&str> {
-        self.keys.as_ref()?.idempotency_key.as_deref()
-    }
-
-    fn claim(&self) -> Option<ClaimToken> {
-        self.keys.as_ref()?.claim
-    }
-
-    fn session(&self) -> Option<&(String, u64)> {
-        self.keys.as_ref()?.session.as_ref()
-    }
-
-    fn sequence(&self) -> Option<u64> {
-        self.keys.as_ref()?.sequence
-    }
-
-    fn turn(&self) -> bool {
-        self.keys.as_ref().is_some_and(|k| k.turn)
-    }
-
-    fn take_baton(&mut self) -> Option<Baton> {
-        self.keys.as_mut()?.baton.take()
-    }
 }
 
 /// Lifecycle signals shared by all routes of an app.
@@ -438,49 +359,6 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
             })
     }
 
-    /// A message with no attempts left: dead-lettered before any step can
-    /// fail on it again. Either it arrived with them used up (its
-    /// `wharf-attempt`, whoever wrote it, is at or above `max_attempts`),
-    /// or this worker and its broker counted more deliveries than attempts:
-    /// a delivery was dropped unsettled (its worker died or the pipeline
-    /// panicked). Only the second is reported as `redelivered`: a header
-    /// says how many attempts were made, not that a worker died.
-    async fn out_of_attempts(self: &Arc<Self>, mut delivery: Delivery, trace: Option<Arc<TraceContext>>) {
-        let max = self.policy.max_attempts;
-        // Read again here, off the common path: a malformed value was
-        // not counted (the transport flagged the delivery instead).
-        let carried = crate::wire::attempt_header::carried(
-            delivery.message.header(crate::wire::headers::names::ATTEMPT),
-        )
-        .unwrap_or(0);
-        let failure = if carried >= max {
-            // The dead letter says how many attempts were made: the ones
-            // it came with, as this delivery was not one.
-            delivery.delivery_count = carried;
-            Failure::new(
-                true,
-                "attempts-used-up",
-                format!(
-                    "arrived with wharf-attempt {carried}: {carried} attempts (failed runs, or deliveries \
-                     never settled) were made before this delivery (max_attempts is {max}); not run"
-                ),
-            )
-        } else {
-            Failure::new(
-                true,
-                "redelivered",
-                format!(
-                    "delivered {} times, more than max_attempts ({max}): failed attempts and deliveries \
-                     that were never settled (a worker died or the pipeline panicked); not run",
-                    delivery.delivery_count
-                ),
-            )
-        };
-        let job = Job::new(delivery, Codec::Json, None, trace);
-        self.dead_letter(job, DeadLetterReason::MaxAttempts, &failure, false)
-            .await;
-    }
-
     /// The pipeline after session order, for a job whose turn came.
     async fn admitted(self: &Arc<Self>, job: Job) {
         let Some(job) = self.dedup_admit(job).await else {
@@ -573,200 +451,5 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         let mut response = reply::ok(&job.delivery.message, body.clone(), job.codec.content_type());
         job.stamp(&mut response);
         Some(self.shared.transport.reply(address, response))
-    }
-
-    /// The handler succeeded but its reply could not be published: a
-    /// failed attempt, unless the broker refused the address itself, which
-    /// no retry can change (dead-lettered at once, reason `reply`).
-    async fn reply_failed(self: &Arc<Self>, job: Job, error: BrokerError) {
-        if error.kind() == crate::error::BrokerErrorKind::Address {
-            let address = job.delivery.message.reply_to.as_deref().unwrap_or_default();
-            let failure = Failure::new(
-                true,
-                "reply",
-                format!("the broker refused reply address {address:?}: {error}"),
-            );
-            self.dead_letter(job, DeadLetterReason::Reply, &failure, true)
-                .await;
-            return;
-        }
-        tracing::warn!(%error, "reply could not be published; the message will be retried");
-        let failure = Failure::new(false, "reply", error.to_string());
-        let attempt = job.delivery.delivery_count.max(1);
-        self.fail(job, attempt, failure).await
-    }
-
-    /// Records a claimed idempotency key as done, with the reply to give
-    /// its duplicates.
-    async fn complete(&self, job: &Job, reply: Option<Bytes>) {
-        let (Some(key), Some(token)) = (job.idempotency_key(), job.claim()) else {
-            return;
-        };
-        let stored = reply.map(|body| StoredReply {
-            body,
-            content_type: job.codec.content_type().into(),
-        });
-        if let Err(error) = self.shared.store.complete(key, token, stored, self.window).await {
-            tracing::warn!(%error, "idempotency record not saved; a duplicate may run again");
-        }
-    }
-
-    async fn fail(self: &Arc<Self>, mut job: Job, attempt: u32, failure: Failure) {
-        self.observe.failure_kind(&failure.kind);
-        match self.policy.decide(attempt, &failure) {
-            Decision::Retry(delay) => {
-                tracing::info!(kind = %failure.kind, error = %Shortened::error(&failure.message), ?delay, "attempt {attempt} failed; retrying");
-                self.release_claim(&job).await;
-                self.session_end(&mut job, TurnEnd::Retrying).await;
-                self.settle(job.delivery, Settlement::Retry { delay }, Handled::Retried)
-                    .await;
-            }
-            Decision::DeadLetter(reason) => {
-                self.dead_letter(job, reason, &failure, true).await;
-            }
-        }
-    }
-
-    /// Sends a message to the dead-letter queue, with an error reply to a
-    /// request. `advance_session` moves its session past it once stored (not
-    /// for session-gap dead letters, whose session the gap policy moves).
-    /// Returns whether the dead letter was stored.
-    async fn dead_letter(
-        self: &Arc<Self>,
-        mut job: Job,
-        reason: DeadLetterReason,
-        failure: &Failure,
-        advance_session: bool,
-    ) -> bool {
-        tracing::warn!(%reason, kind = %failure.kind, error = %Shortened::error(&failure.message), "message dead-lettered");
-        let message = &job.delivery.message;
-        // No error reply to an address that cannot take one.
-        let reply_to = message
-            .reply_to
-            .as_deref()
-            .filter(|_| reason != DeadLetterReason::Reply);
-        if let Some(address) = reply_to {
-            let body = ErrorBody {
-                kind: failure.kind.to_string(),
-                message: failure.message.clone(),
-                details: failure.details.clone(),
-            };
-            let mut response = reply::error(message, job.codec, &body);
-            job.stamp(&mut response);
-            match self.shared.transport.reply(address, response).await {
-                Ok(()) => self.observe.replied(false),
-                Err(error) => tracing::warn!(%error, "error reply could not be published"),
-            }
-        }
-        self.release_claim(&job).await;
-        let dead = settle::dead_letter_message(
-            message,
-            &settle::Failed {
-                reason,
-                error_kind: &failure.kind,
-                error_message: &failure.message,
-                queue: &self.shared.queue,
-                handler: &self.shared.handler_name,
-                attempts: job.delivery.delivery_count,
-            },
-        );
-        let outcome = if reason.is_bad_input() {
-            Handled::Rejected
-        } else {
-            Handled::DeadLettered
-        };
-        self.observe.dead_letter(reason);
-        let baton = job.take_baton();
-        let turn = job.turn();
-        let settled = self
-            .settle_ok(
-                job.delivery,
-                Settlement::DeadLetter {
-                    message: Box::new(dead),
-                },
-                outcome,
-            )
-            .await;
-        // Only once the dead letter is stored may the session move past it;
-        // otherwise a redelivery would be acked as stale and lost.
-        let end = if advance_session && settled {
-            TurnEnd::Finished
-        } else {
-            TurnEnd::Abandoned
-        };
-        let session = job.keys.as_ref().and_then(|k| k.session.as_ref());
-        self.end_turn(session, turn, baton, end).await;
-        settled
-    }
-
-    /// Shutdown: the handler did not finish, the message goes back.
-    async fn give_back(self: &Arc<Self>, mut job: Job) {
-        self.release_claim(&job).await;
-        self.session_end(&mut job, TurnEnd::Abandoned).await;
-        self.settle(job.delivery, Settlement::Return, Handled::Returned)
-            .await;
-    }
-
-    /// Not runnable now: back to the broker for later, no attempt used.
-    async fn defer(self: &Arc<Self>, job: Job, why: &str) {
-        self.defer_for(job, why, self.defer_delay).await;
-    }
-
-    /// [`defer`](Self::defer) for `delay`.
-    async fn defer_for(self: &Arc<Self>, mut job: Job, why: &str, delay: Duration) {
-        if self.lifecycle.stopping() {
-            return self.give_back(job).await;
-        }
-        tracing::debug!(why, ?delay, "message deferred");
-        self.release_claim(&job).await;
-        self.session_end(&mut job, TurnEnd::Abandoned).await;
-        self.settle(job.delivery, Settlement::Defer { delay }, Handled::Deferred)
-            .await;
-    }
-
-    async fn release_claim(&self, job: &Job) {
-        if let (Some(key), Some(token)) = (job.idempotency_key(), job.claim())
-            && let Err(error) = self.shared.store.release(key, token).await
-        {
-            tracing::warn!(%error, "idempotency claim not released; it expires with its lease");
-        }
-    }
-
-    fn settle(
-        &self,
-        delivery: Delivery,
-        settlement: Settlement,
-        outcome: Handled,
-    ) -> impl Future<Output = ()> + Send + '_ {
-        let settled = self.settle_ok(delivery, settlement, outcome);
-        async move {
-            settled.await;
-        }
-    }
-
-    // Not async up to the settle call: the delivery and settlement are
-    // handed to the transport before the future is made, so the futures of
-    // every message's path do not keep room for them.
-    fn settle_ok(
-        &self,
-        delivery: Delivery,
-        settlement: Settlement,
-        outcome: Handled,
-    ) -> impl Future<Output = bool> + Send + '_ {
-        let settling = delivery.settle(settlement);
-        async move {
-            match settling.await {
-                Ok(()) => {
-                    self.observe.handled(outcome);
-                    true
-                }
-                Err(error) => {
-                    // The broker still holds the message and will deliver it
-                    // again; nothing is lost, and nothing is counted as done.
-                    tracing::warn!(%error, ?outcome, "settling failed; the broker will redeliver");
-                    false
-                }
-            }
-        }
     }
 }
