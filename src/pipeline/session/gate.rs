@@ -26,9 +26,9 @@ struct Gate {
     closed: bool,
 }
 
-#[derive(Default)]
 /// One session as this worker sees it: the numbers waiting here and
 /// whether its baton is held.
+#[derive(Default)]
 struct LocalSession {
     waiting: BTreeMap<u64, Job>,
     /// A local job (or the watcher) holds the session's baton.
