@@ -161,6 +161,9 @@ async fn a_python_pika_client_publishes_and_requests() {
         Ok(python) => python,
         Err(why) => return skip("amqp_interop", &format!("no Python environment: {why}")),
     };
+    if let Err(why) = support::broker_reachable(URL) {
+        return skip("amqp_interop", &format!("RabbitMQ is not reachable: {why}"));
+    }
     let broker = match Broker::connect(URL).await {
         Ok(broker) => broker,
         Err(error) => {
