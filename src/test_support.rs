@@ -56,7 +56,9 @@ pub fn run_script(script: &str) -> Result<String, String> {
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
-    );
+    )
+    .trim_end()
+    .to_owned();
     if output.status.success() {
         return Ok(printed);
     }

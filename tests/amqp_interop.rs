@@ -169,7 +169,7 @@ async fn a_python_pika_client_publishes_and_requests() {
         Err(error) => {
             return skip(
                 "amqp_interop",
-                &format!("RabbitMQ is not reachable ({error}); run scripts/brokers.sh to start it"),
+                &format!("RabbitMQ answers but is not usable ({error}); scripts/brokers.sh says why"),
             );
         }
     };

@@ -207,7 +207,7 @@ async fn a_python_nats_client_publishes_and_requests() {
         Err(error) => {
             return skip(
                 "nats_interop",
-                &format!("NATS is not reachable at {url} ({error}); run scripts/brokers.sh to start it"),
+                &format!("NATS at {url} answers but is not usable ({error}); scripts/brokers.sh says why"),
             );
         }
     };
@@ -726,7 +726,7 @@ async fn a_python_script_lists_and_replays_dead_letters_while_a_worker_consumes(
         Err(error) => {
             return skip(
                 test,
-                &format!("NATS is not reachable at {url} ({error}); run scripts/brokers.sh to start it"),
+                &format!("NATS at {url} answers but is not usable ({error}); scripts/brokers.sh says why"),
             );
         }
     };
