@@ -90,6 +90,9 @@ async fn until(running: &Running, queue: &str, what: &str, done: impl Fn(&RouteS
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_compared_as_the_bytes_sent() {
+    if let Err(why) = support::broker_reachable(URL) {
+        return skip("amqp_headers", &format!("RabbitMQ is not reachable: {why}"));
+    }
     let broker = match Broker::connect(URL).await {
         Ok(broker) => broker,
         Err(error) => {
@@ -192,6 +195,9 @@ async fn keys_are_compared_as_the_bytes_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_do_not_carry_the_quorum_delivery_count() {
     let quorum_url = format!("{URL}?queue_type=quorum");
+    if let Err(why) = support::broker_reachable(URL) {
+        return skip("amqp_headers", &format!("RabbitMQ is not reachable: {why}"));
+    }
     let broker = match Broker::connect(&quorum_url).await {
         Ok(broker) => broker,
         Err(error) => return skip("amqp_headers", &format!("RabbitMQ is not reachable: {error}")),
@@ -313,6 +319,9 @@ async fn a_publishers_delivery_count_is_not_the_brokers() {
     // queue sets it when it redelivers). On a first delivery it can only
     // be a publisher's header: it must not read as deliveries that never
     // happened ("delivered 1000 times … its worker died").
+    if let Err(why) = support::broker_reachable(URL) {
+        return skip("amqp_headers", &format!("RabbitMQ is not reachable: {why}"));
+    }
     let broker = match Broker::connect(URL).await {
         Ok(broker) => broker,
         Err(error) => {

@@ -161,12 +161,15 @@ async fn a_python_pika_client_publishes_and_requests() {
         Ok(python) => python,
         Err(why) => return skip("amqp_interop", &format!("no Python environment: {why}")),
     };
+    if let Err(why) = support::broker_reachable(URL) {
+        return skip("amqp_interop", &format!("RabbitMQ is not reachable: {why}"));
+    }
     let broker = match Broker::connect(URL).await {
         Ok(broker) => broker,
         Err(error) => {
             return skip(
                 "amqp_interop",
-                &format!("RabbitMQ is not reachable ({error}); run scripts/brokers.sh to start it"),
+                &format!("RabbitMQ answers but is not usable ({error}); scripts/brokers.sh says why"),
             );
         }
     };

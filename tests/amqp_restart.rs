@@ -41,6 +41,9 @@ async fn broker_restart_mid_run_loses_nothing() {
         return skip("amqp_restart", "rabbitmqctl is not installed");
     }
     let _one_at_a_time = DISRUPTING.lock().await;
+    if let Err(why) = support::broker_reachable(URL) {
+        return skip("amqp_restart", &format!("RabbitMQ is not reachable: {why}"));
+    }
     let broker = match Broker::connect(URL).await {
         Ok(broker) => broker,
         Err(error) => return skip("amqp_restart", &format!("RabbitMQ is not reachable: {error}")),
@@ -185,6 +188,9 @@ async fn an_idle_client_requests_again_after_its_connection_was_cut() {
         return skip("amqp_restart", "rabbitmqctl is not installed");
     }
     let _one_at_a_time = DISRUPTING.lock().await;
+    if let Err(why) = support::broker_reachable(URL) {
+        return skip("amqp_restart", &format!("RabbitMQ is not reachable: {why}"));
+    }
     let broker = match Broker::connect(URL).await {
         Ok(broker) => broker,
         Err(error) => return skip("amqp_restart", &format!("RabbitMQ is not reachable: {error}")),

@@ -29,7 +29,6 @@ use futures_util::future::join_all;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::net::TcpStream;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wharf::store::{NatsKvStore, RedisStore};
@@ -531,13 +530,16 @@ mod runner {
             println!("cluster: 0 cases match");
             return ExitCode::SUCCESS;
         }
-        let missing: Vec<&str> = [("RabbitMQ", 5672), ("NATS", 4222), ("Redis", 6379)]
+        let missing: Vec<String> = [("RabbitMQ", AMQP_URL), ("NATS", NATS_URL), ("Redis", REDIS_URL)]
             .into_iter()
-            .filter(|(_, port)| TcpStream::connect(("127.0.0.1", *port)).is_err())
-            .map(|(name, _)| name)
+            .filter_map(|(name, url)| {
+                support::broker_reachable(url)
+                    .err()
+                    .map(|why| format!("{name}: {why}"))
+            })
             .collect();
         if !missing.is_empty() {
-            let why = format!("{} not reachable on 127.0.0.1", missing.join(", "));
+            let why = format!("not reachable on 127.0.0.1: {}", missing.join("; "));
             if support::ci() {
                 eprintln!("CI=true and the cluster tests cannot run: {why}");
                 return ExitCode::FAILURE;

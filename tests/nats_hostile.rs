@@ -38,6 +38,10 @@ fn url() -> String {
 }
 
 async fn connect(test: &str) -> Option<Broker> {
+    if let Err(why) = support::broker_reachable(&url()) {
+        skip(test, &format!("no NATS: {why}"));
+        return None;
+    }
     match Broker::connect(&url()).await {
         Ok(broker) => Some(broker),
         Err(error) => {

@@ -199,12 +199,15 @@ async fn a_python_nats_client_publishes_and_requests() {
         Err(why) => return skip("nats_interop", &format!("no Python environment: {why}")),
     };
     let url = nats_url();
+    if let Err(why) = support::broker_reachable(&url) {
+        return skip("nats_interop", &format!("NATS is not reachable: {why}"));
+    }
     let broker = match Broker::connect(&url).await {
         Ok(broker) => broker,
         Err(error) => {
             return skip(
                 "nats_interop",
-                &format!("NATS is not reachable at {url} ({error}); run scripts/brokers.sh to start it"),
+                &format!("NATS at {url} answers but is not usable ({error}); scripts/brokers.sh says why"),
             );
         }
     };
@@ -715,12 +718,15 @@ async fn a_python_script_lists_and_replays_dead_letters_while_a_worker_consumes(
         Err(why) => return skip(test, &format!("no Python environment: {why}")),
     };
     let url = nats_url();
+    if let Err(why) = support::broker_reachable(&url) {
+        return skip(test, &format!("NATS is not reachable: {why}"));
+    }
     let broker = match Broker::connect(&url).await {
         Ok(broker) => broker,
         Err(error) => {
             return skip(
                 test,
-                &format!("NATS is not reachable at {url} ({error}); run scripts/brokers.sh to start it"),
+                &format!("NATS at {url} answers but is not usable ({error}); scripts/brokers.sh says why"),
             );
         }
     };

@@ -51,6 +51,9 @@ fn worker(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_worker_keeps_its_messages_past_the_lease() {
     let test = "a_live_worker_keeps_its_messages_past_the_lease";
+    if let Err(why) = support::broker_reachable(&url()) {
+        return skip(test, &format!("NATS is not reachable: {why}"));
+    }
     let (Ok(first), Ok(second)) = (Broker::connect(&url()).await, Broker::connect(&url()).await) else {
         skip(test, "NATS is not reachable");
         return;

@@ -24,6 +24,9 @@ fn url() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_priority_header_is_an_ordinary_header_and_the_lane_is_the_priority() {
     let test = "a_priority_header_is_an_ordinary_header_and_the_lane_is_the_priority";
+    if let Err(why) = support::broker_reachable(&url()) {
+        return skip(test, &format!("no NATS: {why}"));
+    }
     let broker = match Broker::connect(&url()).await {
         Ok(broker) => broker,
         Err(error) => return skip(test, &format!("no NATS at {}: {error}", url())),
@@ -95,6 +98,9 @@ async fn a_priority_header_is_an_ordinary_header_and_the_lane_is_the_priority() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wharfs_client_refuses_a_priority_no_lane_can_carry() {
     let test = "wharfs_client_refuses_a_priority_no_lane_can_carry";
+    if let Err(why) = support::broker_reachable(&url()) {
+        return skip(test, &format!("no NATS: {why}"));
+    }
     let broker = match Broker::connect(&url()).await {
         Ok(broker) => broker,
         Err(error) => return skip(test, &format!("no NATS at {}: {error}", url())),

@@ -27,6 +27,10 @@ fn url() -> String {
 
 /// The broker and a raw client on the same server, or `None` (skipped).
 async fn connect(test: &str) -> Option<(Broker, async_nats::Client)> {
+    if let Err(why) = support::broker_reachable(&url()) {
+        skip(test, &format!("no NATS: {why}"));
+        return None;
+    }
     match Broker::connect(&url()).await {
         Ok(broker) => {
             let raw = async_nats::connect(url()).await.expect("raw client connects");

@@ -212,6 +212,9 @@ async fn prometheus_scrapes_workers_on_both_brokers() {
         Err(why) => return skip(test, &format!("no prometheus/promtool: {why}")),
     };
     for url in [AMQP_URL, NATS_URL] {
+        if let Err(why) = support::broker_reachable(url) {
+            return skip(test, &format!("broker {url} unreachable: {why}"));
+        }
         if let Err(error) = Broker::connect(url).await {
             skip(test, &format!("broker {url} unreachable: {error}"));
             return;

@@ -46,16 +46,25 @@ impl TlsRedis {
     /// Starts one, or `None` (a loud skip) when `redis-server` or `openssl`
     /// is missing.
     fn start(test: &str) -> Option<TlsRedis> {
-        if !Path::new(REDIS_SERVER).exists() {
-            skip(test, &format!("{REDIS_SERVER} is missing"));
+        if let Err(why) = support::local_server::installed(REDIS_SERVER) {
+            skip(test, &why);
             return None;
         }
-        if Command::new("openssl").arg("version").output().is_err() {
-            skip(
-                test,
-                "the openssl command is missing (it makes the test certificates)",
-            );
-            return None;
+        let openssl = || Command::new("openssl").arg("version").output().is_ok();
+        if !openssl() {
+            // scripts/brokers.sh installs it too.
+            let ran = support::start_brokers();
+            if !openssl() {
+                let after = ran.map_or_else(
+                    |why| why,
+                    |printed| format!("scripts/brokers.sh said:\n{printed}"),
+                );
+                skip(
+                    test,
+                    &format!("the openssl command is missing (it makes the test certificates); {after}"),
+                );
+                return None;
+            }
         }
         let dir = std::env::temp_dir().join(unique_queue("redis-tls"));
         std::fs::create_dir_all(&dir).unwrap();

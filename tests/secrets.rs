@@ -349,8 +349,8 @@ fn wrong_nats_and_redis_credentials_fail_without_printing_them() {
 #[test]
 fn amqp_credentials_are_never_printed() {
     let test = "amqp_credentials_are_never_printed";
-    if TcpStream::connect("127.0.0.1:5672").is_err() {
-        skip(test, "RabbitMQ is not running on 127.0.0.1:5672");
+    if let Err(why) = support::broker_reachable(AMQP_URL) {
+        skip(test, &format!("RabbitMQ is not running: {why}"));
         return;
     }
     let Some(redis) = redis_server(test) else {

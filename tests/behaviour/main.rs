@@ -8,6 +8,9 @@
 mod cases;
 mod faults;
 mod harness;
+// The skip policy and the broker start-up, shared with the crate's tests.
+#[path = "../../src/test_support.rs"]
+mod test_support;
 
 /// Expands to one `#[tokio::test]` per case for a transport.
 macro_rules! transport_suite {

@@ -27,6 +27,25 @@ pub struct LocalServer {
     dir: PathBuf,
 }
 
+/// `Ok` when `program` is installed, after running `scripts/brokers.sh`
+/// (which installs it) if it was not; else why it is still missing.
+pub fn installed(program: &str) -> Result<(), String> {
+    let here = || std::path::Path::new(program).exists();
+    if here() {
+        return Ok(());
+    }
+    let ran = super::shared::start_brokers();
+    if here() {
+        return Ok(());
+    }
+    Err(match ran {
+        Ok(printed) => {
+            format!("{program} is not installed, even after scripts/brokers.sh, which said:\n{printed}")
+        }
+        Err(why) => format!("{program} is not installed: {why}"),
+    })
+}
+
 impl LocalServer {
     /// A nats-server with JetStream and `auth` (e.g. `["--user", "u",
     /// "--pass", "p"]` or `["--auth", "token"]`); `Err` says why it could
@@ -71,11 +90,7 @@ impl LocalServer {
     }
 
     fn start(kind: &str, program: &str, args: impl Fn(u16, &PathBuf) -> Vec<String>) -> Result<Self, String> {
-        if !std::path::Path::new(program).exists() {
-            return Err(format!(
-                "{program} is not installed (scripts/brokers.sh installs it)"
-            ));
-        }
+        installed(program)?;
         let mut last_error = String::new();
         // A free port can be taken by someone else before the server binds
         // it: try a few.

@@ -5,19 +5,16 @@
 pub mod local_server;
 pub mod provision;
 
+// The skip policy and the set-up on first use, shared with the crate's own
+// unit tests: one file, included here by path.
+#[path = "../../src/test_support.rs"]
+mod shared;
+
+#[allow(unused_imports)] // Each binary uses part of it.
+pub use shared::{broker_reachable, ci, skip, start_brokers};
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wharf::{Broker, DeadLetter};
-
-/// Whether this is CI (`CI=true`), where nothing may skip.
-pub fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// Skips `test` loudly because of `why`, or fails under `CI=true`.
-pub fn skip(test: &str, why: &str) {
-    assert!(!ci(), "CI=true and {test} cannot run: {why}");
-    eprintln!("\n!!! SKIPPED: {test}: {why}. With CI=true this fails.\n");
-}
 
 /// A queue name no earlier run used: `wharf-test.<what>.<pid>.<nanos>`.
 pub fn unique_queue(what: &str) -> String {

@@ -30,6 +30,10 @@ fn unique(what: &str) -> String {
 /// A connection, or `None` (said loudly; a failure with `CI=true`)
 /// when NATS cannot be reached.
 async fn connect_or_skip(test: &str) -> Option<NatsKvStore> {
+    if let Err(why) = crate::test_support::broker_reachable(&nats_url()) {
+        crate::test_support::skip(test, &format!("NATS is not reachable: {why}"));
+        return None;
+    }
     match NatsKvStore::connect(&nats_url()).await {
         Ok(store) => Some(store),
         Err(error) => {

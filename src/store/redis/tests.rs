@@ -16,6 +16,10 @@ fn unique() -> String {
 /// A store under a prefix of its own, or `None` (a loud skip) when Redis
 /// cannot be reached and `CI` is not `true`.
 async fn store_or_skip(test: &str, prefix: &str) -> Option<RedisStore> {
+    if let Err(why) = crate::test_support::broker_reachable(URL) {
+        crate::test_support::skip(test, &format!("Redis is unreachable: {why}"));
+        return None;
+    }
     match RedisStore::connect(URL).await {
         Ok(store) => Some(store.with_prefix(prefix).with_session_ttl(TEST_SESSION_TTL)),
         Err(error) => {

@@ -316,6 +316,10 @@ mod tests {
     async fn deliveries(count: u16) -> Option<(Connection, Channel, String, Vec<u64>)> {
         let url = std::env::var("WHARF_TEST_AMQP_URL")
             .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        if let Err(why) = crate::test_support::broker_reachable(&url) {
+            crate::test_support::skip("amqp::acks::tests", &format!("RabbitMQ is not reachable: {why}"));
+            return None;
+        }
         let connection = match Connection::connect(&url, ConnectionProperties::default()).await {
             Ok(connection) => connection,
             Err(error) => {

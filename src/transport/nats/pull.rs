@@ -368,6 +368,10 @@ mod tests {
     /// failure with `CI=true`) when no server answers.
     async fn setup(what: &str) -> Option<(Arc<Shared>, PullConsumer, String)> {
         let url = std::env::var("WHARF_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+        if let Err(why) = crate::test_support::broker_reachable(&url) {
+            crate::test_support::skip(&format!("pull::tests::{what}"), &why);
+            return None;
+        }
         let transport = match NatsTransport::connect(&url).await {
             Ok(transport) => transport,
             Err(error) => {
