@@ -3,7 +3,7 @@
 
 use super::Shared;
 use super::acker::{Mode, Source};
-use super::consumer::{delivered_count, delivery};
+use super::delivery::{delivered_count, delivery};
 use super::naming::{self, CONSUMER};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::transport::Delivery;

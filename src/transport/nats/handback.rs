@@ -13,7 +13,7 @@
 
 use super::Shared;
 use super::acker::{Held, Source};
-use super::consumer::{AckPrefix, delivery};
+use super::delivery::{AckPrefix, delivery};
 use super::pull::Pull;
 use crate::transport::Settlement;
 use std::future::Future;

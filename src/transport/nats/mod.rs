@@ -13,6 +13,7 @@ pub(crate) mod connect_options;
 mod connection;
 mod consumer;
 mod convert;
+mod delivery;
 mod fetch;
 mod handback;
 mod keepalive;
