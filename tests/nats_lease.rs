@@ -5,7 +5,7 @@
 //! the same queue gets none of them meanwhile.
 //!
 //! (How fast a killed worker's messages come back is measured with real
-//! worker processes in `tests/cluster.rs`.)
+//! worker processes in `tests/cluster/`.)
 //!
 //! Needs NATS with JetStream on `WHARF_TEST_NATS_URL` (default
 //! `nats://127.0.0.1:4222`); skips loudly without it, fails under `CI=true`.

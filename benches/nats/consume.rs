@@ -1,0 +1,136 @@
+//! The consume scenario: a raw async-nats pull consumer against a wharf
+//! route, on a pre-filled JetStream stream.
+
+use crate::BATCH;
+use crate::bench::{Bench, connect};
+use crate::common::measured::Measured;
+use crate::common::payload::Order;
+use crate::common::rounds::Side;
+use crate::common::route::{LOOK_EVERY, RUN_DEADLINE, check_stats, wait_until_acked};
+use crate::recorder::{recorder, take_order};
+use crate::scenario::Scenario;
+use crate::streams::{CONSUMER, consumer_config, stream_config, stream_name};
+use async_nats::jetstream;
+use futures_util::StreamExt;
+use std::time::Instant;
+use wharf::transport::QueueSpec;
+use wharf::{App, Broker, RouteOptions};
+
+impl Bench {
+    /// The consume scenario: `count` messages pre-filled.
+    pub fn consume(&self, scenario: Scenario, side: Side, count: u64) -> Measured {
+        let name = scenario.name();
+        let queue = self.queue(scenario);
+        recorder().reset(count);
+        let (spent, startup) = match side {
+            Side::Raw => {
+                self.control.runtime.block_on(async {
+                    self.control
+                        .js
+                        .create_stream(stream_config(&queue))
+                        .await
+                        .unwrap_or_else(|e| panic!("create stream for {queue}: {e}"));
+                });
+                self.prefill(&queue, count);
+                let client = self.runtime.block_on(connect(&self.config.url));
+                let started = Instant::now();
+                let task = self
+                    .runtime
+                    .spawn(raw_consume(client.clone(), stream_name(&queue), count));
+                let deadline = Instant::now() + RUN_DEADLINE;
+                while !recorder().wait(LOOK_EVERY) {
+                    if task.is_finished() {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "{name}: not done after {RUN_DEADLINE:?}"
+                    );
+                }
+                self.runtime
+                    .block_on(async { tokio::time::timeout(RUN_DEADLINE, task).await })
+                    .unwrap_or_else(|_| panic!("{name}: not done after {RUN_DEADLINE:?}"))
+                    .expect("consumer task")
+                    .unwrap_or_else(|e| panic!("{name}: async-nats failed: {e}"));
+                let clock = recorder().take_clock();
+                let startup = clock.wall.duration_since(started);
+                let measured = clock.stop();
+                self.runtime.block_on(async {
+                    let _ = client.drain().await;
+                });
+                (measured, startup)
+            }
+            Side::Wharf => {
+                let broker = self
+                    .runtime
+                    .block_on(Broker::connect(&self.config.url))
+                    .expect("wharf connects");
+                self.runtime
+                    .block_on(broker.declare(&QueueSpec::new(&queue)))
+                    .unwrap_or_else(|e| panic!("{name}: Broker::declare({queue}): {e}"));
+                self.prefill(&queue, count);
+                let options = RouteOptions::new().prefetch(BATCH).concurrency(BATCH);
+                let started = Instant::now();
+                let running = self
+                    .runtime
+                    .block_on(
+                        App::new(broker.clone())
+                            .route_with(&queue, take_order, options)
+                            .start(),
+                    )
+                    .expect("wharf app starts");
+                wait_until_acked(&running, &queue, count, &name, |t| recorder().wait(t));
+                // Raw async-nats' clock includes flushing its last ack: so
+                // does wharf's.
+                self.runtime.block_on(broker.transport().flush());
+                let clock = recorder().take_clock();
+                let startup = clock.wall.duration_since(started);
+                let measured = clock.stop();
+                let stats = running.stats(&queue);
+                check_stats(&stats, count, 0, &name);
+                let report = self.runtime.block_on(running.shutdown());
+                assert!(report.drained, "{name}: shutdown did not drain");
+                let waiting = self
+                    .runtime
+                    .block_on(broker.queue_depth(&queue))
+                    .expect("queue depth");
+                assert_eq!(waiting, 0, "{name}: messages waiting in {queue} after shutdown");
+                self.runtime.block_on(broker.close());
+                (measured, startup)
+            }
+        };
+        recorder().check(count, &name);
+        self.assert_empty(&queue, &name);
+        Measured {
+            // The clock starts at the first message.
+            count: count - 1,
+            spent,
+            latencies: Vec::new(),
+            startup: Some(startup),
+        }
+    }
+}
+
+/// Raw async-nats JetStream consumer: durable pull consumer, batches of
+/// [`BATCH`], decode, record, ack each; flushes at the end.
+async fn raw_consume(
+    client: async_nats::Client,
+    stream: String,
+    count: u64,
+) -> Result<(), async_nats::Error> {
+    let js = jetstream::new(client.clone());
+    let stream = js.get_stream(&stream).await?;
+    let consumer: jetstream::consumer::PullConsumer =
+        stream.get_or_create_consumer(CONSUMER, consumer_config()).await?;
+    let mut messages = consumer.stream().max_messages_per_batch(BATCH).messages().await?;
+    let recorder = recorder();
+    for _ in 0..count {
+        let message = messages.next().await.expect("consumer ended early")?;
+        let order: Order = serde_json::from_slice(&message.payload).expect("order decodes");
+        recorder.record(&order);
+        message.ack().await?;
+    }
+    drop(messages);
+    client.flush().await?;
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! The scenarios of the NATS bench and their names.
+
+use crate::common::config::selected;
+use crate::common::rounds::{PAIRS, Side};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// A pre-filled stream, as fast as it goes.
+    Consume(Side),
+    /// Sequential requests: client, server.
+    Rpc(Side, Side),
+    /// Requests with many in flight: client, server.
+    RpcInFlight(Side, Side),
+}
+
+impl Scenario {
+    pub fn all() -> Vec<Scenario> {
+        let mut all = vec![Scenario::Consume(Side::Raw), Scenario::Consume(Side::Wharf)];
+        all.extend(PAIRS.into_iter().map(|(c, s)| Scenario::Rpc(c, s)));
+        all.extend(PAIRS.into_iter().map(|(c, s)| Scenario::RpcInFlight(c, s)));
+        all
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Scenario::Consume(side) => format!("consume/{}", side.name()),
+            Scenario::Rpc(client, server) => format!("rr/{}-{}", client.name(), server.name()),
+            Scenario::RpcInFlight(client, server) => {
+                format!("rr64/{}-{}", client.name(), server.name())
+            }
+        }
+    }
+
+    pub fn selected(self, only: &[String]) -> bool {
+        selected(&self.name(), only)
+    }
+}
