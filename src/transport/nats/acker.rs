@@ -127,7 +127,37 @@ impl NatsAcker {
         self.copy_then_ack(subject, &[(names::ATTEMPT, attempts.to_string())])
             .await
     }
+
+    /// Returns this delivery once its consumer's pull subscriptions are
+    /// closed (`closing` cancelled), from the connection's runtime.
+    ///
+    /// Only a stopping worker returns deliveries, and its pull requests
+    /// are open until its consumer has been dropped and closed them: a copy
+    /// published before then is delivered to them, and if it reaches the
+    /// client after the subscription ended there, it is dropped and waits
+    /// out the ack wait (the worker's consume loop returns the delivery it
+    /// took last before it drops its consumer, so its copy raced that very
+    /// close). After the close, the copy goes to another worker at once.
+    /// The transport waits for it before it flushes or closes
+    /// ([`Handbacks`](super::handback::Handbacks)); if the consumer is not
+    /// dropped within [`CLOSE_WAIT`], the copy goes out regardless.
+    fn return_after_close(self: Box<Self>, closing: CancellationToken) {
+        let shared = self.source.shared.clone();
+        shared.handbacks.spawn(&shared, async move {
+            tokio::select! {
+                () = closing.cancelled() => {}
+                () = tokio::time::sleep(CLOSE_WAIT) => {}
+            }
+            if let Err(error) = self.return_copy(self.count.saturating_sub(1)).await {
+                tracing::warn!(queue = %self.source.queue, %error, "giving a message back failed");
+            }
+        });
+    }
 }
+
+/// How long a returned delivery waits for its consumer to be closed: a
+/// close takes at most about two seconds (the pull subscriptions' limit).
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 impl Acker for NatsAcker {
     fn settle(mut self: Box<Self>, settlement: Settlement) -> BoxFuture<'static, Result<(), BrokerError>> {
@@ -172,7 +202,13 @@ impl Acker for NatsAcker {
                     self.copy_then_ack(subject, &changes).await
                 }
                 Settlement::Return => match self.source.mode {
-                    Mode::Consumer => self.return_copy(self.count.saturating_sub(1)).await,
+                    Mode::Consumer => {
+                        if let Some(closing) = self.source.closed.clone().filter(|c| !c.is_cancelled()) {
+                            self.return_after_close(closing);
+                            return Ok(());
+                        }
+                        self.return_copy(self.count.saturating_sub(1)).await
+                    }
                     Mode::Fetch => nak(&self.source.shared, self.ack_subject.clone(), Duration::ZERO).await,
                 },
             }
@@ -238,7 +274,7 @@ impl Drop for NatsAcker {
         // with its consumer, the copy would go to the dying worker and wait
         // out the ack wait (30 s). So, while the consumer is open, the copy
         // is sent from the connection's runtime once the consumer has closed
-        // (its unsubscribes are then ahead of it on the connection), or
+        // (the server has then read its unsubscribes: `Pull::close`), or
         // after ORPHAN_GRACE if the consumer lives on (only this task was
         // dropped).
         if let Some(consumer) = self.source.closed.clone().filter(|c| !c.is_cancelled()) {

@@ -248,11 +248,17 @@ impl Pull {
     ///
     /// The server forgets a pull request whose reply subject has no
     /// subscriber left, so after the `UNSUB` nothing more is delivered to
-    /// this worker. The drain keeps the subscription open for what the
-    /// server sent before it read the `UNSUB`, and the flush waits until
-    /// the server has answered a `PING` sent after it (async-nats then
-    /// ends the subscription). A message the server was writing at that
-    /// very instant can still miss it; it comes back after the ack wait.
+    /// this worker. async-nats (0.51) ends a drained subscription on its
+    /// next turn, without waiting for the server to answer, and its
+    /// `flush` only writes out its buffer: neither says the server has read
+    /// the `UNSUB`. Until it has, the request is still served, and what the
+    /// server sends to it meanwhile is dropped by the client and waits out
+    /// the ack wait. So the close ends with a round trip on the consuming
+    /// connection ([`round_trip`]): once it returns, the server has read
+    /// the `UNSUB`, and a copy given back from now on, on either
+    /// connection, cannot go to this worker's request. (A message the
+    /// server was sending to the request as the drain went out can still
+    /// be lost that way; it comes back after the ack wait.)
     pub(crate) async fn close(self) -> Vec<Message> {
         let (subscriber, taken) = {
             let mut messages = keepalive::lock(&self.messages);
@@ -270,11 +276,13 @@ impl Pull {
             if subscriber.drain().await.is_err() {
                 return;
             }
-            let _ = self.shared.consumer.client.flush().await;
             while let Some(message) = subscriber.next().await {
                 if is_stored(&message) {
                     left.push(message);
                 }
+            }
+            if let Err(error) = round_trip(&self.shared.consumer.client).await {
+                tracing::debug!(consumer = %self.name, %error, "no round trip after closing the pull subscription");
             }
         };
         if tokio::time::timeout(CLOSE_LIMIT, closing).await.is_err() {
@@ -282,6 +290,17 @@ impl Pull {
         }
         left
     }
+}
+
+/// Returns once the server has read everything sent on `client` before
+/// the call: a message of its own, sent to itself on the same connection,
+/// has come back (the server reads a connection's operations in order).
+async fn round_trip(client: &async_nats::Client) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let probe = Subject::from(client.new_inbox());
+    let mut echo = client.subscribe(probe.clone()).await?;
+    client.publish(probe, bytes::Bytes::new()).await?;
+    echo.next().await.ok_or("the probe's subscription ended")?;
+    Ok(())
 }
 
 /// Whether `message` is a stored message (its reply subject is a JetStream
