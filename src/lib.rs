@@ -19,6 +19,7 @@ pub mod headers;
 mod health;
 mod http;
 mod id_map;
+mod ids;
 mod lanes;
 mod log_text;
 mod memory;
