@@ -36,6 +36,8 @@ mod running;
 pub mod shutdown;
 mod stats;
 pub mod store;
+#[allow(unused_imports)] // which primitives each build uses differs
+mod sync;
 #[cfg(test)]
 mod test_support;
 mod timestamp;

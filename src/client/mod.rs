@@ -331,7 +331,7 @@ impl fmt::Display for RemoteError {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use crate::memory::MemoryTransport;
@@ -360,7 +360,7 @@ mod tests {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod lifetime_tests {
     use super::*;
     use crate::memory::MemoryTransport;
@@ -417,7 +417,7 @@ mod lifetime_tests {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod inbox_tests {
     use super::*;
     use crate::memory::MemoryTransport;
