@@ -98,7 +98,7 @@ impl Drop for Slot {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(wharf_loom)))]
 mod tests {
     use super::*;
     use std::task::Waker;
@@ -200,9 +200,9 @@ mod tests {
     }
 }
 
-/// Model tests (`RUSTFLAGS="--cfg loom"`): every interleaving of a stream
+/// Model tests (`RUSTFLAGS="--cfg wharf_loom"`): every interleaving of a stream
 /// starting to wait and deliveries freeing their places.
-#[cfg(all(test, loom))]
+#[cfg(all(test, wharf_loom))]
 mod loom_tests {
     use super::*;
     use std::task::{Wake, Waker};

@@ -257,10 +257,10 @@ impl Drop for Wait<'_> {
     }
 }
 
-/// Model tests (`RUSTFLAGS="--cfg loom"`): every interleaving of a request
+/// Model tests (`RUSTFLAGS="--cfg wharf_loom"`): every interleaving of a request
 /// giving up (perhaps while it reads the reply stream, perhaps as its reply
 /// arrives) and another waiting for its own reply.
-#[cfg(all(test, loom))]
+#[cfg(all(test, wharf_loom))]
 mod loom_tests {
     use super::*;
     use crate::error::BrokerError;

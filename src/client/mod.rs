@@ -331,7 +331,7 @@ impl fmt::Display for RemoteError {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(wharf_loom)))]
 mod tests {
     use super::*;
     use crate::memory::MemoryTransport;
@@ -360,7 +360,7 @@ mod tests {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(wharf_loom)))]
 mod lifetime_tests {
     use super::*;
     use crate::memory::MemoryTransport;
@@ -417,7 +417,7 @@ mod lifetime_tests {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(wharf_loom)))]
 mod inbox_tests {
     use super::*;
     use crate::memory::MemoryTransport;

@@ -153,7 +153,7 @@ impl Outbox {
     }
 
     /// Requests queued and not yet handed over (tests).
-    #[cfg(test)]
+    #[cfg(all(test, not(wharf_loom)))]
     fn pending(&self) -> usize {
         self.queue.pending()
     }
@@ -226,7 +226,7 @@ impl Drop for Flushing {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(wharf_loom)))]
 mod tests {
     use super::*;
 
@@ -315,9 +315,9 @@ mod tests {
     }
 }
 
-/// Model tests (`RUSTFLAGS="--cfg loom"`): every interleaving of requests
+/// Model tests (`RUSTFLAGS="--cfg wharf_loom"`): every interleaving of requests
 /// queued while the task hands the queue over and finds it empty.
-#[cfg(all(test, loom))]
+#[cfg(all(test, wharf_loom))]
 mod loom_tests {
     use super::*;
 
