@@ -14,12 +14,13 @@
 
 use crate::transport::{ReplyInbox, RequestSender};
 use crate::util::id_map::IdMap;
+use crate::util::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard};
 use crate::wire::message::Message;
 use futures_util::Stream;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::TryLockError;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 
 type Replies = Pin<Box<dyn Stream<Item = Message> + Send>>;
@@ -253,5 +254,101 @@ impl Drop for Wait<'_> {
         if let Some(waker) = next {
             waker.wake();
         }
+    }
+}
+
+/// Model tests (`RUSTFLAGS="--cfg wharf_loom"`): every interleaving of a request
+/// giving up (perhaps while it reads the reply stream, perhaps as its reply
+/// arrives) and another waiting for its own reply.
+#[cfg(all(test, wharf_loom))]
+mod loom_tests {
+    use super::*;
+    use crate::error::BrokerError;
+    use crate::transport::BoxFuture;
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+
+    struct Unused;
+
+    impl RequestSender for Unused {
+        fn send(&self, _: &str, _: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
+            unreachable!("the model sends no requests")
+        }
+    }
+
+    /// The broker's side of the reply address.
+    #[derive(Default)]
+    struct Channel {
+        replies: VecDeque<Message>,
+        waker: Option<Waker>,
+    }
+
+    struct Replies(Arc<Mutex<Channel>>);
+
+    impl Stream for Replies {
+        type Item = Message;
+
+        fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+            let mut channel = self.0.lock().unwrap();
+            match channel.replies.pop_front() {
+                Some(reply) => Poll::Ready(Some(reply)),
+                None => {
+                    channel.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        }
+    }
+
+    fn reply(channel: &Mutex<Channel>, id: &str) {
+        let waker = {
+            let mut channel = channel.lock().unwrap();
+            let reply = Message::new(id.to_owned()).with_correlation_id(id);
+            channel.replies.push_back(reply);
+            channel.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    #[test]
+    fn loom_a_request_giving_up_leaves_the_stream_to_another() {
+        loom::model(|| {
+            let channel = Arc::new(Mutex::new(Channel::default()));
+            let inbox = Arc::new(Inbox::new(ReplyInbox {
+                address: "inbox".into(),
+                replies: Box::pin(Replies(channel.clone())),
+                requests: Box::new(Unused),
+            }));
+            // Request `a` reads the stream once (finding nothing, it may
+            // be the reader), then gives up: its timeout, or its caller
+            // dropped it.
+            let gives_up = {
+                let inbox = inbox.clone();
+                loom::thread::spawn(move || {
+                    let (mut wait, _) = inbox.wait("a");
+                    let mut cx = Context::from_waker(Waker::noop());
+                    let _ = Pin::new(&mut wait).poll(&mut cx);
+                })
+            };
+            // Request `b` waits for its reply; the replies to both are
+            // sent once it is registered, `a`'s as `a` may be leaving.
+            let (wait, _) = inbox.wait("b");
+            let replier = {
+                let channel = channel.clone();
+                loom::thread::spawn(move || {
+                    reply(&channel, "a");
+                    reply(&channel, "b");
+                })
+            };
+            // A request left waiting with nobody reading for it is a
+            // deadlock to loom.
+            let got = loom::future::block_on(wait).expect("a reply");
+            assert_eq!(got.correlation_id.as_deref(), Some("b"));
+            replier.join().unwrap();
+            gives_up.join().unwrap();
+            assert_eq!(inbox.waiting(), 0, "no request left behind");
+        });
     }
 }

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Default time a request waits for its reply.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -58,17 +58,13 @@ struct Inner {
 
 impl Client {
     pub(crate) fn new(transport: Arc<dyn Transport>) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
         Client {
             inner: Arc::new(Inner {
                 transport,
                 timeout: DEFAULT_REQUEST_TIMEOUT,
                 inbox: Mutex::new(None),
                 opening: tokio::sync::Mutex::new(()),
-                id_prefix: format!("{:x}-{:x}", std::process::id(), nanos),
+                id_prefix: crate::util::ids::prefix(),
                 next_id: AtomicU64::new(1),
                 metrics: Mutex::default(),
             }),
@@ -212,28 +208,10 @@ impl Client {
     }
 
     /// A correlation id no other request of this process has:
-    /// `<prefix>-<n>` (built by hand: `format!` cost more than the rest of
-    /// the request's bookkeeping).
+    /// `<prefix>-<n>`.
     fn next_id(&self) -> String {
         let n = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut rest = n;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        let prefix = &self.inner.id_prefix;
-        let mut id = String::with_capacity(prefix.len() + 1 + digits.len() - at);
-        id.push_str(prefix);
-        id.push('-');
-        // Only ASCII digits were written.
-        id.extend(digits[at..].iter().map(|d| char::from(*d)));
-        id
+        crate::util::ids::numbered(&self.inner.id_prefix, n)
     }
 
     /// The shared reply address, opened on first use and again after the
@@ -353,7 +331,7 @@ impl fmt::Display for RemoteError {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(wharf_loom)))]
 mod tests {
     use super::*;
     use crate::transport::memory::MemoryTransport;
@@ -382,7 +360,7 @@ mod tests {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(wharf_loom)))]
 mod lifetime_tests {
     use super::*;
     use crate::transport::memory::MemoryTransport;
@@ -439,7 +417,7 @@ mod lifetime_tests {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(wharf_loom)))]
 mod inbox_tests {
     use super::*;
     use crate::transport::Settlement;

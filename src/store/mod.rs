@@ -94,21 +94,9 @@ pub struct SessionPosition {
 /// after the session moved past it is told apart from a repeat.
 pub const REMEMBERED_GAPS: usize = 16;
 
-/// A claim token no other process will make: the process's random hasher
-/// seed mixed with a counter and the clock.
+/// A claim token no other process will make: 64 random bits (`src/util/ids.rs`).
 pub fn fresh_token() -> ClaimToken {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static SEED: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = SEED.get_or_init(Default::default).build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.write_u32(std::process::id());
-    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        hasher.write_u128(now.as_nanos());
-    }
-    ClaimToken(hasher.finish())
+    ClaimToken(crate::util::ids::claim_token())
 }
 
 /// Shared idempotency and session state.

@@ -12,9 +12,9 @@
 //! JetStream returns behind everything published meanwhile, so in-order
 //! sessions turned into a loop of deferrals.
 
-use futures_util::task::AtomicWaker;
+use crate::util::sync::{AtomicBool, AtomicUsize, AtomicWaker};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 /// Deliveries handed out and not settled, up to a limit.
@@ -47,9 +47,14 @@ impl Window {
         }
         self.waker.register(cx.waker());
         // Either a delivery freeing its place after this sees `waiting`, or
-        // this sees its place freed (both sequentially consistent).
+        // this sees its place freed. The second look is a read-modify-write
+        // (adding nothing), so it reads the latest count: if no place was
+        // freed before it, the next `fetch_sub` reads from it and sees the
+        // `waiting` stored before it. Acquire and release alone give that,
+        // which the loom model below can check (it takes a plain `SeqCst`
+        // load for an acquire one); only a stream about to wait pays for it.
         self.waiting.store(true, Ordering::SeqCst);
-        if self.open.load(Ordering::SeqCst) < self.max {
+        if self.open.fetch_add(0, Ordering::SeqCst) < self.max {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -93,7 +98,7 @@ impl Drop for Slot {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(wharf_loom)))]
 mod tests {
     use super::*;
     use std::task::Waker;
@@ -192,5 +197,59 @@ mod tests {
             freer.join().unwrap();
         }
         assert_eq!(window.open(), 0);
+    }
+}
+
+/// Model tests (`RUSTFLAGS="--cfg wharf_loom"`): every interleaving of a stream
+/// starting to wait and deliveries freeing their places.
+#[cfg(all(test, wharf_loom))]
+mod loom_tests {
+    use super::*;
+    use std::task::{Wake, Waker};
+
+    struct Woken(AtomicUsize);
+
+    impl Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A full window of `max`; `freers` threads each free one place while
+    /// the stream polls for room once. Afterwards the stream has room or
+    /// was woken: `Pending` with nobody left to wake it is a lost wakeup.
+    fn stream_waits_while_places_free(max: usize, freers: usize) {
+        loom::model(move || {
+            let window = Window::new(max);
+            for _ in 0..max {
+                window.acquire();
+            }
+            let threads: Vec<_> = (0..freers)
+                .map(|_| {
+                    let window = window.clone();
+                    loom::thread::spawn(move || window.release())
+                })
+                .collect();
+            let woken = Arc::new(Woken(AtomicUsize::new(0)));
+            let waker = Waker::from(woken.clone());
+            let ready = window.poll_room(&mut Context::from_waker(&waker)).is_ready();
+            for thread in threads {
+                thread.join().unwrap();
+            }
+            let wakes = woken.0.load(Ordering::SeqCst);
+            assert!(ready || wakes > 0, "waiting with room and nobody to wake it");
+            assert!(wakes <= 1, "woken once per wait: {wakes}");
+            assert_eq!(window.open(), max - freers);
+        });
+    }
+
+    #[test]
+    fn loom_a_place_freed_as_the_stream_starts_waiting_wakes_it() {
+        stream_waits_while_places_free(1, 1);
+    }
+
+    #[test]
+    fn loom_two_places_freed_as_the_stream_starts_waiting_wake_it_once() {
+        stream_waits_while_places_free(2, 2);
     }
 }

@@ -7,8 +7,6 @@
 //! Only propagated: a message without a (valid) `traceparent` starts no
 //! trace, and its replies and published messages carry none.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 /// The header name (lower case, as wharf reads headers).
 pub(crate) const TRACEPARENT: &str = "traceparent";
 /// Vendor trace state, passed on unchanged with a `traceparent`.
@@ -98,27 +96,10 @@ fn parse(header: &str) -> Option<TraceContext> {
     })
 }
 
-/// A span id no other handling in this process has had: a counter through
-/// a bijective mix (splitmix64), seeded from the clock and the process id so
-/// that processes differ. Never zero.
+/// A span id of its own for a handling: 64 random bits, never zero
+/// (`src/util/ids.rs`).
 fn new_span_id() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let seed = *SEED.get_or_init(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or_default();
-        nanos ^ (u64::from(std::process::id()) << 32)
-    });
-    let mut z = seed.wrapping_add(
-        NEXT.fetch_add(1, Ordering::Relaxed)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15),
-    );
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
-    z.max(1)
+    crate::util::ids::span_id()
 }
 
 #[cfg(test)]

@@ -209,18 +209,13 @@ fn put(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     }
 }
 
-/// An id no other copy has: this process's prefix and a counter.
+/// An id no other copy has: this process's prefix and a counter
+/// (`wharf-<process id>-<random>-<n>`, `src/util/ids.rs`).
 pub(crate) fn unique_id() -> String {
     static PREFIX: OnceLock<String> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        format!("wharf-{:x}-{nanos:x}", std::process::id())
-    });
-    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+    let prefix = PREFIX.get_or_init(|| format!("wharf-{}", crate::util::ids::prefix()));
+    crate::util::ids::numbered(prefix, NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 #[cfg(test)]

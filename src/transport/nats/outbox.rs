@@ -26,12 +26,13 @@
 //! is published the usual way, its requester waiting until async-nats
 //! takes it.
 
+use crate::util::sync::{Mutex, MutexGuard};
 use async_nats::Subject;
 use async_nats::client::traits::Publisher;
 use async_nats::message::OutboundMessage;
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Requests the queue holds at most.
@@ -48,15 +49,79 @@ pub(crate) struct Outbox {
     /// runs: requests may come from any runtime, and one of them shutting
     /// down must not take the task (and others' requests) with it.
     runtime: tokio::runtime::Handle,
-    state: Mutex<State>,
+    queue: Queue<OutboundMessage>,
     failures: mpsc::UnboundedSender<Failure>,
 }
 
-#[derive(Default)]
-struct State {
-    pending: Vec<OutboundMessage>,
+/// The requests waiting and whether a task is handing them over: the
+/// outbox's locking, apart from async-nats and tokio so that the loom
+/// model below can run every interleaving of it.
+struct Queue<T> {
+    state: Mutex<State<T>>,
+}
+
+struct State<T> {
+    pending: Vec<T>,
     /// A task has been spawned to hand the queue over and has not ended.
     flushing: bool,
+}
+
+impl<T> Queue<T> {
+    fn new() -> Self {
+        Queue {
+            state: Mutex::new(State {
+                pending: Vec::new(),
+                flushing: false,
+            }),
+        }
+    }
+
+    /// Queues `item`: `Ok(true)` when the caller must start a task to hand
+    /// the queue over (none is running), `Err` with the item when the queue
+    /// is full.
+    fn push(&self, item: T) -> Result<bool, T> {
+        let mut state = self.state();
+        if state.pending.len() >= MAX_QUEUED {
+            return Err(item);
+        }
+        state.pending.push(item);
+        Ok(!std::mem::replace(&mut state.flushing, true))
+    }
+
+    /// The task takes what is queued into `batch`; `false` when there was
+    /// nothing, and then the task is no longer running (under the same lock
+    /// as the look: a request queued after it starts a new task).
+    fn take(&self, batch: &mut impl Extend<T>) -> bool {
+        let mut state = self.state();
+        if state.pending.is_empty() {
+            state.flushing = false;
+            return false;
+        }
+        batch.extend(state.pending.drain(..));
+        true
+    }
+
+    /// The task was dropped unfinished: it is no longer running, and what
+    /// was queued is returned.
+    fn abandon(&self) -> Vec<T> {
+        let mut state = self.state();
+        state.flushing = false;
+        std::mem::take(&mut state.pending)
+    }
+
+    #[cfg(test)]
+    fn pending(&self) -> usize {
+        self.state().pending.len()
+    }
+
+    #[cfg(test)]
+    fn flushing(&self) -> bool {
+        self.state().flushing
+    }
+
+    fn state(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Outbox {
@@ -68,7 +133,7 @@ impl Outbox {
         Arc::new(Outbox {
             client,
             runtime,
-            state: Mutex::default(),
+            queue: Queue::new(),
             failures,
         })
     }
@@ -77,13 +142,9 @@ impl Outbox {
     /// gives it back when the queue is full.
     #[must_use = "a request given back must be published another way"]
     pub(crate) fn send(self: &Arc<Self>, message: OutboundMessage) -> Option<OutboundMessage> {
-        let start = {
-            let mut state = self.state();
-            if state.pending.len() >= MAX_QUEUED {
-                return Some(message);
-            }
-            state.pending.push(message);
-            !std::mem::replace(&mut state.flushing, true)
+        let start = match self.queue.push(message) {
+            Ok(start) => start,
+            Err(message) => return Some(message),
         };
         if start {
             self.runtime.spawn(flush(self.clone()));
@@ -92,13 +153,9 @@ impl Outbox {
     }
 
     /// Requests queued and not yet handed over (tests).
-    #[cfg(test)]
+    #[cfg(all(test, not(wharf_loom)))]
     fn pending(&self) -> usize {
-        self.state().pending.len()
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.queue.pending()
     }
 }
 
@@ -116,15 +173,9 @@ fn flush(outbox: Arc<Outbox>) -> impl Future<Output = ()> + Send {
     async move {
         loop {
             tokio::task::yield_now().await;
-            {
-                let mut state = flushing.outbox.state();
-                if state.pending.is_empty() {
-                    state.flushing = false;
-                    drop(state);
-                    flushing.finish();
-                    return;
-                }
-                flushing.batch.extend(state.pending.drain(..));
+            if !flushing.outbox.queue.take(&mut flushing.batch) {
+                flushing.finish();
+                return;
             }
             while let Some(message) = flushing.batch.pop_front() {
                 flushing.sending = message.reply.clone();
@@ -161,11 +212,7 @@ impl Drop for Flushing {
         if self.done {
             return;
         }
-        let pending = {
-            let mut state = self.outbox.state();
-            state.flushing = false;
-            std::mem::take(&mut state.pending)
-        };
+        let pending = self.outbox.queue.abandon();
         let unsent = self.sending.take().into_iter().chain(
             self.batch
                 .drain(..)
@@ -179,7 +226,7 @@ impl Drop for Flushing {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(wharf_loom)))]
 mod tests {
     use super::*;
 
@@ -224,7 +271,7 @@ mod tests {
         drop(doomed);
         assert_eq!(replies(&mut failed), ["_INBOX.outbox.1", "_INBOX.outbox.2"]);
         assert_eq!(outbox.pending(), 0);
-        assert!(!outbox.state().flushing, "the dropped task let go");
+        assert!(!outbox.queue.flushing(), "the dropped task let go");
         // Later requests fail too, at once, rather than wait in the queue.
         keeper.block_on(async { assert!(outbox.send(request(3)).is_none()) });
         assert_eq!(replies(&mut failed), ["_INBOX.outbox.3"]);
@@ -265,5 +312,72 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(failed.try_recv().is_err(), "the other request was handed over");
         assert_eq!(outbox.pending(), 0);
+    }
+}
+
+/// Model tests (`RUSTFLAGS="--cfg wharf_loom"`): every interleaving of requests
+/// queued while the task hands the queue over and finds it empty.
+#[cfg(all(test, wharf_loom))]
+mod loom_tests {
+    use super::*;
+
+    /// The task that `push` asked for: takes batches until the queue is
+    /// empty, handing them to `sent`.
+    fn flusher(queue: Arc<Queue<u32>>, sent: Arc<Mutex<Vec<u32>>>) -> loom::thread::JoinHandle<()> {
+        loom::thread::spawn(move || {
+            let mut batch = Vec::new();
+            while queue.take(&mut batch) {
+                sent.lock().unwrap().append(&mut batch);
+            }
+        })
+    }
+
+    #[test]
+    fn loom_a_request_queued_as_the_task_finds_the_queue_empty_is_sent() {
+        loom::model(|| {
+            let queue = Arc::new(Queue::<u32>::new());
+            let sent = Arc::new(Mutex::new(Vec::new()));
+            let push = |queue: Arc<Queue<u32>>, sent: Arc<Mutex<Vec<u32>>>, n| {
+                queue.push(n).unwrap().then(|| flusher(queue.clone(), sent))
+            };
+            let other = {
+                let (queue, sent) = (queue.clone(), sent.clone());
+                loom::thread::spawn(move || push(queue, sent, 1))
+            };
+            let mine = push(queue.clone(), sent.clone(), 0);
+            let theirs = other.join().unwrap();
+            for task in mine.into_iter().chain(theirs) {
+                task.join().unwrap();
+            }
+            let mut sent = std::mem::take(&mut *sent.lock().unwrap());
+            sent.sort_unstable();
+            assert_eq!(sent, [0, 1], "every request handed over, once");
+            assert_eq!(queue.pending(), 0);
+            assert!(!queue.flushing(), "no task left marked running");
+        });
+    }
+
+    #[test]
+    fn loom_a_request_queued_as_the_task_is_dropped_is_reported_or_sent() {
+        // The task is dropped (its runtime shutting down) while a request
+        // is queued: the request is either abandoned (reported as failed)
+        // or queued after, and then starts a task of its own.
+        loom::model(|| {
+            let queue = Arc::new(Queue::<u32>::new());
+            assert_eq!(queue.push(0), Ok(true));
+            let dropped = {
+                let queue = queue.clone();
+                loom::thread::spawn(move || queue.abandon())
+            };
+            let start = queue.push(1).unwrap();
+            let mut reported = dropped.join().unwrap();
+            if start {
+                assert!(queue.take(&mut reported));
+                assert!(!queue.take(&mut reported));
+            }
+            reported.sort_unstable();
+            assert_eq!(reported, [0, 1]);
+            assert!(!queue.flushing());
+        });
     }
 }
