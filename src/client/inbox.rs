@@ -31,7 +31,7 @@ pub(super) struct Inbox {
     pub(super) address: String,
     /// Publishes the requests.
     pub(super) requests: Box<dyn RequestSender>,
-    state: Mutex<State>,
+    state: Mutex<InboxState>,
     /// `None` once the stream has ended.
     replies: Mutex<Option<Replies>>,
     /// The reply stream ended (the connection or its channel went away):
@@ -40,22 +40,24 @@ pub(super) struct Inbox {
     next_ticket: AtomicU64,
 }
 
+/// The requests in flight, and which of them reads the reply stream.
 #[derive(Default)]
-struct State {
+struct InboxState {
     /// Requests in flight by correlation id.
-    waiting: IdMap<Slot>,
+    waiting: IdMap<Waiting>,
     /// The request whose waker the reply stream holds; `None` when no
     /// waiting request is known to hold it.
     reader: Option<u64>,
 }
 
+/// One request in flight: its reply once it has come, and its waker.
 #[derive(Default)]
-struct Slot {
+struct Waiting {
     reply: Option<Message>,
     waker: Option<Waker>,
 }
 
-impl State {
+impl InboxState {
     /// The waker of a waiting request other than `id`'s, to read the
     /// stream next. Woken only once the locks are released: a request woken
     /// while the stream is still locked would find it busy and wait, with
@@ -95,7 +97,7 @@ impl Inbox {
         let key = id.to_owned();
         let (in_flight, replaced) = {
             let mut state = self.state();
-            let replaced = state.waiting.insert(key, Slot::default());
+            let replaced = state.waiting.insert(key, Waiting::default());
             (state.waiting.len(), replaced)
         };
         drop(replaced);
@@ -114,7 +116,7 @@ impl Inbox {
         self.state().waiting.len()
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    fn state(&self) -> MutexGuard<'_, InboxState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -231,7 +233,7 @@ impl Wait<'_> {
     /// (`reading`, or the stream holds its waker), finds the next reader:
     /// its waker, to wake once the locks are released, and the entry, to
     /// drop then.
-    fn leave(&mut self, state: &mut State, reading: bool) -> (Option<Waker>, Option<(String, Slot)>) {
+    fn leave(&mut self, state: &mut InboxState, reading: bool) -> (Option<Waker>, Option<(String, Waiting)>) {
         self.done = true;
         let removed = state.waiting.remove_entry(self.id);
         let next = if reading || state.reader == Some(self.ticket) {

@@ -63,13 +63,13 @@ impl Window {
 
     /// Counts a delivery handed out until the returned slot is dropped
     /// (with its acker: settled, or dropped unsettled).
-    pub(crate) fn take(self: &Arc<Self>) -> Slot {
+    pub(crate) fn take(self: &Arc<Self>) -> WindowPlace {
         self.acquire();
-        Slot(self.clone())
+        WindowPlace(self.clone())
     }
 
     /// Counts a delivery handed out; the caller calls [`release`](Self::release)
-    /// exactly once when it is gone (a [`Slot`] without its own reference).
+    /// exactly once when it is gone (a [`WindowPlace`] without its own reference).
     pub(crate) fn acquire(&self) {
         self.open.fetch_add(1, Ordering::AcqRel);
     }
@@ -90,9 +90,9 @@ impl Window {
 }
 
 /// One delivery's place in its worker's window.
-pub(crate) struct Slot(Arc<Window>);
+pub(crate) struct WindowPlace(Arc<Window>);
 
-impl Drop for Slot {
+impl Drop for WindowPlace {
     fn drop(&mut self) {
         self.0.release();
     }

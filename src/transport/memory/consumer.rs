@@ -3,7 +3,7 @@
 
 use super::queue::{Entry, Queue};
 use crate::error::BrokerError;
-use crate::transport::window::{Slot, Window};
+use crate::transport::window::{Window, WindowPlace};
 use crate::transport::{Acker, BoxFuture, Delivery, DeliveryStream, Settlement};
 use crate::wire::attempt_header;
 use crate::wire::headers::names;
@@ -65,7 +65,7 @@ pub(crate) fn delivery(
     entry: Entry,
     queue: &Arc<Queue>,
     dead_letters: &Arc<Queue>,
-    window: Option<Slot>,
+    window: Option<WindowPlace>,
 ) -> Delivery {
     let message = entry.message.clone();
     let (carried, malformed) = match attempt_header::carried(message.header(names::ATTEMPT)) {
@@ -91,7 +91,7 @@ struct MemoryAcker {
     queue: Arc<Queue>,
     dead_letters: Arc<Queue>,
     /// Its place in the consumer's window; freed when it is settled.
-    window: Option<Slot>,
+    window: Option<WindowPlace>,
 }
 
 impl MemoryAcker {

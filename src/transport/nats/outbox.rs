@@ -57,10 +57,10 @@ pub(crate) struct Outbox {
 /// outbox's locking, apart from async-nats and tokio so that the loom
 /// model below can run every interleaving of it.
 struct Queue<T> {
-    state: Mutex<State<T>>,
+    state: Mutex<QueueState<T>>,
 }
 
-struct State<T> {
+struct QueueState<T> {
     pending: Vec<T>,
     /// A task has been spawned to hand the queue over and has not ended.
     flushing: bool,
@@ -69,7 +69,7 @@ struct State<T> {
 impl<T> Queue<T> {
     fn new() -> Self {
         Queue {
-            state: Mutex::new(State {
+            state: Mutex::new(QueueState {
                 pending: Vec::new(),
                 flushing: false,
             }),
@@ -119,7 +119,7 @@ impl<T> Queue<T> {
         self.state().flushing
     }
 
-    fn state(&self) -> MutexGuard<'_, State<T>> {
+    fn state(&self) -> MutexGuard<'_, QueueState<T>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
