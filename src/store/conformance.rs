@@ -360,7 +360,8 @@ async fn odd_keys_are_kept_apart(store: &dyn Store, ns: &str) {
 
 /// A store shared by processes announces session changes: `listener` (a
 /// second connection, as in another worker) hears of turns that ended and
-/// sessions that moved in `writer`.
+/// sessions that moved in `writer` while it waits for them (an early or a
+/// busy number), of every skip, and of nothing else.
 #[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
 pub(crate) async fn announces_session_changes(writer: &dyn Store, listener: &dyn Store, ns: &str) {
     let mut changes = listener
@@ -368,25 +369,41 @@ pub(crate) async fn announces_session_changes(writer: &dyn Store, listener: &dyn
         .expect("a shared store announces session changes");
     // Subscribing takes a moment; a change made meanwhile would be missed.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // The first name heard must be `session`: the ones announced before it
+    // (from the same connection, so in order) would show up first.
     let mut heard = async |what: &str, session: &str| {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let name = tokio::time::timeout_at(deadline, changes.recv())
-                .await
-                .unwrap_or_else(|_| panic!("{what}: no change of {session} announced within 5 s"))
-                .unwrap();
-            if &*name == session {
-                return;
-            }
-        }
+        let name = tokio::time::timeout(Duration::from_secs(5), changes.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no change of {session} announced within 5 s"))
+            .unwrap();
+        assert_eq!(&*name, session, "{what}: another session was announced first");
     };
-    let (finished, skipped, aborted) = (format!("{ns}/fin"), format!("{ns}/skip"), format!("{ns}/abort"));
+    let (quiet, finished, skipped, aborted) = (
+        format!("{ns}/quiet"),
+        format!("{ns}/fin"),
+        format!("{ns}/skip"),
+        format!("{ns}/abort"),
+    );
+    // Nobody waits for `quiet`: its turns announce nothing.
+    for sequence in 1..=3 {
+        assert_eq!(
+            writer.session_begin(&quiet, sequence, LEASE).await.unwrap(),
+            SessionTurn::Run
+        );
+        writer.session_finish(&quiet, sequence).await.unwrap();
+    }
+    // The listener holds number 2, early: finishing 1 is announced.
     assert_eq!(
         writer.session_begin(&finished, 1, LEASE).await.unwrap(),
         SessionTurn::Run
     );
+    assert_eq!(
+        listener.session_begin(&finished, 2, LEASE).await.unwrap(),
+        SessionTurn::Early { next: 1 }
+    );
     writer.session_finish(&finished, 1).await.unwrap();
-    heard("finish", &finished).await;
+    heard("finish with a waiter", &finished).await;
+    // A skip is always announced.
     assert_eq!(
         writer.session_begin(&skipped, 1, LEASE).await.unwrap(),
         SessionTurn::Run
@@ -394,12 +411,17 @@ pub(crate) async fn announces_session_changes(writer: &dyn Store, listener: &dyn
     writer.session_finish(&skipped, 1).await.unwrap();
     assert!(writer.session_skip(&skipped, 2, 5).await.unwrap());
     heard("skip", &skipped).await;
+    // The listener found number 1 busy: the abort is announced.
     assert_eq!(
         writer.session_begin(&aborted, 1, LEASE).await.unwrap(),
         SessionTurn::Run
     );
+    assert_eq!(
+        listener.session_begin(&aborted, 1, LEASE).await.unwrap(),
+        SessionTurn::Busy
+    );
     writer.session_abort(&aborted, 1, Duration::ZERO).await.unwrap();
-    heard("abort", &aborted).await;
+    heard("abort with a busy waiter", &aborted).await;
 }
 
 /// A number that failed (its retry comes back from the broker) or that a

@@ -184,9 +184,11 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces the handler-owned checkpoint of `session`.
     fn set_session_state(&self, session: &str, value: Bytes) -> BoxFuture<'_, Result<(), BrokerError>>;
 
-    /// Sessions whose turn ended or that moved, in any worker, as the store
-    /// hears of them: a worker holding a later number of one asks again at
-    /// once instead of at its watcher's next look. `None` (the default)
+    /// Sessions whose turn ended or that moved, in any worker, while some
+    /// worker may wait for them (it was told a later number is early, or
+    /// found its number busy), as the store hears of them: a worker holding
+    /// a later number of one asks again at once instead of at its watcher's
+    /// next look. Turns nobody waits for need not be announced. `None` (the default)
     /// where the store cannot tell; waiting sessions are then re-checked on
     /// a timer only. A store shared by processes should provide it. An
     /// empty name means the store may have missed changes (it reconnected):

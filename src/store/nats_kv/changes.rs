@@ -1,6 +1,10 @@
-//! Session change notifications: every write to a session record is a
-//! publish that a plain subscription sees, relayed to the routes waiting on
-//! that session.
+//! Session change notifications: a worker that ends a turn or moves a
+//! session while another worker may wait for it (the record says so: an
+//! early number, or a hold) publishes the session's KV key on the changes
+//! subject, `wharf.store.<sessions bucket>.changed`; one subscription per
+//! process relays it to the routes waiting on that session. Turns nobody
+//! waits for announce nothing, and the bucket's own writes are not
+//! watched.
 
 use super::NatsKvStore;
 use super::keys::decode_key;
@@ -18,24 +22,46 @@ impl NatsKvStore {
             return Some(sender.subscribe());
         }
         let (sender, receiver) = broadcast::channel(4096);
-        let [_, bucket] = self.bucket_names();
-        runtime.spawn(relay_changes(self.client.clone(), bucket, sender.clone()));
+        runtime.spawn(relay_changes(
+            self.client.clone(),
+            self.changes_subject(),
+            sender.clone(),
+        ));
         *changes = Some(sender);
         Some(receiver)
     }
 }
 
-/// Relays the names of sessions written in `bucket` (a KV write is a
-/// publish on `$KV.<bucket>.<key>`, which a plain subscription sees) until
-/// nobody listens.
+impl NatsKvStore {
+    /// The subject session changes are announced on.
+    pub(super) fn changes_subject(&self) -> String {
+        let [_, bucket] = self.bucket_names();
+        format!("wharf.store.{bucket}.changed")
+    }
+
+    /// Tells every worker that the session of `kv_key` (`s.<enc(session)>`)
+    /// changed. A lost announcement only delays a waiting worker until its
+    /// watcher looks again.
+    pub(super) async fn announce(&self, kv_key: &str) {
+        let Some(session) = kv_key.strip_prefix("s.") else {
+            return;
+        };
+        let payload = bytes::Bytes::copy_from_slice(session.as_bytes());
+        if let Err(error) = self.client.publish(self.changes_subject(), payload).await {
+            tracing::debug!(%error, "announcing a session change failed");
+        }
+    }
+}
+
+/// Relays the names of sessions announced on `subject` until nobody
+/// listens.
 async fn relay_changes(
     client: async_nats::Client,
-    bucket: String,
+    subject: String,
     sender: tokio::sync::broadcast::Sender<std::sync::Arc<str>>,
 ) {
     use futures_util::StreamExt;
-    let prefix = format!("$KV.{bucket}.s.");
-    let mut subscription = match client.subscribe(format!("{prefix}>")).await {
+    let mut subscription = match client.subscribe(subject).await {
         Ok(subscription) => subscription,
         Err(error) => {
             tracing::warn!(%error, "session changes: cannot subscribe; waiting sessions are re-checked on a timer");
@@ -53,7 +79,7 @@ async fn relay_changes(
             }
         };
         let Some(message) = message else { return };
-        let Some(session) = message.subject.strip_prefix(prefix.as_str()).and_then(decode_key) else {
+        let Some(session) = std::str::from_utf8(&message.payload).ok().and_then(decode_key) else {
             continue;
         };
         if sender.send(session.into()).is_err() {

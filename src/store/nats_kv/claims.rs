@@ -3,7 +3,7 @@
 
 use super::NatsKvStore;
 use super::keys::kv_key;
-use super::kv::MAX_TRIES;
+use super::kv::{Guess, MAX_TRIES};
 use super::records::{KeyRecord, KeyState, Reply, after, encode};
 use crate::error::BrokerError;
 use crate::store::{Claim, ClaimToken, StoredReply, fresh_token};
@@ -34,12 +34,19 @@ impl NatsKvStore {
         let kv_key = kv_key("k.", key)?;
         let lease = self.window(lease);
         let token = fresh_token();
-        for _ in 0..MAX_TRIES {
-            let loaded = self.load(bucket, &kv_key).await?;
+        for attempt in 0..MAX_TRIES {
+            // A new key is the common case: the first try writes at once.
+            let loaded = self
+                .load_for(bucket, &kv_key, attempt, Guess::KnownOrAbsent)
+                .await?;
             let now = now_ms();
             if let Some(record) = loaded.decode::<KeyRecord>(&kv_key)?
                 && record.until_ms > now
             {
+                if loaded.guessed {
+                    self.known.forget(&kv_key);
+                    continue;
+                }
                 return Ok(match record.state {
                     KeyState::Claimed(_) => Claim::InProgress,
                     KeyState::Done(reply) => Claim::Done(reply.map(StoredReply::from)),
@@ -71,8 +78,8 @@ impl NatsKvStore {
         let kv_key = kv_key("k.", key)?;
         let ttl = self.window(ttl);
         let reply = reply.map(Reply::from);
-        for _ in 0..MAX_TRIES {
-            let loaded = self.load(bucket, &kv_key).await?;
+        for attempt in 0..MAX_TRIES {
+            let loaded = self.load_for(bucket, &kv_key, attempt, Guess::Known).await?;
             let now = now_ms();
             // Completing after the lease was taken over (another token)
             // still records the result: the handler did run. A record that
@@ -81,6 +88,10 @@ impl NatsKvStore {
                 && record.until_ms > now
                 && matches!(record.state, KeyState::Done(_))
             {
+                if loaded.guessed {
+                    self.known.forget(&kv_key);
+                    continue;
+                }
                 return Ok(());
             }
             let record = KeyRecord {
@@ -91,6 +102,8 @@ impl NatsKvStore {
                 .write(bucket, &kv_key, encode(&record)?, loaded.revision)
                 .await?
             {
+                // This process has no further use for it.
+                self.known.forget(&kv_key);
                 return Ok(());
             }
         }
@@ -101,11 +114,15 @@ impl NatsKvStore {
         self.check_connected()?;
         let bucket = &self.buckets().await?.keys;
         let kv_key = kv_key("k.", key)?;
-        for _ in 0..MAX_TRIES {
-            let loaded = self.load(bucket, &kv_key).await?;
+        for attempt in 0..MAX_TRIES {
+            let loaded = self.load_for(bucket, &kv_key, attempt, Guess::Known).await?;
             let held = loaded
                 .decode::<KeyRecord>(&kv_key)?
                 .is_some_and(|r| matches!(r.state, KeyState::Claimed(t) if t == token.0));
+            if !held && loaded.guessed {
+                self.known.forget(&kv_key);
+                continue;
+            }
             if !held || self.delete(bucket, &kv_key, loaded.revision).await? {
                 return Ok(());
             }
@@ -123,15 +140,20 @@ impl NatsKvStore {
         let bucket = &self.buckets().await?.keys;
         let kv_key = kv_key("k.", key)?;
         let lease = self.window(lease);
-        for _ in 0..MAX_TRIES {
-            let loaded = self.load(bucket, &kv_key).await?;
+        for attempt in 0..MAX_TRIES {
+            let loaded = self.load_for(bucket, &kv_key, attempt, Guess::Known).await?;
             let now = now_ms();
-            let Some(mut record) = loaded.decode::<KeyRecord>(&kv_key)? else {
+            let record = loaded.decode::<KeyRecord>(&kv_key)?;
+            let held = record
+                .as_ref()
+                .is_some_and(|r| r.until_ms > now && matches!(r.state, KeyState::Claimed(t) if t == token.0));
+            if !held && loaded.guessed {
+                self.known.forget(&kv_key);
+                continue;
+            }
+            let Some(mut record) = record.filter(|_| held) else {
                 return Ok(false);
             };
-            if record.until_ms <= now || !matches!(record.state, KeyState::Claimed(t) if t == token.0) {
-                return Ok(false);
-            }
             record.until_ms = after(now, lease);
             if self
                 .write(bucket, &kv_key, encode(&record)?, loaded.revision)

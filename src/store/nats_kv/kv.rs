@@ -19,6 +19,19 @@ pub(super) struct Loaded {
     pub(super) revision: u64,
     pub(super) value: Option<Bytes>,
     created: Option<async_nats::datetime::DateTime>,
+    /// Not read from the server but guessed (`known.rs`): good for a write
+    /// at its revision, not for an answer without one.
+    pub(super) guessed: bool,
+}
+
+/// What an operation's first try takes the key to hold before reading it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Guess {
+    /// What this process last wrote, if it remembers; else it reads.
+    Known,
+    /// What this process last wrote, or else nothing (a new idempotency
+    /// key: the claim is a create at revision 0).
+    KnownOrAbsent,
 }
 
 impl Loaded {
@@ -47,14 +60,47 @@ impl NatsKvStore {
                 revision: 0,
                 value: None,
                 created: None,
+                guessed: false,
             }),
             Ok(Some(entry)) => Ok(Loaded {
                 revision: entry.revision,
                 value: (entry.operation == kv::Operation::Put).then_some(entry.value),
                 created: Some(entry.created),
+                guessed: false,
             }),
             Err(e) => Err(op_error("reading", bucket, key, e)),
         }
+    }
+
+    /// The key for try number `attempt` of an operation: on the first,
+    /// guessed as `guess` says (no round trip); on later ones, and where
+    /// there is nothing to guess from, read from the server.
+    pub(super) async fn load_for(
+        &self,
+        bucket: &kv::Store,
+        key: &str,
+        attempt: usize,
+        guess: Guess,
+    ) -> Result<Loaded, BrokerError> {
+        if attempt == 0 {
+            if let Some(known) = self.known.get(key) {
+                return Ok(Loaded {
+                    revision: known.revision,
+                    value: Some(known.value),
+                    created: Some(known.written),
+                    guessed: true,
+                });
+            }
+            if guess == Guess::KnownOrAbsent {
+                return Ok(Loaded {
+                    revision: 0,
+                    value: None,
+                    created: None,
+                    guessed: true,
+                });
+            }
+        }
+        self.load(bucket, key).await
     }
 
     /// Writes `value` if `key` is still at `revision` (0: no message for
@@ -70,10 +116,19 @@ impl NatsKvStore {
         // Not `kv::Store::create`: it tries revision 0, reads the key again
         // and retries at a tombstone's revision; the revision read here
         // already says which applies.
-        match bucket.update(key, value, revision).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
-            Err(e) => Err(op_error("writing", bucket, key, e)),
+        match bucket.update(key, value.clone(), revision).await {
+            Ok(written) => {
+                self.known.wrote(key, written, value);
+                Ok(true)
+            }
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                self.known.forget(key);
+                Ok(false)
+            }
+            Err(e) => {
+                self.known.forget(key);
+                Err(op_error("writing", bucket, key, e))
+            }
         }
     }
 
@@ -85,6 +140,7 @@ impl NatsKvStore {
         revision: u64,
     ) -> Result<bool, BrokerError> {
         self.check_connected()?;
+        self.known.forget(key);
         match bucket.delete_expect_revision(key, Some(revision)).await {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),

@@ -5,6 +5,7 @@ mod buckets;
 mod changes;
 mod claims;
 mod keys;
+mod known;
 mod kv;
 mod records;
 mod sessions;
@@ -85,6 +86,24 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// (a [`SessionTurn::Stale`] or [`SessionTurn::Busy`] answer is one read).
 /// A checkpoint is replaced with a plain put: the last one written wins.
 ///
+/// The read is skipped where the process can guess the record: a claim of
+/// a key it does not know first writes at revision 0 (a new key), and a
+/// write to a record this process wrote last goes out at that revision (a
+/// claim's completion, the next turn of a session it ran). The guess is
+/// checked by the write itself; a wrong one costs the refused write and the
+/// read. So a new key's claim and completion, and a session's begin and
+/// finish in the worker that ran its previous number, are one round trip
+/// each.
+///
+/// # Change notifications
+///
+/// A worker that ends a turn or moves a session another worker may wait
+/// for (a later number was reported early, or the session is held for a
+/// busy one) publishes the encoded session on the core NATS subject
+/// `wharf.store.<prefix>_sessions.changed`; waiting workers subscribe to it
+/// and look again at once. Nothing is published for turns nobody waits
+/// for. A worker that misses one looks again on its gap watcher's timer.
+///
 /// # Expiry and clocks
 ///
 /// nats-server 2.9 has no per-key TTL, so the end of a lease or of an
@@ -120,7 +139,9 @@ pub struct NatsKvStore {
     max_window: Duration,
     buckets: OnceCell<Buckets>,
     warned_window: AtomicBool,
-    /// Session changes heard on the sessions bucket, while anyone listens.
+    /// What this process last wrote, to write again without reading first.
+    known: known::KnownRecords,
+    /// Session changes heard on the changes subject, while anyone listens.
     changes: std::sync::Mutex<Option<tokio::sync::broadcast::Sender<std::sync::Arc<str>>>>,
 }
 
@@ -175,6 +196,7 @@ impl NatsKvStore {
             session_ttl: WEEK,
             max_window: WEEK,
             buckets: OnceCell::new(),
+            known: known::KnownRecords::default(),
             changes: std::sync::Mutex::new(None),
             warned_window: AtomicBool::new(false),
         }

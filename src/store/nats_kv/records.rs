@@ -89,6 +89,15 @@ impl SessionRecord {
     pub(super) fn latest(&self) -> Option<u64> {
         (self.latest > self.next).then_some(self.latest)
     }
+
+    /// Whether some worker may wait for this session to change: one was
+    /// told a later number is early, or that its number is busy (the
+    /// session is held), as of `now_ms`. Only then is a change announced.
+    pub(super) fn waited_for(&self, now_ms: u64) -> bool {
+        self.early().is_some()
+            || self.latest().is_some()
+            || self.hold.is_some_and(|(_, until)| until > now_ms)
+    }
 }
 
 /// Bytes as a MessagePack `bin`, not an array of numbers.

@@ -2,7 +2,7 @@
 
 use super::NatsKvStore;
 use super::keys::kv_key;
-use super::kv::{MAX_TRIES, op_error};
+use super::kv::{Guess, MAX_TRIES, op_error};
 use super::records::{SessionRecord, after, encode};
 use crate::error::BrokerError;
 use crate::store::{REMEMBERED_GAPS, SessionPosition, SessionTurn};
@@ -20,15 +20,20 @@ impl NatsKvStore {
         self.check_connected()?;
         let bucket = &self.buckets().await?.sessions;
         let kv_key = kv_key("s.", session)?;
-        for _ in 0..MAX_TRIES {
-            let loaded = self.load(bucket, &kv_key).await?;
+        for attempt in 0..MAX_TRIES {
+            let loaded = self.load_for(bucket, &kv_key, attempt, Guess::Known).await?;
             let now = now_ms();
-            let Some(mut record) = loaded.decode::<SessionRecord>(&kv_key)? else {
+            let record = loaded.decode::<SessionRecord>(&kv_key)?;
+            let leased = record
+                .as_ref()
+                .is_some_and(|r| matches!(r.lease, Some((s, until)) if s == sequence && until > now));
+            if !leased && loaded.guessed {
+                self.known.forget(&kv_key);
+                continue;
+            }
+            let Some(mut record) = record.filter(|_| leased) else {
                 return Ok(false);
             };
-            if !matches!(record.lease, Some((s, until)) if s == sequence && until > now) {
-                return Ok(false);
-            }
             record.lease = Some((sequence, after(now, lease)));
             if self
                 .write(bucket, &kv_key, encode(&record)?, loaded.revision)
@@ -49,8 +54,8 @@ impl NatsKvStore {
         self.check_connected()?;
         let bucket = &self.buckets().await?.sessions;
         let kv_key = kv_key("s.", session)?;
-        for _ in 0..MAX_TRIES {
-            let loaded = self.load(bucket, &kv_key).await?;
+        for attempt in 0..MAX_TRIES {
+            let loaded = self.load_for(bucket, &kv_key, attempt, Guess::Known).await?;
             let mut record = loaded.decode::<SessionRecord>(&kv_key)?.unwrap_or_default();
             let before = (record.early, record.latest, record.hold);
             let now = now_ms();
@@ -93,6 +98,10 @@ impl NatsKvStore {
             let changed =
                 matches!(turn, SessionTurn::Run) || (record.early, record.latest, record.hold) != before;
             if !changed {
+                if loaded.guessed {
+                    self.known.forget(&kv_key);
+                    continue;
+                }
                 self.renew(bucket, &kv_key, &loaded).await;
                 return Ok(turn);
             }
@@ -118,11 +127,12 @@ impl NatsKvStore {
         self.check_connected()?;
         let bucket = &self.buckets().await?.sessions;
         let kv_key = kv_key("s.", session)?;
-        for _ in 0..MAX_TRIES {
-            let loaded = self.load(bucket, &kv_key).await?;
+        for attempt in 0..MAX_TRIES {
+            let loaded = self.load_for(bucket, &kv_key, attempt, Guess::Known).await?;
             let Some(mut record) = loaded.decode::<SessionRecord>(&kv_key)? else {
                 return Ok(());
             };
+            let waiting = record.waited_for(now_ms());
             let mut changed = false;
             if matches!(record.lease, Some((s, _)) if s == sequence) {
                 record.lease = None;
@@ -149,6 +159,10 @@ impl NatsKvStore {
                 Some(_) => {}
             }
             if !changed {
+                if loaded.guessed {
+                    self.known.forget(&kv_key);
+                    continue;
+                }
                 self.renew(bucket, &kv_key, &loaded).await;
                 return Ok(());
             }
@@ -156,6 +170,9 @@ impl NatsKvStore {
                 .write(bucket, &kv_key, encode(&record)?, loaded.revision)
                 .await?
             {
+                if waiting {
+                    self.announce(&kv_key).await;
+                }
                 return Ok(());
             }
         }
@@ -205,6 +222,7 @@ impl NatsKvStore {
                 .write(bucket, &kv_key, encode(&record)?, loaded.revision)
                 .await?
             {
+                self.announce(&kv_key).await;
                 return Ok(true);
             }
         }

@@ -26,7 +26,7 @@ pub(super) static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include
 
 /// KEYS: record. ARGV: window (ms) [, reply body, content type].
 /// A record already done keeps its first reply; any other (claimed by
-/// whoever, or gone) becomes done.
+/// whoever, or gone) becomes done (its claim token field stays).
 pub(super) static COMPLETE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/complete.lua")));
 
@@ -53,7 +53,8 @@ pub(super) static BEGIN: LazyLock<Script> = session_script!("scripts/session_beg
 /// KEYS: session, lease, checkpoint, hold. ARGV: sequence, sequence + 1
 /// (empty for an abort), session TTL (ms), changes channel, session name,
 /// hold (ms, aborts). Publishes the session's name when its lease ended or
-/// it moved.
+/// it moved and another worker may wait for it (an early number above
+/// `next`, or a hold).
 pub(super) static END: LazyLock<Script> = session_script!("scripts/session_end.lua");
 
 /// KEYS: session, lease, checkpoint, hold. ARGV: from, to, session TTL
