@@ -3,6 +3,8 @@
 //! the real servers. `ns` makes the keys unique per run (the servers keep
 //! data between runs).
 
+mod many_at_once;
+
 use super::{Claim, SessionPosition, SessionTurn, Store, StoredReply};
 use bytes::Bytes;
 use std::time::Duration;
@@ -32,6 +34,7 @@ pub(crate) async fn all(store: &dyn Store, ns: &str) {
     a_number_coming_back_holds_off_gap_policies(store, &format!("{ns}/s6")).await;
     renewed_claims_outlive_their_first_lease(store, &format!("{ns}/c4")).await;
     renewed_turns_outlive_their_first_lease(store, &format!("{ns}/s7")).await;
+    many_at_once::each_of_many_calls_gets_its_own_answer(store, ns).await;
 }
 
 async fn renewed_claims_outlive_their_first_lease(store: &dyn Store, key: &str) {

@@ -114,6 +114,7 @@ impl RedisStore {
                 .with_source(e)
             })?;
         Ok(RedisStore {
+            batches: super::batches::Batches::new(&con),
             client,
             changes: Mutex::new(None),
             con,

@@ -30,6 +30,8 @@
 //! store, or against the CA certificates given to
 //! [`RedisStore::connect_with_ca`].
 
+mod batch;
+mod batches;
 mod changes;
 mod connect;
 mod keys;
@@ -37,9 +39,10 @@ mod scripts;
 #[cfg(test)]
 mod tests;
 
+use self::batches::{Batches, BeginCall, ClaimCall, CompleteCall, EndCall};
 use self::changes::Changes;
 use self::keys::millis;
-use self::scripts::{BEGIN, CLAIM, COMPLETE, END, RELEASE, RENEW_CLAIM, RENEW_TURN, SET_STATE, SKIP};
+use self::scripts::{RELEASE, RENEW_CLAIM, RENEW_TURN, SET_STATE, SKIP};
 use super::{
     Claim, ClaimToken, REMEMBERED_GAPS, SessionPosition, SessionTurn, Store, StoredReply, fresh_token,
 };
@@ -82,6 +85,8 @@ const DEFAULT_PREFIX: &str = "wharf:";
 pub struct RedisStore {
     client: ::redis::Client,
     con: ConnectionManager,
+    /// Claims, completions and session begins and ends, sent in batches.
+    batches: Batches,
     /// Sessions changed, from the changes channel, while anyone listens.
     changes: Mutex<Option<Changes>>,
     prefix: String,
@@ -138,6 +143,20 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    fn end_call(&self, session: &str, sequence: u64, after: Option<u64>, hold_ms: u64) -> EndCall {
+        EndCall {
+            keys: self.session_keys(session),
+            sequence,
+            after,
+            ttl_ms: millis(self.session_ttl),
+            channel: self.changes_channel(),
+            session: session.to_owned(),
+            hold_ms,
+        }
+    }
+}
+
 fn failed(operation: &str, error: RedisError) -> BrokerError {
     let kind = if error.is_io_error()
         || error.is_timeout()
@@ -163,9 +182,12 @@ impl Store for RedisStore {
         let key = self.record_key(key);
         Box::pin(async move {
             let token = fresh_token();
-            let (code, has_reply, body, content_type): (u8, u8, Bytes, String) = self
-                .eval("claim", &CLAIM, key, (token.0.to_string(), millis(lease)))
-                .await?;
+            let call = ClaimCall {
+                key,
+                token: token.0,
+                lease_ms: millis(lease),
+            };
+            let (code, has_reply, body, content_type) = self.batches.claims.call(call).await?;
             match (code, has_reply) {
                 (0, _) => Ok(Claim::Acquired(token)),
                 (1, _) => Ok(Claim::InProgress),
@@ -189,12 +211,13 @@ impl Store for RedisStore {
         // Like the in-memory store, the token is not checked: a handler that
         // ran after its lease was taken over did run, and its result counts.
         let _ = token;
-        let key = self.record_key(key);
+        let call = CompleteCall {
+            key: self.record_key(key),
+            window_ms: millis(ttl),
+            reply: reply.map(|r| (r.body, r.content_type.into_owned())),
+        };
         Box::pin(async move {
-            let reply = reply.as_ref().map(|r| (&r.body[..], &*r.content_type));
-            let _: i64 = self
-                .eval("complete", &COMPLETE, key, (millis(ttl), reply))
-                .await?;
+            self.batches.completions.call(call).await?;
             Ok(())
         })
     }
@@ -243,10 +266,14 @@ impl Store for RedisStore {
         sequence: u64,
         lease: Duration,
     ) -> BoxFuture<'_, Result<SessionTurn, BrokerError>> {
-        let keys = self.session_keys(session);
+        let call = BeginCall {
+            keys: self.session_keys(session),
+            sequence,
+            lease_ms: millis(lease),
+            ttl_ms: millis(self.session_ttl),
+        };
         Box::pin(async move {
-            let args = (sequence.to_string(), millis(lease), millis(self.session_ttl));
-            let (code, next): (u8, u64) = self.eval("session begin", &BEGIN, &keys[..], args).await?;
+            let (code, next) = self.batches.begins.call(call).await?;
             match code {
                 0 => Ok(SessionTurn::Run),
                 1 => Ok(SessionTurn::Early { next }),
@@ -259,18 +286,9 @@ impl Store for RedisStore {
     }
 
     fn session_finish(&self, session: &str, sequence: u64) -> BoxFuture<'_, Result<(), BrokerError>> {
-        let keys = self.session_keys(session);
-        let session = session.to_owned();
+        let call = self.end_call(session, sequence, Some(sequence.saturating_add(1)), 0);
         Box::pin(async move {
-            let next = sequence.saturating_add(1).to_string();
-            let args = (
-                sequence.to_string(),
-                next,
-                millis(self.session_ttl),
-                self.changes_channel(),
-                &session,
-            );
-            let _: i64 = self.eval("session finish", &END, &keys[..], args).await?;
+            self.batches.ends.call(call).await?;
             Ok(())
         })
     }
@@ -281,19 +299,10 @@ impl Store for RedisStore {
         sequence: u64,
         hold: Duration,
     ) -> BoxFuture<'_, Result<(), BrokerError>> {
-        let keys = self.session_keys(session);
-        let session = session.to_owned();
+        let hold = if hold.is_zero() { 0 } else { millis(hold) };
+        let call = self.end_call(session, sequence, None, hold);
         Box::pin(async move {
-            let hold = if hold.is_zero() { 0 } else { millis(hold) };
-            let args = (
-                sequence.to_string(),
-                "",
-                millis(self.session_ttl),
-                self.changes_channel(),
-                &session,
-                hold,
-            );
-            let _: i64 = self.eval("session abort", &END, &keys[..], args).await?;
+            self.batches.ends.call(call).await?;
             Ok(())
         })
     }

@@ -19,14 +19,16 @@ macro_rules! session_script {
     };
 }
 
-/// KEYS: record. ARGV: fresh token, lease (ms).
-/// Returns {code, has reply, body, content type}: 0 acquired, 1 in progress,
-/// 2 done. (No `false` in replies: RESP3 would turn it into a boolean.)
+/// KEYS: records (a batch). ARGV: per record, a fresh token and the lease
+/// (ms). Returns per record {code, has reply, body, content type}: 0
+/// acquired, 1 in progress, 2 done. (No `false` in replies: RESP3 would
+/// turn it into a boolean.)
 pub(super) static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/claim.lua")));
 
-/// KEYS: record. ARGV: window (ms) [, reply body, content type].
-/// A record already done keeps its first reply; any other (claimed by
-/// whoever, or gone) becomes done (its claim token field stays).
+/// KEYS: records (a batch). ARGV: per record, the window (ms), 1 or 0 (a
+/// reply kept or not), reply body, content type. A record already done
+/// keeps its first reply; any other (claimed by whoever, or gone) becomes
+/// done (its claim token field stays). Returns per record 1 or 0.
 pub(super) static COMPLETE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/complete.lua")));
 
@@ -45,14 +47,16 @@ pub(super) static RENEW_CLAIM: LazyLock<Script> =
 pub(super) static RENEW_TURN: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/session_renew.lua")));
 
-/// KEYS: session, lease, checkpoint, hold. ARGV: sequence, lease (ms), session TTL (ms).
-/// Returns {code, next}: 0 run, 1 early, 2 stale, 3 skipped, 4 busy (the
-/// session is then held for the number for the lease).
+/// KEYS: per session (a batch), its hash, lease, checkpoint and hold keys.
+/// ARGV: per session, the sequence number, lease (ms), session TTL (ms).
+/// Returns per session {code, next}: 0 run, 1 early, 2 stale, 3 skipped, 4
+/// busy (the session is then held for the number for the lease).
 pub(super) static BEGIN: LazyLock<Script> = session_script!("scripts/session_begin.lua");
 
-/// KEYS: session, lease, checkpoint, hold. ARGV: sequence, sequence + 1
-/// (empty for an abort), session TTL (ms), changes channel, session name,
-/// hold (ms, aborts). Publishes the session's name when its lease ended or
+/// KEYS: per session (a batch), its hash, lease, checkpoint and hold keys.
+/// ARGV: per session, the sequence number, sequence + 1 (empty for an
+/// abort), session TTL (ms), changes channel, session name, hold (ms,
+/// aborts). Returns per session 1 (0: unknown session). Publishes the session's name when its lease ended or
 /// it moved and another worker may wait for it (an early number above
 /// `next`, or a hold).
 pub(super) static END: LazyLock<Script> = session_script!("scripts/session_end.lua");

@@ -1,5 +1,6 @@
--- Helpers the session scripts share (placed before each of them).
--- KEYS: session, lease, checkpoint, hold.
+-- Helpers the session scripts share (placed before each of them). A
+-- session's keys are four: its hash, lease, checkpoint and hold keys; `k`
+-- below is such a list.
 
 -- Compares two decimal strings without leading zeros as the numbers they
 -- spell (a Lua number holds only 53 bits).
@@ -19,8 +20,13 @@ local function cmp(a, b)
 end
 
 -- Renews the session's hash and checkpoint.
-local function touch(ttl)
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[3], ttl)
+local function touch(k, ttl)
+  redis.call('PEXPIRE', k[1], ttl)
+  redis.call('PEXPIRE', k[3], ttl)
 end
 
+-- The keys of the `i`-th session of a batch (from 1).
+local function session_keys(i)
+  local b = 4 * (i - 1)
+  return {KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 4]}
+end

@@ -15,6 +15,6 @@ if cmp(ARGV[1], ARGV[2]) < 0 then
   local first = math.max(1, #gaps - tonumber(ARGV[4]) + 1)
   redis.call('HSET', KEYS[1], 'gaps', table.concat(gaps, ',', first))
 end
-touch(ARGV[3])
+touch(session_keys(1), ARGV[3])
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
