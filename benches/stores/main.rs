@@ -37,7 +37,8 @@
 //! The clock runs from starting the app to the route's last ack, flushed
 //! (`Transport::flush`). Figures, the median of `WHARF_BENCH_RUNS` (3) runs,
 //! all scenarios of all transports interleaved in rounds after a warm-up
-//! round (`WHARF_BENCH_SEED` shuffles each round's order):
+//! round, each round in an order of its own, shuffled from
+//! `WHARF_BENCH_SEED` (1 unless set):
 //!
 //! - messages/s, and its ratio to `<t>/plain` of the same transport;
 //! - worker CPU µs per message: the measured runtime's threads (wharf, the
@@ -115,9 +116,8 @@ fn main() {
     } else {
         env_number("WHARF_BENCH_RUNS", 3) as usize
     };
-    let seed = std::env::var("WHARF_BENCH_SEED")
-        .ok()
-        .map(|raw| raw.trim().parse().expect("WHARF_BENCH_SEED must be a number"));
+    // Shuffled rounds by default: no scenario always follows the same one.
+    let seed = Some(env_number("WHARF_BENCH_SEED", 1));
     let urls = Urls {
         amqp: env_or("WHARF_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
         nats: env_or("WHARF_NATS_URL", "nats://127.0.0.1:4222"),

@@ -10,7 +10,13 @@
 //! (`EVALSHA`, `EVAL`, `SCRIPT`, `SUBSCRIBE`, …), `INFO` left out: the
 //! store's direct `HMGET` (a session's position, asked by the gap watcher)
 //! and `GET` (a handler's session state) are run by scripts too and cannot
-//! be told apart, so they are not in it.
+//! be told apart, so they are not in it. Checked with `MONITOR` over a
+//! smoke run of `amqp/redis/*` (400 messages): the store sent 800
+//! `EVALSHA` and one `SUBSCRIBE`, nothing else, and the bench counted
+//! 2.00 round trips per message.
+//!
+//! The counters are the server's: commands of other clients during a run
+//! count too (a shared Redis inflates the figures).
 
 use redis::aio::MultiplexedConnection;
 use std::sync::Mutex;

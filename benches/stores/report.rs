@@ -141,7 +141,7 @@ fn print_store_stats(results: &[(Scenario, Vec<Measured>)], figures: &[(String, 
     }
     println!();
     println!(
-        "redis (the server's INFO commandstats): trips = calls of commands no store script runs \
+        "redis (INFO commandstats: server-wide, other clients' commands count too): trips = calls of commands no store script runs \
          (EVALSHA, EVAL, SCRIPT, SUBSCRIBE…; INFO left out), the store's round trips; cmds = all \
          commands, those scripts ran included; scripts = EVALSHA + EVAL. kv conn: messages the \
          NATS KV store's own connection sent (requests and publishes: its round trips) and received \
