@@ -1,6 +1,7 @@
-//! One run of a scenario: a fresh in-memory broker filled before the clock
-//! starts, a fresh store, the app started on the clock and stopped after
-//! the last ack; and the cleaning up of the stores' keys and buckets.
+//! One run of a scenario: a fresh queue on its transport, filled before the
+//! clock starts, a fresh store, the app started on the clock and stopped
+//! after the last ack; and the cleaning up of the queues, the stores' keys
+//! and buckets.
 
 use crate::common::clock::{Accounting, Clock};
 use crate::common::completion::Completion;
@@ -9,8 +10,10 @@ use crate::common::payload::{Order, order_json};
 use crate::common::route::wait_until_acked;
 use crate::common::setup::{new_runtime, run_id};
 use crate::kv::Kv;
+use crate::kv_stats::{KvBefore, KvStats};
 use crate::redis_stats::{Redis, RedisStats};
-use crate::scenario::{Scenario, StoreKind};
+use crate::scenario::{Scenario, StoreKind, Transport};
+use crate::transport::Brokers;
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::sync::OnceLock;
@@ -20,12 +23,18 @@ use tokio::runtime::Runtime;
 use wharf::store::{MemoryStore, NatsKvStore, RedisStore};
 use wharf::{App, Broker};
 
-const QUEUE: &str = "bench.stores";
+/// The queue of the in-memory transport's runs (a fresh broker each).
+const MEMORY_QUEUE: &str = "bench.stores";
 /// Name of the measured runtime's worker threads.
 const WORKERS: &str = "store-bench";
+/// Name of lapin's I/O threads (one per RabbitMQ connection).
+const LAPIN_THREAD: &str = "lapin-io-loop";
 
+/// The clock accounts the measured runtime's workers, lapin's I/O threads
+/// (RabbitMQ: the app's connection; the bench's own is idle meanwhile) and
+/// the local nats-server.
 static ACCOUNTING: Accounting = Accounting {
-    threads: [WORKERS, "store-bench-none"],
+    threads: [WORKERS, LAPIN_THREAD],
     broker: crate::nats_server::cpu_time,
 };
 
@@ -42,13 +51,22 @@ async fn noop(_order: Order) {
     completion().handled(HANDLED.fetch_add(1, Ordering::Relaxed) + 1);
 }
 
-/// What a run measured beyond [`Measured`]: the store server's figures.
+/// What a run measured beyond [`Measured`]: the store's figures.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StoreFigures {
     /// Redis: the server's statistics over the run.
     pub redis: Option<RedisStats>,
+    /// NATS KV: the store connection's and the server's over the run.
+    pub kv: Option<KvStats>,
     /// Deliveries deferred (sessions' turn not come).
     pub deferred: u64,
+}
+
+/// A run's store, connected before the clock starts, and its counters then.
+enum Before {
+    None,
+    Redis(RedisStats),
+    Kv { prefix: String, before: KvBefore },
 }
 
 pub struct Bench {
@@ -57,6 +75,7 @@ pub struct Bench {
     messages: u64,
     run_id: String,
     runs: Cell<u64>,
+    pub brokers: Brokers,
     redis: Option<Redis>,
     kv: Option<Kv>,
     nats_url: String,
@@ -65,19 +84,22 @@ pub struct Bench {
 }
 
 impl Bench {
-    pub fn new(messages: u64, redis_url: &str, nats_url: &str) -> Self {
+    pub fn new(messages: u64, transports: &[Transport], urls: &crate::Urls) -> Self {
         let runtime = new_runtime(2, WORKERS);
-        let redis = runtime.block_on(Redis::connect(redis_url));
-        let kv = runtime.block_on(Kv::connect(nats_url));
+        let redis = runtime.block_on(Redis::connect(&urls.redis));
+        let kv = runtime.block_on(Kv::connect(&urls.nats));
+        let run_id = run_id();
+        let brokers = Brokers::connect(transports, &urls.amqp, &urls.nats, &run_id);
         Bench {
             runtime,
             body: Bytes::from(order_json(1, 0)),
             messages,
-            run_id: run_id().replace('.', "_"),
+            run_id: run_id.replace('.', "_"),
             runs: Cell::new(0),
+            brokers,
             redis,
             kv,
-            nats_url: nats_url.to_owned(),
+            nats_url: urls.nats.clone(),
             figures: RefCell::new(Vec::new()),
         }
     }
@@ -99,63 +121,90 @@ impl Bench {
         measured
     }
 
+    /// The run's app with its store, and the store's counters before.
+    async fn app(&self, scenario: Scenario, broker: &Broker, queue: &str, run: u64) -> (App, Before) {
+        let app = App::new(broker.clone()).route_with(queue, noop, scenario.options());
+        match scenario.store {
+            StoreKind::Memory => (app.store(MemoryStore::new()), Before::None),
+            StoreKind::Redis => {
+                let redis = self.redis.as_ref().expect("redis");
+                let prefix = redis.new_prefix(&self.run_id, run);
+                let store = RedisStore::connect(redis.url())
+                    .await
+                    .expect("connect the Redis store")
+                    .with_prefix(prefix);
+                (app.store(store), Before::Redis(redis.stats().await))
+            }
+            StoreKind::NatsKv => {
+                let kv = self.kv.as_ref().expect("nats");
+                let prefix = kv.new_prefix(&self.run_id, run);
+                // The store's own connection, as `NatsKvStore::connect`
+                // makes it, so that its statistics can be read.
+                let client = async_nats::ConnectOptions::new()
+                    .name("wharf-store")
+                    .connection_timeout(Duration::from_secs(5))
+                    .connect(&self.nats_url)
+                    .await
+                    .expect("connect the NATS KV store");
+                let statistics = client.statistics();
+                let store = NatsKvStore::new(client).with_bucket_prefix(prefix.clone());
+                store.ensure_buckets().await.expect("create the KV buckets");
+                let before = KvBefore::take(statistics, kv.stats(&prefix).await);
+                (app.store(store), Before::Kv { prefix, before })
+            }
+        }
+    }
+
     /// One run of `count` messages.
     pub fn run(&self, scenario: Scenario, count: u64) -> (Measured, StoreFigures) {
         let name = scenario.name();
-        let broker = Broker::memory();
-        let client = broker.client();
+        let transport = scenario.transport;
         let run = self.runs.get() + 1;
         self.runs.set(run);
-        let app = self.runtime.block_on(async {
-            for index in 0..count {
-                client
-                    .send(QUEUE, scenario.message(&self.body, index))
-                    .await
-                    .expect("publish");
-            }
-            let app = App::new(broker.clone()).route_with(QUEUE, noop, scenario.options());
-            match scenario.store {
-                StoreKind::Memory => app.store(MemoryStore::new()),
-                StoreKind::Redis => {
-                    let redis = self.redis.as_ref().expect("redis");
-                    let prefix = redis.new_prefix(&self.run_id, run);
-                    let store = RedisStore::connect(redis.url())
+        let (broker, queue) = if transport == Transport::Memory {
+            let broker = Broker::memory();
+            let client = broker.client();
+            self.runtime.block_on(async {
+                for index in 0..count {
+                    client
+                        .send(MEMORY_QUEUE, scenario.message(&self.body, index))
                         .await
-                        .expect("connect the Redis store")
-                        .with_prefix(prefix);
-                    app.store(store)
+                        .expect("publish");
                 }
-                StoreKind::NatsKv => {
-                    let kv = self.kv.as_ref().expect("nats");
-                    let prefix = kv.new_prefix(&self.run_id, run);
-                    let store = NatsKvStore::connect(&self.nats_url)
-                        .await
-                        .expect("connect the NATS KV store")
-                        .with_bucket_prefix(prefix);
-                    store.ensure_buckets().await.expect("create the KV buckets");
-                    app.store(store)
-                }
-            }
-        });
+            });
+            (broker, MEMORY_QUEUE.to_owned())
+        } else {
+            let queue = self.brokers.queue(scenario);
+            self.brokers.prefill(transport, &queue, count, |index| {
+                scenario.message(&self.body, index)
+            });
+            (self.runtime.block_on(self.brokers.app_broker(transport)), queue)
+        };
+        let (app, before) = self.runtime.block_on(self.app(scenario, &broker, &queue, run));
         HANDLED.store(0, Ordering::Relaxed);
         completion().reset(count);
-        let redis_before = match (scenario.store, &self.redis) {
-            (StoreKind::Redis, Some(redis)) => Some(self.runtime.block_on(redis.stats())),
-            _ => None,
-        };
 
         let clock = Clock::start(&ACCOUNTING);
         let running = self.runtime.block_on(app.start()).expect("start the app");
-        wait_until_acked(&running, QUEUE, count, &name, |timeout| {
+        wait_until_acked(&running, &queue, count, &name, |timeout| {
             completion().wait(timeout)
         });
+        // The last acks sent (RabbitMQ: held back and coalesced).
+        self.runtime.block_on(broker.transport().flush());
         let spent = clock.stop();
 
-        let redis = match (redis_before, &self.redis) {
-            (Some(before), Some(redis)) => Some(self.runtime.block_on(redis.stats()).since(&before)),
-            _ => None,
-        };
-        let stats = running.stats(QUEUE);
+        let mut figures = StoreFigures::default();
+        match (before, &self.redis, &self.kv) {
+            (Before::Redis(before), Some(redis), _) => {
+                figures.redis = Some(self.runtime.block_on(redis.stats()).since(&before));
+            }
+            (Before::Kv { prefix, before }, _, Some(kv)) => {
+                figures.kv = Some(before.since(self.runtime.block_on(kv.stats(&prefix))));
+            }
+            _ => {}
+        }
+        let stats = running.stats(&queue);
+        figures.deferred = stats.deferred;
         let report = self.runtime.block_on(running.shutdown());
         assert!(report.drained, "{name}: shutdown did not drain");
         assert_eq!(
@@ -163,28 +212,30 @@ impl Bench {
             (count, 0, count),
             "{name}: not every message handled and acked once: {stats:?}"
         );
-        let left = self
-            .runtime
-            .block_on(broker.queue_depth(QUEUE))
-            .expect("queue depth");
-        assert_eq!(left, 0, "{name}: messages left in the queue");
+        if transport == Transport::Memory {
+            let left = self
+                .runtime
+                .block_on(broker.queue_depth(&queue))
+                .expect("queue depth");
+            assert_eq!(left, 0, "{name}: messages left in the queue");
+        } else {
+            self.runtime.block_on(broker.close());
+            self.brokers.assert_empty(transport, &queue, &name);
+            self.brokers.delete(transport, &queue);
+        }
         let measured = Measured {
             count,
             spent,
             latencies: Vec::new(),
             startup: None,
         };
-        (
-            measured,
-            StoreFigures {
-                redis,
-                deferred: stats.deferred,
-            },
-        )
+        (measured, figures)
     }
 
-    /// Deletes the Redis keys and KV buckets of the runs so far.
+    /// Deletes the queues left, and the Redis keys and KV buckets of the
+    /// runs so far.
     pub fn clear(&self) {
+        self.brokers.clear();
         self.runtime.block_on(async {
             if let Some(redis) = &self.redis {
                 redis.clear().await;

@@ -1,4 +1,45 @@
-//! The scenarios: a store and what the messages ask of it.
+//! The scenarios: a transport, a store and what the messages ask of it;
+//! and which of them `WHARF_BENCH_ONLY` and `WHARF_BENCH_TRANSPORTS` pick.
+
+/// Which broker the route consumes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// wharf's in-process broker (`Broker::memory()`).
+    Memory,
+    /// RabbitMQ.
+    Amqp,
+    /// NATS JetStream.
+    Nats,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 3] = [Transport::Memory, Transport::Amqp, Transport::Nats];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Memory => "memory",
+            Transport::Amqp => "amqp",
+            Transport::Nats => "nats",
+        }
+    }
+
+    /// The transports of `WHARF_BENCH_TRANSPORTS` (comma-separated; unset
+    /// or empty: all three); panics on an unknown name.
+    pub fn from_env() -> Vec<Transport> {
+        let raw = std::env::var("WHARF_BENCH_TRANSPORTS").unwrap_or_default();
+        let names: Vec<&str> = raw.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        for name in &names {
+            assert!(
+                Transport::ALL.iter().any(|t| t.name() == *name),
+                "WHARF_BENCH_TRANSPORTS: unknown transport {name:?} (memory, amqp, nats)"
+            );
+        }
+        Transport::ALL
+            .into_iter()
+            .filter(|t| names.is_empty() || names.contains(&t.name()))
+            .collect()
+    }
+}
 
 /// Which store the route uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,31 +77,51 @@ pub const SESSIONS: u64 = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Scenario {
+    pub transport: Transport,
     pub store: StoreKind,
     pub mode: Mode,
 }
 
 impl Scenario {
-    /// Plain first (its store is unused), then each store's two.
-    pub fn all() -> Vec<Scenario> {
-        let mut all = vec![Scenario {
-            store: StoreKind::Memory,
-            mode: Mode::Plain,
-        }];
-        for store in StoreKind::ALL {
-            for mode in [Mode::Idempotency, Mode::Sessions] {
-                all.push(Scenario { store, mode });
+    /// For each transport: plain first (its store is unused), then each
+    /// store's two.
+    pub fn all(transports: &[Transport]) -> Vec<Scenario> {
+        let mut all = Vec::new();
+        for &transport in transports {
+            all.push(Scenario {
+                transport,
+                store: StoreKind::Memory,
+                mode: Mode::Plain,
+            });
+            for store in StoreKind::ALL {
+                for mode in [Mode::Idempotency, Mode::Sessions] {
+                    all.push(Scenario {
+                        transport,
+                        store,
+                        mode,
+                    });
+                }
             }
         }
         all
     }
 
+    /// `<transport>/plain` or `<transport>/<store>/<mode>`.
     pub fn name(&self) -> String {
+        let transport = self.transport.name();
         match self.mode {
-            Mode::Plain => "plain".to_owned(),
-            Mode::Idempotency => format!("{}/idempotency", self.store.name()),
-            Mode::Sessions => format!("{}/sessions", self.store.name()),
+            Mode::Plain => format!("{transport}/plain"),
+            Mode::Idempotency => format!("{transport}/{}/idempotency", self.store.name()),
+            Mode::Sessions => format!("{transport}/{}/sessions", self.store.name()),
         }
+    }
+
+    /// Whether `WHARF_BENCH_ONLY`'s items pick this scenario: an item is
+    /// its name or a run of whole `/`-separated parts of it (`redis`,
+    /// `plain`, `amqp/redis`, `nats-kv/sessions`; all when `only` is empty).
+    pub fn selected(&self, only: &[String]) -> bool {
+        let name = format!("/{}/", self.name());
+        only.is_empty() || only.iter().any(|item| name.contains(&format!("/{item}/")))
     }
 
     pub fn options(&self) -> wharf::RouteOptions {
