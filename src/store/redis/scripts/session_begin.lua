@@ -8,8 +8,9 @@ local function begin(k, seq, lease, ttl)
   if not nxt then
     nxt = '1'
     redis.call('HSET', k[1], 'next', nxt)
+    redis.call('PEXPIRE', k[1], ttl)
   end
-  touch(k, ttl)
+  -- An existing session is kept alive by its turns' ends (`touch`).
   local c = cmp(seq, nxt)
   if c < 0 then
     local gaps = redis.call('HGET', k[1], 'gaps')
@@ -31,15 +32,15 @@ local function begin(k, seq, lease, ttl)
     end
     return {1, nxt}
   end
-  if redis.call('EXISTS', k[2]) == 1 then
-    if redis.call('PTTL', k[4]) < tonumber(lease) then
-      redis.call('SET', k[4], seq, 'PX', lease)
-    end
-    return {4, nxt}
+  if redis.call('SET', k[2], seq, 'NX', 'PX', lease) then
+    redis.call('DEL', k[4])
+    return {0, nxt}
   end
-  redis.call('SET', k[2], seq, 'PX', lease)
-  redis.call('DEL', k[4])
-  return {0, nxt}
+  -- Leased by another delivery of it: busy.
+  if redis.call('PTTL', k[4]) < tonumber(lease) then
+    redis.call('SET', k[4], seq, 'PX', lease)
+  end
+  return {4, nxt}
 end
 
 local out = {}
