@@ -35,6 +35,7 @@ pub(crate) async fn all(store: &dyn Store, ns: &str) {
     renewed_claims_outlive_their_first_lease(store, &format!("{ns}/c4")).await;
     renewed_turns_outlive_their_first_lease(store, &format!("{ns}/s7")).await;
     many_at_once::each_of_many_calls_gets_its_own_answer(store, ns).await;
+    finishing_and_beginning_is_one_step_of_both(store, &format!("{ns}/s8")).await;
 }
 
 async fn renewed_claims_outlive_their_first_lease(store: &dyn Store, key: &str) {
@@ -359,6 +360,43 @@ async fn odd_keys_are_kept_apart(store: &dyn Store, ns: &str) {
             "{key} is its own session"
         );
     }
+}
+
+/// [`Store::session_finish_and_begin`] does what a finish and then a
+/// begin of the next number would.
+async fn finishing_and_beginning_is_one_step_of_both(store: &dyn Store, s: &str) {
+    assert_eq!(store.session_begin(s, 1, LEASE).await.unwrap(), SessionTurn::Run);
+    assert_eq!(
+        store.session_begin(s, 2, LEASE).await.unwrap(),
+        SessionTurn::Early { next: 1 }
+    );
+    assert_eq!(
+        store.session_finish_and_begin(s, 1, LEASE).await.unwrap(),
+        Some(SessionTurn::Run),
+        "1 finished, 2 runs"
+    );
+    assert_eq!(
+        store.session_begin(s, 1, LEASE).await.unwrap(),
+        SessionTurn::Stale { next: 2 }
+    );
+    assert_eq!(
+        store.session_begin(s, 2, LEASE).await.unwrap(),
+        SessionTurn::Busy,
+        "2 is leased"
+    );
+    // Finishing a number the session is not at moves nothing; the next
+    // number is early then.
+    assert_eq!(
+        store.session_finish_and_begin(s, 5, LEASE).await.unwrap(),
+        Some(SessionTurn::Early { next: 2 })
+    );
+    store.session_finish(s, 2).await.unwrap();
+    assert_eq!(
+        store.session_finish_and_begin(s, 3, LEASE).await.unwrap(),
+        Some(SessionTurn::Run),
+        "a finished number moves the session on, as session_finish does"
+    );
+    assert_eq!(store.session_position(s).await.unwrap().next, 4);
 }
 
 /// A store shared by processes announces session changes: `listener` (a

@@ -158,6 +158,35 @@ pub trait Store: Send + Sync + 'static {
     /// on to `sequence + 1` and the lease ends.
     fn session_finish(&self, session: &str, sequence: u64) -> BoxFuture<'_, Result<(), BrokerError>>;
 
+    /// `sequence` is finished and the caller holds `sequence + 1` (it
+    /// waits in this worker): the session moves on and that number's turn
+    /// is asked for, in one step where the store can, as
+    /// [`session_finish`](Store::session_finish) followed by
+    /// [`session_begin`](Store::session_begin)`(sequence + 1, lease)` would.
+    /// `Ok(None)`: finished, but the turn could not be asked (ask again);
+    /// `Err`: not finished.
+    fn session_finish_and_begin(
+        &self,
+        session: &str,
+        sequence: u64,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Option<SessionTurn>, BrokerError>> {
+        let session = session.to_owned();
+        Box::pin(async move {
+            self.session_finish(&session, sequence).await?;
+            let Some(following) = sequence.checked_add(1) else {
+                return Ok(None);
+            };
+            match self.session_begin(&session, following, lease).await {
+                Ok(turn) => Ok(Some(turn)),
+                Err(error) => {
+                    tracing::warn!(%error, "session moved on, but its next turn could not be asked for");
+                    Ok(None)
+                }
+            }
+        })
+    }
+
     /// `sequence` will be tried again later: the lease ends, the session
     /// still waits for `sequence`, and for `hold` it is *held* for it — the
     /// number exists (it comes back from the broker), so no gap policy may

@@ -218,6 +218,16 @@ impl SessionGate {
         passed
     }
 
+    /// Whether `sequence` of session `key` waits in this worker.
+    pub(super) fn waits_here(&self, key: &str, sequence: u64) -> bool {
+        let gate = self.lock();
+        !gate.closed
+            && gate
+                .sessions
+                .get(key)
+                .is_some_and(|slot| slot.waiting.contains_key(&sequence))
+    }
+
     /// Puts a baton down without passing it (its holder was dropped).
     fn put_down(&self, key: &str) {
         let mut gate = self.lock();

@@ -46,21 +46,35 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
 
     /// Asks the store whether it is the job's turn; the job holds its
     /// session's baton. Returns the job if it runs now.
-    async fn ask_turn(self: &Arc<Self>, mut job: Job) -> Option<Job> {
+    async fn ask_turn(self: &Arc<Self>, job: Job) -> Option<Job> {
         let (key, sequence) = job.session().cloned().expect("only session jobs ask");
         let turn = self.shared.store.session_begin(&key, sequence, self.lease).await;
+        self.take_turn(job, turn).await
+    }
+
+    /// Acts on the store's answer to the job's asking for its turn. Returns
+    /// the job if it runs now.
+    async fn take_turn(
+        self: &Arc<Self>,
+        mut job: Job,
+        turn: Result<SessionTurn, BrokerError>,
+    ) -> Option<Job> {
         if let Ok(SessionTurn::Run) = turn {
-            let hold = self.leases.hold(Held::Turn {
-                session: key,
-                sequence,
-            });
-            let keys = job.keys_mut();
-            keys.turn = true;
-            keys.turn_hold = Some(hold);
+            self.granted(&mut job);
             return Some(job);
         }
+        let (key, sequence) = job.session().cloned().expect("only session jobs ask");
         Box::pin(self.not_turn(job, key, sequence, turn)).await;
         None
+    }
+
+    /// The job holds its session's turn: its lease is renewed from now on.
+    fn granted(&self, job: &mut Job) {
+        let (session, sequence) = job.session().cloned().expect("only session jobs hold turns");
+        let hold = self.leases.hold(Held::Turn { session, sequence });
+        let keys = job.keys_mut();
+        keys.turn = true;
+        keys.turn_hold = Some(hold);
     }
 
     /// The store said it is not the job's turn (or could not say).
@@ -216,14 +230,33 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         let (Some((key, sequence)), true, Some(baton)) = (session, turn, baton) else {
             return;
         };
+        // The next number waits here: it is asked for in the same store step.
+        let following = match end {
+            TurnEnd::Finished => sequence
+                .checked_add(1)
+                .filter(|&n| self.sessions.waits_here(key, n)),
+            _ => None,
+        };
+        let mut answered = None;
         let (next, retrying) = match end {
-            TurnEnd::Finished => match self.shared.store.session_finish(key, *sequence).await {
-                Ok(()) => (sequence.checked_add(1), Some(false)),
-                Err(error) => {
-                    tracing::warn!(%error, "session not advanced; its next message waits for the gap timeout");
-                    (None, None)
+            TurnEnd::Finished => {
+                let finished = match following {
+                    Some(n) => self
+                        .shared
+                        .store
+                        .session_finish_and_begin(key, *sequence, self.lease)
+                        .await
+                        .map(|turn| answered = turn.map(|turn| (n, turn))),
+                    None => self.shared.store.session_finish(key, *sequence).await,
+                };
+                match finished {
+                    Ok(()) => (sequence.checked_add(1), Some(false)),
+                    Err(error) => {
+                        tracing::warn!(%error, "session not advanced; its next message waits for the gap timeout");
+                        (None, None)
+                    }
                 }
-            },
+            }
             TurnEnd::Retrying | TurnEnd::Abandoned => {
                 // The number comes back from the broker (a retry after its
                 // backoff, a deferral, a give-back): until then the session
@@ -239,12 +272,57 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 (Some(*sequence), Some(end == TurnEnd::Retrying))
             }
         };
-        self.pass_baton(baton, next, retrying).await;
+        match answered {
+            None => self.pass_baton(baton, next, retrying).await,
+            Some(answered) => self.pass_answered(key, baton, next, answered).await,
+        }
+    }
+
+    /// Passes the baton on to the next number, whose turn the store already
+    /// answered (`answered`: the number and the answer).
+    async fn pass_answered(
+        self: &Arc<Self>,
+        key: &str,
+        baton: Baton,
+        next: Option<u64>,
+        (number, turn): (u64, SessionTurn),
+    ) {
+        let passed = self.sessions.pass(baton, next, Some(false));
+        for job in passed.stale {
+            Box::pin(self.passed_over(job)).await;
+        }
+        match passed.next {
+            Some(mut job) if job.session().is_some_and(|&(_, n)| n == number) => {
+                if turn == SessionTurn::Run {
+                    self.granted(&mut job);
+                }
+                self.dispatch_answered(job, Some(turn));
+            }
+            other => {
+                // It left meanwhile (sent back to make room): it comes back
+                // from the broker, so the session is held for it.
+                if turn == SessionTurn::Run {
+                    let hold = self.lease.saturating_add(self.defer_delay);
+                    if let Err(error) = self.shared.store.session_abort(key, number, hold).await {
+                        tracing::warn!(%error, "session lease not released; it expires");
+                    }
+                }
+                if let Some(job) = other {
+                    self.dispatch(job);
+                }
+            }
+        }
     }
 
     /// Runs a job that was handed the baton, in its own task, once a
     /// concurrency slot is free.
     fn dispatch(self: &Arc<Self>, job: Job) {
+        self.dispatch_answered(job, None);
+    }
+
+    /// [`dispatch`](Self::dispatch) of a job whose turn the store already
+    /// answered (`Run`: the job holds its turn).
+    fn dispatch_answered(self: &Arc<Self>, job: Job, answered: Option<SessionTurn>) {
         let this = self.clone();
         self.lifecycle.tasks.spawn(async move {
             let stop = this.lifecycle.stop.clone();
@@ -256,7 +334,12 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
             let (Ok(_permit), false) = (permit, this.lifecycle.stopping()) else {
                 return this.give_back(job).await;
             };
-            if let Some(job) = this.ask_turn(job).await {
+            let job = match answered {
+                Some(SessionTurn::Run) => Some(job),
+                Some(turn) => this.take_turn(job, Ok(turn)).await,
+                None => this.ask_turn(job).await,
+            };
+            if let Some(job) = job {
                 this.admitted(job).await;
             }
         });

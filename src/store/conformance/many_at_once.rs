@@ -103,4 +103,23 @@ pub(crate) async fn each_of_many_calls_gets_its_own_answer(store: &dyn Store, ns
             );
         }
     }
+    // Each moves on and takes its next number at once: odd ones 1 -> 2,
+    // even ones 2 -> 3.
+    let passes = join_all(sessions.iter().enumerate().map(|(i, s)| {
+        let finished = if i.is_multiple_of(2) { 2 } else { 1 };
+        store.session_finish_and_begin(s, finished, LEASE)
+    }))
+    .await;
+    for (i, pass) in passes.into_iter().enumerate() {
+        assert_eq!(pass.unwrap(), Some(SessionTurn::Run), "{}", sessions[i]);
+        let next = if i.is_multiple_of(2) { 3 } else { 2 };
+        let position = store.session_position(&sessions[i]).await.unwrap();
+        assert_eq!(position.next, next, "{}: moved on by its own call", sessions[i]);
+        assert_eq!(
+            store.session_begin(&sessions[i], next, LEASE).await.unwrap(),
+            SessionTurn::Busy,
+            "{}: its next number is leased",
+            sessions[i]
+        );
+    }
 }

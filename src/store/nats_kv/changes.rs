@@ -1,6 +1,6 @@
 //! Session change notifications: a worker that ends a turn or moves a
-//! session while another worker may wait for it (the record says so: an
-//! early number, or a hold) publishes the session's KV key on the changes
+//! session while another worker may wait for it (the record says so: a
+//! number of it was ever reported early, or it is held) publishes the session's KV key on the changes
 //! subject, `wharf.store.<sessions bucket>.changed`; one subscription per
 //! process relays it to the routes waiting on that session. Turns nobody
 //! waits for announce nothing, and the bucket's own writes are not

@@ -11,6 +11,7 @@ mod records;
 mod sessions;
 #[cfg(test)]
 mod tests;
+mod turns;
 
 use self::buckets::Buckets;
 use super::{Claim, ClaimToken, SessionPosition, SessionTurn, Store, StoredReply};
@@ -98,8 +99,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// # Change notifications
 ///
 /// A worker that ends a turn or moves a session another worker may wait
-/// for (a later number was reported early, or the session is held for a
-/// busy one) publishes the encoded session on the core NATS subject
+/// for (a number of it was ever reported early, or the session is held for
+/// a busy one) publishes the encoded session on the core NATS subject
 /// `wharf.store.<prefix>_sessions.changed`; waiting workers subscribe to it
 /// and look again at once. Nothing is published for turns nobody waits
 /// for. A worker that misses one looks again on its gap watcher's timer.
@@ -302,6 +303,16 @@ impl Store for NatsKvStore {
     fn session_finish(&self, session: &str, sequence: u64) -> BoxFuture<'_, Result<(), BrokerError>> {
         let session = session.to_owned();
         Box::pin(async move { self.end_now(&session, sequence, None).await })
+    }
+
+    fn session_finish_and_begin(
+        &self,
+        session: &str,
+        sequence: u64,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Option<SessionTurn>, BrokerError>> {
+        let session = session.to_owned();
+        Box::pin(async move { self.pass_now(&session, sequence, lease).await })
     }
 
     fn session_abort(

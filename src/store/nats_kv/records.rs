@@ -90,13 +90,14 @@ impl SessionRecord {
         (self.latest > self.next).then_some(self.latest)
     }
 
-    /// Whether some worker may wait for this session to change: one was
-    /// told a later number is early, or that its number is busy (the
-    /// session is held), as of `now_ms`. Only then is a change announced.
+    /// Whether some worker may wait for this session to change: a number
+    /// of it was ever reported early (by any worker: so more of its
+    /// numbers may wait in several workers, not all of them reported), or
+    /// a worker found its number busy and holds it, as of `now_ms`. Only
+    /// then is a change announced: a session only one worker ever saw
+    /// announces nothing.
     pub(super) fn waited_for(&self, now_ms: u64) -> bool {
-        self.early().is_some()
-            || self.latest().is_some()
-            || self.hold.is_some_and(|(_, until)| until > now_ms)
+        self.early != 0 || self.latest != 0 || self.hold.is_some_and(|(_, until)| until > now_ms)
     }
 }
 

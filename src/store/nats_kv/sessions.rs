@@ -57,46 +57,7 @@ impl NatsKvStore {
         for attempt in 0..MAX_TRIES {
             let loaded = self.load_for(bucket, &kv_key, attempt, Guess::Known).await?;
             let mut record = loaded.decode::<SessionRecord>(&kv_key)?.unwrap_or_default();
-            let before = (record.early, record.latest, record.hold);
-            let now = now_ms();
-            let next = record.next;
-            let turn = if sequence < next {
-                if record
-                    .gaps
-                    .iter()
-                    .any(|&(from, to)| (from..to).contains(&sequence))
-                {
-                    SessionTurn::Skipped { next }
-                } else {
-                    SessionTurn::Stale { next }
-                }
-            } else if sequence > next {
-                if record.early().is_none_or(|early| sequence < early) {
-                    record.early = sequence;
-                }
-                if record.latest().is_none_or(|latest| sequence > latest) {
-                    record.latest = sequence;
-                }
-                SessionTurn::Early { next }
-            } else {
-                match record.lease {
-                    Some((_, until)) if until > now => {
-                        // Held for the asker (its runner may have crashed).
-                        let until = after(now, lease);
-                        if record.hold.is_none_or(|(_, held)| held < until) {
-                            record.hold = Some((sequence, until));
-                        }
-                        SessionTurn::Busy
-                    }
-                    _ => {
-                        record.lease = Some((sequence, after(now, lease)));
-                        record.hold = None;
-                        SessionTurn::Run
-                    }
-                }
-            };
-            let changed =
-                matches!(turn, SessionTurn::Run) || (record.early, record.latest, record.hold) != before;
+            let (turn, changed) = record.begin(sequence, lease, now_ms());
             if !changed {
                 if loaded.guessed {
                     self.known.forget(&kv_key);
@@ -132,32 +93,9 @@ impl NatsKvStore {
             let Some(mut record) = loaded.decode::<SessionRecord>(&kv_key)? else {
                 return Ok(());
             };
-            let waiting = record.waited_for(now_ms());
-            let mut changed = false;
-            if matches!(record.lease, Some((s, _)) if s == sequence) {
-                record.lease = None;
-                changed = true;
-            }
-            match hold {
-                None => {
-                    if record.next == sequence {
-                        record.next = sequence.saturating_add(1);
-                        changed = true;
-                    }
-                    if matches!(record.hold, Some((s, _)) if s == sequence) {
-                        record.hold = None;
-                        changed = true;
-                    }
-                }
-                Some(hold) if !hold.is_zero() && record.next == sequence => {
-                    let until = after(now_ms(), hold);
-                    if record.hold.is_none_or(|(_, held)| held < until) {
-                        record.hold = Some((sequence, until));
-                        changed = true;
-                    }
-                }
-                Some(_) => {}
-            }
+            let now = now_ms();
+            let waiting = record.waited_for(now);
+            let changed = record.end(sequence, hold, now);
             if !changed {
                 if loaded.guessed {
                     self.known.forget(&kv_key);
@@ -174,6 +112,51 @@ impl NatsKvStore {
                     self.announce(&kv_key).await;
                 }
                 return Ok(());
+            }
+        }
+        Err(self.contended(&kv_key))
+    }
+
+    /// Finishes `sequence` and asks for `sequence + 1`'s turn, in one write.
+    pub(super) async fn pass_now(
+        &self,
+        session: &str,
+        sequence: u64,
+        lease: Duration,
+    ) -> Result<Option<SessionTurn>, BrokerError> {
+        let Some(following) = sequence.checked_add(1) else {
+            self.end_now(session, sequence, None).await?;
+            return Ok(None);
+        };
+        self.check_connected()?;
+        let bucket = &self.buckets().await?.sessions;
+        let kv_key = kv_key("s.", session)?;
+        for attempt in 0..MAX_TRIES {
+            let loaded = self.load_for(bucket, &kv_key, attempt, Guess::Known).await?;
+            let Some(mut record) = loaded.decode::<SessionRecord>(&kv_key)? else {
+                // Unknown (forgotten): finishing changes nothing; ask as usual.
+                return self.begin_now(session, following, lease).await.map(Some);
+            };
+            let now = now_ms();
+            let waiting = record.waited_for(now);
+            let ended = record.end(sequence, None, now);
+            let (turn, began) = record.begin(following, lease, now);
+            if !ended && !began {
+                if loaded.guessed {
+                    self.known.forget(&kv_key);
+                    continue;
+                }
+                self.renew(bucket, &kv_key, &loaded).await;
+                return Ok(Some(turn));
+            }
+            if self
+                .write(bucket, &kv_key, encode(&record)?, loaded.revision)
+                .await?
+            {
+                if waiting && ended {
+                    self.announce(&kv_key).await;
+                }
+                return Ok(Some(turn));
             }
         }
         Err(self.contended(&kv_key))

@@ -3,7 +3,7 @@
 
 use super::batch::{Batcher, Run};
 use super::failed;
-use super::scripts::{BEGIN, CLAIM, COMPLETE, END};
+use super::scripts::{BEGIN, CLAIM, COMPLETE, END, PASS};
 use ::redis::aio::ConnectionManager;
 use ::redis::{FromRedisValue, Script, ScriptInvocation};
 use bytes::Bytes;
@@ -48,12 +48,24 @@ pub(super) struct EndCall {
     pub(super) hold_ms: u64,
 }
 
+/// A number finished and the next one's turn asked for.
+pub(super) struct PassCall {
+    pub(super) keys: [String; 4],
+    pub(super) sequence: u64,
+    pub(super) following: u64,
+    pub(super) lease_ms: u64,
+    pub(super) ttl_ms: u64,
+    pub(super) channel: String,
+    pub(super) session: String,
+}
+
 /// The batched operations of one store.
 pub(super) struct Batches {
     pub(super) claims: Batcher<ClaimCall, ClaimAnswer>,
     pub(super) completions: Batcher<CompleteCall, i64>,
     pub(super) begins: Batcher<BeginCall, BeginAnswer>,
     pub(super) ends: Batcher<EndCall, i64>,
+    pub(super) passes: Batcher<PassCall, BeginAnswer>,
 }
 
 impl Batches {
@@ -97,6 +109,19 @@ impl Batches {
                         .arg(&call.channel)
                         .arg(&call.session)
                         .arg(call.hold_ms);
+                }),
+            ),
+            passes: Batcher::new(
+                "session pass",
+                runner(con, &PASS, "session pass", |invocation, call: &PassCall| {
+                    invocation
+                        .key(&call.keys[..])
+                        .arg(call.sequence)
+                        .arg(call.following)
+                        .arg(call.lease_ms)
+                        .arg(call.ttl_ms)
+                        .arg(&call.channel)
+                        .arg(&call.session);
                 }),
             ),
         }

@@ -1,7 +1,7 @@
 //! Session change notifications: the scripts publish a session's name on
 //! the changes channel when it moves or its lease ends while another worker
-//! may wait for it (the session records an early number above `next`, or
-//! is held for a busy or retried one), and one listener
+//! may wait for it (a number of it was ever reported early, or it is held
+//! for a busy or retried one), and one listener
 //! per process relays them to the routes waiting on that session.
 
 use super::RedisStore;

@@ -39,7 +39,7 @@ mod scripts;
 #[cfg(test)]
 mod tests;
 
-use self::batches::{Batches, BeginCall, ClaimCall, CompleteCall, EndCall};
+use self::batches::{Batches, BeginCall, ClaimCall, CompleteCall, EndCall, PassCall};
 use self::changes::Changes;
 use self::keys::millis;
 use self::scripts::{RELEASE, RENEW_CLAIM, RENEW_TURN, SET_STATE, SKIP};
@@ -154,6 +154,18 @@ impl RedisStore {
             session: session.to_owned(),
             hold_ms,
         }
+    }
+}
+
+/// A session turn as the begin script codes it.
+fn turn(code: u8, next: u64) -> Result<SessionTurn, BrokerError> {
+    match code {
+        0 => Ok(SessionTurn::Run),
+        1 => Ok(SessionTurn::Early { next }),
+        2 => Ok(SessionTurn::Stale { next }),
+        3 => Ok(SessionTurn::Skipped { next }),
+        4 => Ok(SessionTurn::Busy),
+        other => Err(unexpected("session begin", (other, next))),
     }
 }
 
@@ -274,14 +286,32 @@ impl Store for RedisStore {
         };
         Box::pin(async move {
             let (code, next) = self.batches.begins.call(call).await?;
-            match code {
-                0 => Ok(SessionTurn::Run),
-                1 => Ok(SessionTurn::Early { next }),
-                2 => Ok(SessionTurn::Stale { next }),
-                3 => Ok(SessionTurn::Skipped { next }),
-                4 => Ok(SessionTurn::Busy),
-                other => Err(unexpected("session begin", (other, next))),
-            }
+            turn(code, next)
+        })
+    }
+
+    fn session_finish_and_begin(
+        &self,
+        session: &str,
+        sequence: u64,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Option<SessionTurn>, BrokerError>> {
+        let Some(following) = sequence.checked_add(1) else {
+            let finish = self.session_finish(session, sequence);
+            return Box::pin(async move { finish.await.map(|()| None) });
+        };
+        let call = PassCall {
+            keys: self.session_keys(session),
+            sequence,
+            following,
+            lease_ms: millis(lease),
+            ttl_ms: millis(self.session_ttl),
+            channel: self.changes_channel(),
+            session: session.to_owned(),
+        };
+        Box::pin(async move {
+            let (code, next) = self.batches.passes.call(call).await?;
+            turn(code, next).map(Some)
         })
     }
 

@@ -2,7 +2,8 @@
 //! starts with what it takes (`KEYS`, `ARGV`) and returns; the session
 //! scripts share the helpers of `session_prelude.lua` (`cmp` compares two
 //! decimal strings as the numbers they spell, since a Lua number holds only
-//! 53 bits; `touch` renews the session's hash and checkpoint).
+//! 53 bits; `touch` renews the session's hash and checkpoint; `begin` and
+//! `finish` are a turn's start and end).
 
 use ::redis::Script;
 use std::sync::LazyLock;
@@ -57,9 +58,16 @@ pub(super) static BEGIN: LazyLock<Script> = session_script!("scripts/session_beg
 /// ARGV: per session, the sequence number, sequence + 1 (empty for an
 /// abort), session TTL (ms), changes channel, session name, hold (ms,
 /// aborts). Returns per session 1 (0: unknown session). Publishes the session's name when its lease ended or
-/// it moved and another worker may wait for it (an early number above
-/// `next`, or a hold).
+/// it moved and another worker may wait for it (a number of it was ever
+/// reported early, or it is held).
 pub(super) static END: LazyLock<Script> = session_script!("scripts/session_end.lua");
+
+/// KEYS: per session (a batch), its hash, lease, checkpoint and hold keys.
+/// ARGV: per session, the number finished, the next number, its lease
+/// (ms), session TTL (ms), changes channel, session name. Finishes the
+/// number and asks for the next one's turn, as `END` then `BEGIN` would;
+/// returns per session {code, next} as `BEGIN`.
+pub(super) static PASS: LazyLock<Script> = session_script!("scripts/session_pass.lua");
 
 /// KEYS: session, lease, checkpoint, hold. ARGV: from, to, session TTL
 /// (ms), gaps remembered, changes channel, session name. Returns 1 if the
