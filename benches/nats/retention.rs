@@ -14,6 +14,15 @@
 //! (nothing unacked or pending, and the stream down to what it keeps: none
 //! for WorkQueue and Interest, all for Limits), timing it and the
 //! nats-server CPU it takes, then records the stream's messages and bytes.
+//!
+//! Measured (nats-server 2.9.10, 100,000 messages, 14 interleaved rounds
+//! over four invocations on a 2-core machine at load 6–12): per round,
+//! against WorkQueue, Interest had a median 0.91× the msg/s (0.60–1.37)
+//! and 1.08× the nats-server CPU per message; Limits 1.16× the msg/s
+//! (0.70–2.00) and 0.85× the CPU (0.67–1.28), a fourth of its rounds
+//! slower. Settling after the last ack took no measurable server work on
+//! any policy (under 0.05 µs per message): the deletes are done inline
+//! with the acks. Limits left all 100,000 messages (35.2 MB) behind.
 
 use crate::bench::Bench;
 use crate::common::measured::Measured;
