@@ -261,6 +261,7 @@ impl Bench {
                 sizes.in_flight_requests,
                 self.config.in_flight,
             ),
+            Scenario::Retention(retention) => self.retention(scenario, retention, sizes.messages),
         }
     }
 }

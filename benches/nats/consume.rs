@@ -3,6 +3,7 @@
 
 use crate::BATCH;
 use crate::bench::{Bench, connect};
+use crate::common::clock::Spent;
 use crate::common::measured::Measured;
 use crate::common::payload::Order;
 use crate::common::rounds::Side;
@@ -12,7 +13,7 @@ use crate::scenario::Scenario;
 use crate::streams::{CONSUMER, consumer_config, stream_config, stream_name};
 use async_nats::jetstream;
 use futures_util::StreamExt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use wharf::transport::QueueSpec;
 use wharf::{App, Broker, RouteOptions};
 
@@ -32,33 +33,7 @@ impl Bench {
                         .unwrap_or_else(|e| panic!("create stream for {queue}: {e}"));
                 });
                 self.prefill(&queue, count);
-                let client = self.runtime.block_on(connect(&self.config.url));
-                let started = Instant::now();
-                let task = self
-                    .runtime
-                    .spawn(raw_consume(client.clone(), stream_name(&queue), count));
-                let deadline = Instant::now() + RUN_DEADLINE;
-                while !recorder().wait(LOOK_EVERY) {
-                    if task.is_finished() {
-                        break;
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "{name}: not done after {RUN_DEADLINE:?}"
-                    );
-                }
-                self.runtime
-                    .block_on(async { tokio::time::timeout(RUN_DEADLINE, task).await })
-                    .unwrap_or_else(|_| panic!("{name}: not done after {RUN_DEADLINE:?}"))
-                    .expect("consumer task")
-                    .unwrap_or_else(|e| panic!("{name}: async-nats failed: {e}"));
-                let clock = recorder().take_clock();
-                let startup = clock.wall.duration_since(started);
-                let measured = clock.stop();
-                self.runtime.block_on(async {
-                    let _ = client.drain().await;
-                });
-                (measured, startup)
+                self.raw_consume_measured(&name, &queue, count)
             }
             Side::Wharf => {
                 let broker = self
@@ -108,6 +83,39 @@ impl Bench {
             latencies: Vec::new(),
             startup: Some(startup),
         }
+    }
+
+    /// Consumes the `count` messages pre-filled in `queue`'s stream with
+    /// [`raw_consume`] on the measured runtime (`recorder()` reset for
+    /// them); the clock and the start-up time.
+    pub fn raw_consume_measured(&self, name: &str, queue: &str, count: u64) -> (Spent, Duration) {
+        let client = self.runtime.block_on(connect(&self.config.url));
+        let started = Instant::now();
+        let task = self
+            .runtime
+            .spawn(raw_consume(client.clone(), stream_name(queue), count));
+        let deadline = Instant::now() + RUN_DEADLINE;
+        while !recorder().wait(LOOK_EVERY) {
+            if task.is_finished() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: not done after {RUN_DEADLINE:?}"
+            );
+        }
+        self.runtime
+            .block_on(async { tokio::time::timeout(RUN_DEADLINE, task).await })
+            .unwrap_or_else(|_| panic!("{name}: not done after {RUN_DEADLINE:?}"))
+            .expect("consumer task")
+            .unwrap_or_else(|e| panic!("{name}: async-nats failed: {e}"));
+        let clock = recorder().take_clock();
+        let startup = clock.wall.duration_since(started);
+        let measured = clock.stop();
+        self.runtime.block_on(async {
+            let _ = client.drain().await;
+        });
+        (measured, startup)
     }
 }
 

@@ -23,6 +23,13 @@
 //! throughput; it is shown apart, as `start ms`: from starting the consumer
 //! to the first message.
 //!
+//! **Retention study** (`retention/workqueue`, `retention/interest`,
+//! `retention/limits`; raw async-nats only, see `retention.rs`):
+//! `consume/raw` on a stream made as wharf's but for its retention policy,
+//! its consumer created before the pre-fill; after the clock, the time and
+//! nats-server CPU until the server has settled, and what the stream still
+//! holds (Limits keeps every acked message).
+//!
 //! **Request/reply** (`rr/<client>-<server>`: `WHARF_BENCH_REQUESTS`, 5,000,
 //! sequential requests, one at a time, after a warm-up; `rr64/…`:
 //! `WHARF_BENCH_INFLIGHT_REQUESTS`, 50,000, from 64 tasks that each keep one
@@ -76,7 +83,7 @@
 //!
 //! `WHARF_BENCH_ONLY=<items>` (comma-separated) runs only the scenarios
 //! whose name is an item, starts with `<item>/`, or ends with `/<item>`:
-//! `consume` = both consumers; `rr64` = all request/reply with 64 in
+//! `consume` = both consumers; `retention` = the three policies; `rr64` = all request/reply with 64 in
 //! flight. `WHARF_BENCH_WORKERS` changes the number of tokio workers of the
 //! measured runtime (2), `WHARF_BENCH_SERVER_WORKERS` those of the servers'
 //! runtime (2), `WHARF_BENCH_IN_FLIGHT` the requests in flight (64).
@@ -91,6 +98,8 @@ mod nats_server;
 mod recorder;
 mod report;
 mod request_reply;
+mod retention;
+mod retention_report;
 mod scenario;
 mod streams;
 
@@ -153,6 +162,7 @@ fn main() {
     let results = rounds.run(
         |scenario| {
             bench.run(scenario, config.warm_up_sizes());
+            retention::forget_leftovers();
         },
         |scenario| bench.run(scenario, config.sizes()),
         |round, scenario, measured: &Measured| {
@@ -181,4 +191,5 @@ fn main() {
         || bench.delete_all(),
     );
     report::report(config, &results);
+    retention_report::report(config, &results);
 }

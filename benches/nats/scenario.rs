@@ -2,6 +2,7 @@
 
 use crate::common::config::selected;
 use crate::common::rounds::{PAIRS, Side};
+use crate::retention::Retention;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scenario {
@@ -11,6 +12,8 @@ pub enum Scenario {
     Rpc(Side, Side),
     /// Requests with many in flight: client, server.
     RpcInFlight(Side, Side),
+    /// Raw async-nats only: `consume/raw` on a stream of this retention.
+    Retention(Retention),
 }
 
 impl Scenario {
@@ -18,6 +21,7 @@ impl Scenario {
         let mut all = vec![Scenario::Consume(Side::Raw), Scenario::Consume(Side::Wharf)];
         all.extend(PAIRS.into_iter().map(|(c, s)| Scenario::Rpc(c, s)));
         all.extend(PAIRS.into_iter().map(|(c, s)| Scenario::RpcInFlight(c, s)));
+        all.extend(Retention::ALL.into_iter().map(Scenario::Retention));
         all
     }
 
@@ -28,6 +32,7 @@ impl Scenario {
             Scenario::RpcInFlight(client, server) => {
                 format!("rr64/{}-{}", client.name(), server.name())
             }
+            Scenario::Retention(retention) => format!("retention/{}", retention.name()),
         }
     }
 
