@@ -425,14 +425,22 @@ pub(crate) async fn announces_session_changes(writer: &dyn Store, listener: &dyn
         format!("{ns}/skip"),
         format!("{ns}/abort"),
     );
-    // Nobody waits for `quiet`: its turns announce nothing.
-    for sequence in 1..=3 {
+    // Nobody waits for `quiet`: its turns announce nothing, handed over
+    // or not.
+    assert_eq!(
+        writer.session_begin(&quiet, 1, LEASE).await.unwrap(),
+        SessionTurn::Run
+    );
+    for sequence in 1..=2 {
         assert_eq!(
-            writer.session_begin(&quiet, sequence, LEASE).await.unwrap(),
-            SessionTurn::Run
+            writer
+                .session_finish_and_begin(&quiet, sequence, LEASE)
+                .await
+                .unwrap(),
+            Some(SessionTurn::Run)
         );
-        writer.session_finish(&quiet, sequence).await.unwrap();
     }
+    writer.session_finish(&quiet, 3).await.unwrap();
     // The listener holds number 2, early: finishing 1 is announced.
     assert_eq!(
         writer.session_begin(&finished, 1, LEASE).await.unwrap(),
@@ -463,6 +471,22 @@ pub(crate) async fn announces_session_changes(writer: &dyn Store, listener: &dyn
     );
     writer.session_abort(&aborted, 1, Duration::ZERO).await.unwrap();
     heard("abort with a busy waiter", &aborted).await;
+    // The listener holds number 3, early: handing 2 over with 1's end is
+    // announced.
+    let handed = format!("{ns}/hand");
+    assert_eq!(
+        writer.session_begin(&handed, 1, LEASE).await.unwrap(),
+        SessionTurn::Run
+    );
+    assert_eq!(
+        listener.session_begin(&handed, 3, LEASE).await.unwrap(),
+        SessionTurn::Early { next: 1 }
+    );
+    assert_eq!(
+        writer.session_finish_and_begin(&handed, 1, LEASE).await.unwrap(),
+        Some(SessionTurn::Run)
+    );
+    heard("hand-over with a waiter", &handed).await;
 }
 
 /// A number that failed (its retry comes back from the broker) or that a
