@@ -24,6 +24,12 @@
 //! keys of one session share a cluster slot; `%` and `}` in it are written
 //! `%25` and `%7D` (and an empty id as `%`) so that the tag is never cut short.
 //!
+//! Claims, completions and session turns made at the same time go to the
+//! server together, as one script call over a list of keys (`batch.rs`),
+//! each still its own atomic step. That needs one server holding every
+//! key: Redis Cluster (keys spread over nodes) is not supported; one
+//! server (or the primary of a replicated pair, at one address) is.
+//!
 //! TLS (`rediss://`) runs on rustls with the ring crypto provider, which is
 //! installed as the process's default provider unless the program chose
 //! one. The server's certificate is checked against the system's trust
