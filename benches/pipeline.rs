@@ -2,8 +2,10 @@
 //!
 //! A no-op handler takes a 256-byte JSON payload (decoded by wharf, which is
 //! part of the measured cost), once with the idempotency and session steps
-//! off ("plain") and once with both on: every message has its own
-//! idempotency key and belongs to one of 64 sessions, published round robin
+//! off ("plain"), once with both on, and once as "plain" behind one
+//! pass-through middleware ("plain+middleware": the hook's cost when it is
+//! used). With both steps on, every message has its own idempotency key and
+//! belongs to one of 64 sessions, published round robin
 //! in sequence order, with the route's default concurrency (32) and prefetch
 //! (288), so several messages of a session are in the worker at once and
 //! wait for their turn.
@@ -34,7 +36,7 @@
 //! ```
 //!
 //! Profiling: `WHARF_BENCH_PROFILE=<messages>` (and optionally
-//! `WHARF_BENCH_VARIANT=plain|idempotency+sessions`) runs that many messages
+//! `WHARF_BENCH_VARIANT=plain|idempotency+sessions|plain+middleware`) runs that many messages
 //! once, prints its figures (with the kernel's share of the CPU time) and
 //! exits, without criterion. The measured part lies between calls to
 //! `wharf_bench_measure_begin` and `wharf_bench_measure_end`; with callgrind,
@@ -55,6 +57,7 @@ use criterion::{Criterion, SamplingMode, Throughput};
 use serde::{Deserialize, Serialize};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
+use wharf::middleware::{self, Next, Request};
 use wharf::{App, Broker, Message, RouteOptions, RouteStats, Running};
 
 const QUEUE: &str = "bench.orders";
@@ -120,15 +123,23 @@ enum Variant {
     /// Both steps on (the route defaults), every message with a unique
     /// idempotency key and a place in one of `sessions` sessions.
     IdempotencySessions,
+    /// As `Plain`, behind one pass-through middleware that reads a header
+    /// (docs/middleware.md): what the hook costs when it is used.
+    PlainMiddleware,
 }
 
 impl Variant {
-    const ALL: [Variant; 2] = [Variant::Plain, Variant::IdempotencySessions];
+    const ALL: [Variant; 3] = [
+        Variant::Plain,
+        Variant::IdempotencySessions,
+        Variant::PlainMiddleware,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Variant::Plain => "plain",
             Variant::IdempotencySessions => "idempotency+sessions",
+            Variant::PlainMiddleware => "plain+middleware",
         }
     }
 
@@ -139,7 +150,7 @@ impl Variant {
     /// CPU time per message the project aims for.
     fn goal(self) -> Duration {
         match self {
-            Variant::Plain => Duration::from_micros(1),
+            Variant::Plain | Variant::PlainMiddleware => Duration::from_micros(1),
             Variant::IdempotencySessions => Duration::from_micros(3),
         }
     }
@@ -148,6 +159,12 @@ impl Variant {
         match self {
             Variant::Plain => RouteOptions::new().idempotency(false).sessions(false),
             Variant::IdempotencySessions => RouteOptions::new(),
+            Variant::PlainMiddleware => Variant::Plain.options().middleware(middleware::from_fn(
+                |request: Request, next: Next| async move {
+                    black_box(request.header("x-tenant"));
+                    next.run(request).await
+                },
+            )),
         }
     }
 
@@ -156,7 +173,7 @@ impl Variant {
     fn message(self, payload: &Bytes, sessions: u64, index: u64) -> Message {
         let message = Message::new(payload.clone()).with_content_type(wharf::codec::JSON);
         match self {
-            Variant::Plain => message,
+            Variant::Plain | Variant::PlainMiddleware => message,
             Variant::IdempotencySessions => message
                 .with_idempotency_key(format!("order-{index:010}"))
                 .with_session(format!("customer-{:04}", index % sessions), index / sessions + 1),
@@ -502,7 +519,9 @@ fn summary(bench: &Bench, mode: Mode) {
 fn profile(bench: &Bench, messages: u64) {
     let variant = match std::env::var("WHARF_BENCH_VARIANT") {
         Ok(name) => Variant::from_name(&name).unwrap_or_else(|| {
-            panic!("WHARF_BENCH_VARIANT must be plain or idempotency+sessions, not {name:?}")
+            panic!(
+                "WHARF_BENCH_VARIANT must be plain, idempotency+sessions or plain+middleware, not {name:?}"
+            )
         }),
         Err(_) => Variant::Plain,
     };

@@ -29,7 +29,7 @@ pub use error::{BrokerError, BrokerErrorKind, Error, Failure, IntoFailure};
 pub use handler::context::Context;
 pub use handler::extract::{FromMessage, Incoming, Meta, Raw, Rejection, State};
 pub use handler::outcome::{IntoOutcome, Outcome, Reply};
-pub use handler::{Handler, HandlerFuture};
+pub use handler::{Handler, HandlerFuture, middleware};
 pub use ops::dead_letters::{DeadLetter, DeadLetters};
 pub use ops::health::{Health, Phase};
 pub use ops::stats::RouteStats;
@@ -38,6 +38,11 @@ pub use pipeline::route_options::{GapPolicy, RouteOptions};
 pub use wire::codec::{Codec, CodecError};
 pub use wire::dead_letter_reason::DeadLetterReason;
 pub use wire::message::Message;
+
+/// The examples of docs/middleware.md run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/middleware.md")]
+pub struct MiddlewareDoctests;
 
 /// The README's Rust examples compile as doc tests.
 #[cfg(doctest)]

@@ -7,6 +7,7 @@ pub mod shutdown;
 use crate::app::broker::Broker;
 use crate::app::running::{RouteControl, Running};
 use crate::error::{BrokerError, BrokerErrorKind};
+use crate::handler::middleware::{Layers, Middleware};
 use crate::handler::route_shared::RouteShared;
 use crate::handler::{BoxedHandler, Handler, boxed};
 use crate::pipeline::route_options::RouteOptions;
@@ -44,6 +45,7 @@ pub struct App<S = ()> {
     store: Arc<dyn Store>,
     grace: Duration,
     http: Option<SocketAddr>,
+    middleware: Layers,
 }
 
 /// Environment variable that sets (or, with `off`, disables) the address of
@@ -75,6 +77,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
             store: Arc::new(MemoryStore::new()),
             grace: Duration::from_secs(25),
             http: None,
+            middleware: Layers::default(),
         }
     }
 
@@ -103,6 +106,14 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
             handler_name,
             options,
         });
+        self
+    }
+
+    /// Adds `middleware` around the handler of every route, outside each
+    /// route's own ([`RouteOptions::middleware`]); the first added runs
+    /// first. See [`wharf::middleware`](crate::middleware).
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.middleware.push(middleware);
         self
     }
 
@@ -185,9 +196,14 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
                 store: self.store.clone(),
                 max_attempts: route.options.max_attempts,
             };
+            let handler = route
+                .options
+                .middleware
+                .after(&self.middleware)
+                .wrap(route.handler, self.state.clone());
             let pipeline = Arc::new(Pipeline::new(
                 shared,
-                route.handler,
+                handler,
                 self.state.clone(),
                 &route.options,
                 lifecycle.clone(),

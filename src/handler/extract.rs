@@ -13,6 +13,7 @@ use crate::wire::headers::Headers;
 use crate::wire::message::Message;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -57,6 +58,8 @@ impl Incoming<'_> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejection {
     pub(crate) reason: DeadLetterReason,
+    /// The error kind, when it is not the reason's name.
+    pub(crate) kind: Option<Cow<'static, str>>,
     pub(crate) message: String,
 }
 
@@ -65,8 +68,25 @@ impl Rejection {
     pub fn decode(message: impl Into<String>) -> Self {
         Rejection {
             reason: DeadLetterReason::Decode,
+            kind: None,
             message: message.into(),
         }
+    }
+
+    /// A refusal by a [`Middleware`](crate::middleware::Middleware): reason
+    /// `refused`, with the middleware's own error `kind`.
+    pub fn refused(kind: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        Rejection {
+            reason: DeadLetterReason::Refused,
+            kind: Some(kind.into()),
+            message: message.into(),
+        }
+    }
+
+    /// The error kind: the one given to [`refused`](Rejection::refused), or
+    /// the reason's name.
+    pub fn kind(&self) -> &str {
+        self.kind.as_deref().unwrap_or(self.reason.as_str())
     }
 
     /// Why the message was dead-lettered.

@@ -2,6 +2,7 @@
 
 pub(crate) mod context;
 pub(crate) mod extract;
+pub mod middleware;
 pub(crate) mod outcome;
 pub(crate) mod route_shared;
 

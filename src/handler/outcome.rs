@@ -6,8 +6,10 @@ use crate::wire::codec::Codec;
 use bytes::Bytes;
 use serde::Serialize;
 
-/// The result of one handler run, as the pipeline settles it.
+/// The result of one handler run, as the pipeline settles it, and what a
+/// [`Middleware`](crate::middleware::Middleware) returns.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Outcome {
     /// Handled. `reply` holds the encoded return value when a reply was asked for.
     Done {
@@ -16,7 +18,8 @@ pub enum Outcome {
     },
     /// The handler failed; retried unless permanent or out of attempts.
     Failed(Failure),
-    /// The message is poison (an extractor refused it): dead-lettered at once.
+    /// The message is poison (an extractor refused it) or a middleware
+    /// refused it: dead-lettered at once.
     Rejected(Rejection),
 }
 
@@ -47,7 +50,7 @@ pub trait IntoOutcome {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reply<T>(pub T);
 
-fn done<T: Serialize + ?Sized>(value: &T, reply: Option<Codec>) -> Outcome {
+pub(crate) fn done<T: Serialize + ?Sized>(value: &T, reply: Option<Codec>) -> Outcome {
     let Some(codec) = reply else {
         return Outcome::Done { reply: None };
     };

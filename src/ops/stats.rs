@@ -36,7 +36,7 @@ stats! {
     /// Failed attempts sent back for a later retry.
     retried,
     /// Dead-lettered after the handler ran: permanent error, attempts
-    /// exhausted, or a session gap.
+    /// exhausted, or a session gap; and messages a middleware refused.
     dead_lettered,
     /// Bad input dead-lettered without a handler run: undecodable body,
     /// unknown content type, oversized body, malformed headers.

@@ -49,6 +49,7 @@ use job::{Job, Keys};
 use observe::Observer;
 use retry::RetryPolicy;
 use session::{SessionGate, TurnEnd};
+use std::borrow::Cow;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -411,7 +412,12 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
             Invocation::Done(reply) => Box::pin(self.succeed(job, reply)),
             Invocation::Failed(failure) => Box::pin(self.fail(job, attempt, failure)),
             Invocation::Rejected(rejection) => Box::pin(async move {
-                let failure = Failure::new(true, rejection.reason.as_str(), rejection.message);
+                let failure = Failure {
+                    permanent: true,
+                    kind: rejection.kind.unwrap_or(Cow::Borrowed(rejection.reason.as_str())),
+                    message: rejection.message,
+                    details: None,
+                };
                 self.dead_letter(job, rejection.reason, &failure, true).await;
             }),
             Invocation::Aborted => Box::pin(self.give_back(job)),

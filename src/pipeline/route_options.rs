@@ -1,5 +1,6 @@
 //! Per-route options: concurrency, retries, timeouts, priority, sessions.
 
+use crate::handler::middleware::{Layers, Middleware};
 use crate::pipeline::backoff::Backoff;
 use crate::transport::DEFAULT_LEASE;
 use std::time::Duration;
@@ -54,6 +55,7 @@ pub struct RouteOptions {
     pub(crate) gap_policy: GapPolicy,
     pub(crate) defer_delay: Duration,
     pub(crate) lease: Option<Duration>,
+    pub(crate) middleware: Layers,
 }
 
 impl Default for RouteOptions {
@@ -76,6 +78,7 @@ impl Default for RouteOptions {
             gap_policy: GapPolicy::DeadLetter,
             defer_delay: Duration::from_millis(500),
             lease: None,
+            middleware: Layers::default(),
         }
     }
 }
@@ -244,6 +247,14 @@ impl RouteOptions {
     /// a gap.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = Some(lease);
+        self
+    }
+
+    /// Adds `middleware` around this route's handler, inside the app's own
+    /// ([`App::middleware`](crate::App::middleware)); the first added runs
+    /// first. See [`wharf::middleware`](crate::middleware).
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.middleware.push(middleware);
         self
     }
 

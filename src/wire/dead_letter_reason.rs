@@ -27,11 +27,14 @@ pub enum DeadLetterReason {
     MaxAttempts,
     /// The message waited for a missing session sequence number too long.
     SessionGap,
+    /// A middleware refused the message before its handler ran
+    /// (`Request::refuse`); the error kind says why.
+    Refused,
 }
 
 impl DeadLetterReason {
     /// Every reason, for pre-registering metrics.
-    pub const ALL: [DeadLetterReason; 8] = [
+    pub const ALL: [DeadLetterReason; 9] = [
         DeadLetterReason::Decode,
         DeadLetterReason::ContentType,
         DeadLetterReason::TooLarge,
@@ -40,6 +43,7 @@ impl DeadLetterReason {
         DeadLetterReason::Permanent,
         DeadLetterReason::MaxAttempts,
         DeadLetterReason::SessionGap,
+        DeadLetterReason::Refused,
     ];
 
     /// The header value.
@@ -53,6 +57,7 @@ impl DeadLetterReason {
             DeadLetterReason::Permanent => "permanent",
             DeadLetterReason::MaxAttempts => "max-attempts",
             DeadLetterReason::SessionGap => "session-gap",
+            DeadLetterReason::Refused => "refused",
         }
     }
 
