@@ -16,8 +16,8 @@
 //! | `WHARF_PREFETCH` | 2 × concurrency | unsettled deliveries per worker |
 //! | `WHARF_MAX_ATTEMPTS` | `5` | attempts before a message is dead-lettered |
 //! | `WHARF_BACKOFF_MS` | `1000` | first retry delay (doubling, capped at 60 s, jittered) |
-//! | `WHARF_SHUTDOWN_GRACE_SECONDS` | `25` | drain time after SIGTERM; keep the pod's `terminationGracePeriodSeconds` above it |
-//! | `WHARF_HTTP_ADDR` | `0.0.0.0:8080` | `/healthz`, `/readyz`, `/metrics`; `off` disables |
+//! | `WHARF_SHUTDOWN_GRACE_SECONDS` | `25` | drain time after SIGTERM, whole seconds up to 86400; keep the pod's `terminationGracePeriodSeconds` above it (read by `App::config_from_env`) |
+//! | `WHARF_HTTP_ADDR` | `0.0.0.0:8080` | `/healthz`, `/readyz`, `/metrics`; `off` disables (read by `App::config_from_env`) |
 //! | `WHARF_STORE_URL` | in-memory | `redis://[user:password@]host:6379[/db]` or `rediss://…` (feature `redis`) or a NATS URL as for the broker (feature `nats`): idempotency and sessions shared by all pods; credentials never printed (another scheme is reported by its scheme only). Unset, each process keeps its own: several pods need a shared store |
 //! | `WHARF_STORE_CA_FILE` | system trust store | PEM file of the CA that signed the certificate of a `rediss://` store (a private CA) |
 //! | `WHARF_MEMORY_STORE_MAX_KEYS` | `100000` | idempotency records the in-memory store keeps (about 220 bytes each plus a stored reply); past it the completed ones closest to expiry are evicted |
@@ -153,7 +153,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prefetch: usize = env_or("WHARF_PREFETCH", concurrency * 2)?;
     let attempts: u32 = env_or("WHARF_MAX_ATTEMPTS", 5)?;
     let backoff_ms: u64 = env_or("WHARF_BACKOFF_MS", 1000)?;
-    let grace: u64 = env_or("WHARF_SHUTDOWN_GRACE_SECONDS", 25)?;
     let http: SocketAddr = "0.0.0.0:8080".parse()?;
 
     let broker = Broker::from_env().await?;
@@ -169,9 +168,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ));
     let app = App::new(broker)
         .route_with(&queue, place_order, options)
-        .shutdown_grace(Duration::from_secs(grace))
-        // WHARF_HTTP_ADDR overrides this (or turns it off).
-        .http(http);
+        .shutdown_grace(Duration::from_secs(25))
+        .http(http)
+        // WHARF_HTTP_ADDR and WHARF_SHUTDOWN_GRACE_SECONDS override the two
+        // lines above: wharf reads them here, when asked, and nowhere else.
+        .config_from_env()?;
     let app = store(app, std::env::var("WHARF_STORE_URL").ok()).await?;
     app.run().await?;
     tracing::info!("worker stopped");

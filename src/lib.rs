@@ -21,9 +21,10 @@ pub use ops::metrics;
 pub use transport::amqp;
 pub use wire::{codec, headers};
 
+pub use app::App;
 pub use app::broker::{BROKER_URL_ENV, Broker};
+pub use app::config::{Config, HTTP_ADDR_ENV, HttpListener, SHUTDOWN_GRACE_ENV};
 pub use app::running::{Running, ShutdownReport};
-pub use app::{App, HTTP_ADDR_ENV};
 pub use client::{Client, DEFAULT_REQUEST_TIMEOUT, RemoteError, RequestError};
 pub use error::{BrokerError, BrokerErrorKind, Error, Failure, IntoFailure};
 pub use handler::context::Context;

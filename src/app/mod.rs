@@ -1,10 +1,12 @@
 //! The app builder: routes, state, store, shutdown grace.
 
 pub(crate) mod broker;
+pub(crate) mod config;
 pub(crate) mod running;
 pub mod shutdown;
 
 use crate::app::broker::Broker;
+use crate::app::config::{Config, HttpListener};
 use crate::app::running::{RouteControl, Running};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::handler::middleware::{Layers, Middleware};
@@ -47,11 +49,6 @@ pub struct App<S = ()> {
     http: Option<SocketAddr>,
     middleware: Layers,
 }
-
-/// Environment variable that sets (or, with `off`, disables) the address of
-/// the `/healthz`, `/readyz` and `/metrics` listener, over
-/// [`App::http`]: `WHARF_HTTP_ADDR=0.0.0.0:8080`.
-pub const HTTP_ADDR_ENV: &str = "WHARF_HTTP_ADDR";
 
 struct RouteDef<S> {
     queue: String,
@@ -125,7 +122,9 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
 
     /// How long in-flight handlers may run on after shutdown begins before
     /// they are abandoned and their messages returned (default 25 s, under
-    /// Kubernetes' default 30 s termination grace period).
+    /// Kubernetes' default 30 s termination grace period). A [`Config`]
+    /// applied later ([`App::config`], [`App::config_from_env`]) may
+    /// override it.
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
         self
@@ -135,29 +134,50 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
     /// draining: 200, else 503 with the reason) and `/metrics` (Prometheus
     /// text format, wharf's exporter installed as the process's `metrics`
     /// recorder) on `addr`, from start until the app is dropped. Off unless
-    /// set here or by [`HTTP_ADDR_ENV`], which overrides it (`off`
-    /// disables it). Port 0 picks a free port: see
-    /// [`Running::http_addr`].
+    /// set here or by a [`Config`] applied with [`App::config`] (such as
+    /// [`HTTP_ADDR_ENV`](crate::HTTP_ADDR_ENV) through
+    /// [`App::config_from_env`]); the app reads no environment variable on
+    /// its own. Port 0 picks a free port: see [`Running::http_addr`].
     pub fn http(mut self, addr: SocketAddr) -> Self {
         self.http = Some(addr);
         self
     }
 
-    /// The listener address after the environment's say.
-    fn http_addr(&self) -> Result<Option<SocketAddr>, BrokerError> {
-        let Ok(value) = std::env::var(HTTP_ADDR_ENV) else {
-            return Ok(self.http);
-        };
-        let value = value.trim();
-        if value.is_empty() || value.eq_ignore_ascii_case("off") {
-            return Ok(None);
+    /// Applies the settings `config` has (those that are `Some`), over what
+    /// the code set before; the others stay as they are.
+    pub fn config(mut self, config: &Config) -> Self {
+        match config.http {
+            Some(HttpListener::Off) => self.http = None,
+            Some(HttpListener::At(addr)) => self.http = Some(addr),
+            None => {}
         }
-        value.parse().map(Some).map_err(|_| {
-            BrokerError::new(
-                BrokerErrorKind::Config,
-                format!("{HTTP_ADDR_ENV}={value:?} is not an address like 0.0.0.0:8080 (or off)"),
-            )
-        })
+        if let Some(grace) = config.shutdown_grace {
+            self.grace = grace;
+        }
+        self
+    }
+
+    /// The environment's overrides: [`Config::from_env`] (`WHARF_HTTP_ADDR`,
+    /// `WHARF_SHUTDOWN_GRACE_SECONDS`) applied with [`App::config`], over
+    /// what the code set before this call. The one place an app reads the
+    /// environment: without this call (or [`App::config`] with a
+    /// [`Config`] from elsewhere), those variables are ignored.
+    ///
+    /// ```no_run
+    /// # async fn order(n: u64) {}
+    /// use wharf::{App, Broker};
+    ///
+    /// # async fn run() -> Result<(), wharf::BrokerError> {
+    /// App::new(Broker::from_env().await?)
+    ///     .route("orders", order)
+    ///     .http("0.0.0.0:8080".parse().unwrap())
+    ///     .config_from_env()?
+    ///     .run()
+    ///     .await
+    /// # }
+    /// ```
+    pub fn config_from_env(self) -> Result<Self, BrokerError> {
+        Ok(self.config(&Config::from_env()?))
     }
 
     /// Declares every queue, starts consuming and returns the running app.
@@ -174,7 +194,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
         let transport = self.broker.transport().clone();
         let lifecycle = Lifecycle::default();
         let mut running = Running::new(transport.clone(), lifecycle.clone(), self.grace);
-        if let Some(addr) = self.http_addr()? {
+        if let Some(addr) = self.http {
             // Up while starting too: alive, not ready yet.
             running.serve_http(addr).await?;
         }
