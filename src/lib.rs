@@ -8,6 +8,7 @@ mod handler;
 mod ops;
 mod pipeline;
 pub mod store;
+pub mod testing;
 // Only the broker tests use it (behind their features).
 #[cfg(all(test, any(feature = "amqp", feature = "nats", feature = "redis")))]
 mod test_support;

@@ -13,7 +13,7 @@ use crate::handler::middleware::{Layers, Middleware};
 use crate::handler::route_shared::RouteShared;
 use crate::handler::{BoxedHandler, Handler, boxed};
 use crate::pipeline::route_options::RouteOptions;
-use crate::pipeline::{Lifecycle, Pipeline};
+use crate::pipeline::{Lifecycle, Pipeline, SettleListener};
 use crate::store::{MemoryStore, Store};
 use crate::transport::QueueSpec;
 use std::collections::HashSet;
@@ -48,6 +48,8 @@ pub struct App<S = ()> {
     grace: Duration,
     http: Option<SocketAddr>,
     middleware: Layers,
+    /// Told of every settlement: set by `wharf::testing` only.
+    settle_listener: Option<SettleListener>,
 }
 
 struct RouteDef<S> {
@@ -75,6 +77,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
             grace: Duration::from_secs(25),
             http: None,
             middleware: Layers::default(),
+            settle_listener: None,
         }
     }
 
@@ -227,6 +230,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
                 self.state.clone(),
                 &route.options,
                 lifecycle.clone(),
+                self.settle_listener.clone(),
             ));
             if route.options.sessions {
                 pipeline.follow_session_changes();
@@ -273,5 +277,16 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
         tracing::info!("shutdown signal received; draining");
         running.shutdown().await;
         Ok(())
+    }
+
+    /// Tells `listener` of every settlement on every route (`wharf::testing`).
+    pub(crate) fn with_settle_listener(mut self, listener: SettleListener) -> Self {
+        self.settle_listener = Some(listener);
+        self
+    }
+
+    /// The broker the app runs on.
+    pub(crate) fn broker(&self) -> &Broker {
+        &self.broker
     }
 }

@@ -30,6 +30,7 @@ mod settle;
 mod validate;
 
 pub(crate) use observe::Handled;
+pub(crate) use settle::{SettleEvent, SettleListener};
 
 use crate::error::{BrokerError, Failure};
 use crate::handler::BoxedHandler;
@@ -132,6 +133,8 @@ pub(crate) struct Pipeline<S> {
     /// The pipeline (not a handler) panicked since the consumer last looked.
     pub(crate) panicked: AtomicBool,
     pub(crate) lifecycle: Lifecycle,
+    /// Told of each settlement (`wharf::testing`); see [`settle`].
+    settle_listener: Option<SettleListener>,
 }
 
 impl<S: Send + Sync + 'static> Pipeline<S> {
@@ -141,6 +144,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         state: S,
         options: &RouteOptions,
         lifecycle: Lifecycle,
+        settle_listener: Option<SettleListener>,
     ) -> Self {
         let observe = Observer::new(&shared.queue, &shared.handler_name);
         Pipeline {
@@ -176,6 +180,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
             recent_runs: AtomicU8::new(0),
             panicked: AtomicBool::new(false),
             lifecycle,
+            settle_listener,
             shared: Arc::new(shared),
         }
     }

@@ -9,8 +9,10 @@ use crate::pipeline::route_options::GapPolicy;
 use crate::store::{SessionPosition, SessionTurn};
 use crate::wire::dead_letter_reason::DeadLetterReason;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// Tokio's clock: a paused test clock moves leases and timeouts on too.
 use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
 
 impl<S: Send + Sync + 'static> Pipeline<S> {
     /// Follows the store's session changes (when it reports them), waking

@@ -7,7 +7,9 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// Tokio's clock: a paused test clock moves leases and timeouts on too.
+use tokio::time::Instant;
 
 enum RecordState {
     Claimed { token: ClaimToken },

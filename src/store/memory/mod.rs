@@ -26,7 +26,9 @@ use bytes::Bytes;
 use metrics::{Counter, Gauge, counter, gauge};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// Tokio's clock: a paused test clock moves leases and timeouts on too.
+use tokio::time::Instant;
 
 /// How long an idle session's state is kept before it is forgotten.
 const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);

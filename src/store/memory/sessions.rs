@@ -6,7 +6,9 @@ use crate::store::{REMEMBERED_GAPS, SessionTurn};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// Tokio's clock: a paused test clock moves leases and timeouts on too.
+use tokio::time::Instant;
 
 pub(super) struct SessionRecord {
     pub(super) next: u64,

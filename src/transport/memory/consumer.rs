@@ -32,7 +32,7 @@ impl Consumer {
                 Some(due) => {
                     tokio::select! {
                         () = available => {}
-                        () = tokio::time::sleep_until(due.into()) => {}
+                        () = tokio::time::sleep_until(due) => {}
                     }
                 }
                 None => available.await,

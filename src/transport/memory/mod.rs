@@ -51,6 +51,12 @@ impl MemoryTransport {
         }
     }
 
+    /// Publishes `message` itself, not a copy: its deliveries carry this
+    /// very `Arc`, by which `wharf::testing` knows them.
+    pub(crate) fn publish_shared(&self, queue: &str, message: Arc<Message>) {
+        self.queue(queue).push(message, 0);
+    }
+
     fn queue(&self, name: &str) -> Arc<Queue> {
         let mut queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(queue) = queues.get(name) {

@@ -5,8 +5,12 @@ use crate::transport::lanes::Lanes;
 use crate::wire::message::Message;
 use std::collections::BinaryHeap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Notify;
+// Tokio's clock, not std's: under a paused test clock (`start_paused`) a
+// delayed redelivery is due as soon as the runtime has nothing else to do,
+// so a test of a 60 s backoff takes no 60 s.
+use tokio::time::Instant;
 
 /// A queued message.
 pub(crate) struct Entry {
