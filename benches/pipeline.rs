@@ -2,13 +2,14 @@
 //!
 //! A no-op handler takes a 256-byte JSON payload (decoded by wharf, which is
 //! part of the measured cost), once with the idempotency and session steps
-//! off ("plain"), once with both on, and once as "plain" behind one
-//! pass-through middleware ("plain+middleware": the hook's cost when it is
-//! used). With both steps on, every message has its own idempotency key and
-//! belongs to one of 64 sessions, published round robin
-//! in sequence order, with the route's default concurrency (32) and prefetch
-//! (288), so several messages of a session are in the worker at once and
-//! wait for their turn.
+//! off ("plain"), once with both on, and as "plain" behind one pass-through
+//! middleware ("plain+middleware": the hook's cost when it is used) and
+//! behind the same pass-through as a `tower::Layer` ("plain+tower": the
+//! figure behind not building the hook on tower). With both steps on, every
+//! message has its own idempotency key and belongs to one of 64 sessions,
+//! published round robin in sequence order, with the route's default
+//! concurrency (32) and prefetch (288), so several messages of a session
+//! are in the worker at once and wait for their turn.
 //!
 //! The bench fails if any message is deferred: with in-order sessions a
 //! deferral means the session step lost track of order (an earlier version
@@ -36,7 +37,7 @@
 //! ```
 //!
 //! Profiling: `WHARF_BENCH_PROFILE=<messages>` (and optionally
-//! `WHARF_BENCH_VARIANT=plain|idempotency+sessions|plain+middleware`) runs that many messages
+//! `WHARF_BENCH_VARIANT=plain|idempotency+sessions|plain+middleware|plain+tower`) runs that many messages
 //! once, prints its figures (with the kernel's share of the CPU time) and
 //! exits, without criterion. The measured part lies between calls to
 //! `wharf_bench_measure_begin` and `wharf_bench_measure_end`; with callgrind,
@@ -54,9 +55,11 @@
 
 use bytes::Bytes;
 use criterion::{Criterion, SamplingMode, Throughput};
+use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
+use tower::ServiceExt;
 use wharf::middleware::{self, Next, Request};
 use wharf::{App, Broker, Message, RouteOptions, RouteStats, Running};
 
@@ -126,13 +129,18 @@ enum Variant {
     /// As `Plain`, behind one pass-through middleware that reads a header
     /// (docs/middleware.md): what the hook costs when it is used.
     PlainMiddleware,
+    /// As `PlainMiddleware`, with the pass-through done by a `tower::Layer`
+    /// instead: the stack built and called with `oneshot` per message, as a
+    /// `Service` (`call(&mut self)`) shared by concurrent messages must be.
+    PlainTower,
 }
 
 impl Variant {
-    const ALL: [Variant; 3] = [
+    const ALL: [Variant; 4] = [
         Variant::Plain,
         Variant::IdempotencySessions,
         Variant::PlainMiddleware,
+        Variant::PlainTower,
     ];
 
     fn name(self) -> &'static str {
@@ -140,6 +148,7 @@ impl Variant {
             Variant::Plain => "plain",
             Variant::IdempotencySessions => "idempotency+sessions",
             Variant::PlainMiddleware => "plain+middleware",
+            Variant::PlainTower => "plain+tower",
         }
     }
 
@@ -150,7 +159,7 @@ impl Variant {
     /// CPU time per message the project aims for.
     fn goal(self) -> Duration {
         match self {
-            Variant::Plain | Variant::PlainMiddleware => Duration::from_micros(1),
+            Variant::Plain | Variant::PlainMiddleware | Variant::PlainTower => Duration::from_micros(1),
             Variant::IdempotencySessions => Duration::from_micros(3),
         }
     }
@@ -159,6 +168,25 @@ impl Variant {
         match self {
             Variant::Plain => RouteOptions::new().idempotency(false).sessions(false),
             Variant::IdempotencySessions => RouteOptions::new(),
+            Variant::PlainTower => {
+                Variant::Plain
+                    .options()
+                    .middleware(middleware::from_fn(|request: Request, next: Next| {
+                        // `oneshot` calls it once; a `Service` is `FnMut`.
+                        let mut next = Some(next);
+                        let rest = tower::service_fn(move |request: Request| {
+                            let next = next.take().expect("oneshot calls the service once");
+                            next.run(request).map(Ok::<_, std::convert::Infallible>)
+                        });
+                        let stack = tower::ServiceBuilder::new()
+                            .layer(tower::layer::layer_fn(ReadsHeader))
+                            .service(rest);
+                        stack.oneshot(request).map(|outcome| match outcome {
+                            Ok(outcome) => outcome,
+                            Err(never) => match never {},
+                        })
+                    }))
+            }
             Variant::PlainMiddleware => Variant::Plain.options().middleware(middleware::from_fn(
                 |request: Request, next: Next| async move {
                     black_box(request.header("x-tenant"));
@@ -173,11 +201,30 @@ impl Variant {
     fn message(self, payload: &Bytes, sessions: u64, index: u64) -> Message {
         let message = Message::new(payload.clone()).with_content_type(wharf::codec::JSON);
         match self {
-            Variant::Plain | Variant::PlainMiddleware => message,
+            Variant::Plain | Variant::PlainMiddleware | Variant::PlainTower => message,
             Variant::IdempotencySessions => message
                 .with_idempotency_key(format!("order-{index:010}"))
                 .with_session(format!("customer-{:04}", index % sessions), index / sessions + 1),
         }
+    }
+}
+
+/// The `plain+tower` variant's layer: reads a header, passes the request on.
+#[derive(Clone)]
+struct ReadsHeader<S>(S);
+
+impl<S: tower::Service<Request>> tower::Service<Request> for ReadsHeader<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> S::Future {
+        black_box(request.header("x-tenant"));
+        self.0.call(request)
     }
 }
 
