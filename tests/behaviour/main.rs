@@ -58,6 +58,7 @@ macro_rules! for_every_case {
                 backoff_delay_is_respected,
                 exhausted_retries_are_dead_lettered_with_reasons,
                 permanent_error_is_dead_lettered_at_once,
+                middleware_refuses_replies_and_lets_through,
                 panic_counts_as_a_failed_attempt,
                 timeout_counts_as_a_failed_attempt,
                 dead_letters_can_be_listed_replayed_and_purged,

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod idempotency;
+mod middleware;
 mod outside_headers;
 mod payloads;
 mod priority;
@@ -14,6 +15,7 @@ mod tracing;
 
 pub use bad_input::*;
 pub use idempotency::*;
+pub use middleware::*;
 pub use outside_headers::*;
 pub use payloads::*;
 pub use priority::*;
