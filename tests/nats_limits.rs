@@ -83,7 +83,7 @@ async fn a_message_over_max_payload_is_refused_at_publish_so_too_large_never_hap
     let error = over.expect_err("a message over max_payload is refused at publish");
     assert_eq!(error.kind(), BrokerErrorKind::Publish, "{error}");
     assert!(
-        error.to_string().contains("max payload size exceeded"),
+        support::chain(&error).contains("max payload size exceeded"),
         "the error says why: {error}"
     );
     at_limit.expect("a message of exactly max_payload bytes is stored");

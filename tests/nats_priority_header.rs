@@ -113,13 +113,13 @@ async fn wharfs_client_refuses_a_priority_no_lane_can_carry() {
     broker.declare(&spec).await.expect("declared");
     let message = wharf::Message::json(&1).unwrap().with_priority(10);
     let error = broker.client().send(&queue, message.clone()).await.unwrap_err();
-    assert!(error.to_string().contains("priority 10"), "{error}");
+    assert!(support::chain(&error).contains("priority 10"), "{error:?}");
     let error = broker
         .client()
         .request_message(&queue, message, Duration::from_secs(5))
         .await
         .unwrap_err();
-    assert!(error.to_string().contains("priority 10"), "{error}");
+    assert!(support::chain(&error).contains("priority 10"), "{error:?}");
     let depth = broker.transport().depth(&queue).await.unwrap();
     assert_eq!(depth, 0, "nothing was stored");
     broker.delete_queue(&queue).await.unwrap();

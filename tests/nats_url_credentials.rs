@@ -104,7 +104,7 @@ async fn store_works(url: &str, server: &LocalServer) {
 async fn refused(url: &str) {
     let error = Broker::connect(url).await.expect_err("the server refuses it");
     assert_eq!(error.kind(), BrokerErrorKind::Connection, "{error}");
-    let shown = format!("{error} {error:?}");
+    let shown = format!("{} {error:?}", support::chain(&error));
     for secret in [PASSWORD, PASSWORD_ENCODED, TOKEN, "wrong-pw-5v8h"] {
         assert!(!shown.contains(secret), "{secret} in {shown}");
     }
@@ -177,7 +177,7 @@ async fn different_credentials_on_several_servers_are_a_configuration_error() {
         NatsKvStore::connect(url).await.unwrap_err(),
     ] {
         assert_eq!(error.kind(), BrokerErrorKind::Config, "{error}");
-        let shown = format!("{error} {error:?}");
+        let shown = format!("{} {error:?}", support::chain(&error));
         assert!(shown.contains("different credentials"), "{shown}");
         assert!(
             !shown.contains("pw-one-3k") && !shown.contains("pw-two-8m"),

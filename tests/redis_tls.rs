@@ -285,7 +285,7 @@ async fn a_wrong_setup_is_refused_clearly() {
     let error = RedisStore::connect(&format!("rediss://user:hunter2@{}", server.addr()))
         .await
         .expect_err("an unknown CA is refused");
-    let shown = format!("{error}");
+    let shown = support::chain(&error);
     eprintln!("rediss:// without the CA: {shown}");
     assert!(error.is_connection(), "{shown}");
     assert!(
@@ -298,7 +298,7 @@ async fn a_wrong_setup_is_refused_clearly() {
     let error = RedisStore::connect(&format!("redis://{}", server.addr()))
         .await
         .expect_err("plain text to a TLS port fails");
-    let shown = format!("{error}");
+    let shown = support::chain(&error);
     eprintln!("redis:// to the TLS port: {shown}");
     assert!(error.is_connection(), "{shown}");
     assert!(shown.contains("use rediss://"), "the error suggests TLS: {shown}");

@@ -87,7 +87,7 @@ impl Running {
         let metrics = match crate::ops::metrics::exporter::install() {
             Ok(exporter) => Some(exporter),
             Err(error) => {
-                tracing::warn!(%error, "/metrics will answer 503");
+                tracing::warn!(error = %crate::error::Chain(&error), "/metrics will answer 503");
                 None
             }
         };

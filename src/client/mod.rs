@@ -292,19 +292,30 @@ impl RequestError {
     }
 }
 
+/// Only what went wrong with the request; the error behind it (the error
+/// reply, the broker's error, the codec's) is its `source()`.
 impl fmt::Display for RequestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RequestError::Timeout { queue, after } => write!(f, "no reply from {queue:?} within {after:?}"),
-            RequestError::Remote(e) => write!(f, "request failed: {e}"),
-            RequestError::Broker(e) => write!(f, "request not delivered: {e}"),
-            RequestError::Encode(e) => write!(f, "request not sent: {e}"),
-            RequestError::Decode(e) => write!(f, "reply unusable: {e}"),
+            RequestError::Remote(_) => f.write_str("request failed"),
+            RequestError::Broker(_) => f.write_str("request not delivered"),
+            RequestError::Encode(_) => f.write_str("request not sent"),
+            RequestError::Decode(_) => f.write_str("reply unusable"),
         }
     }
 }
 
-impl std::error::Error for RequestError {}
+impl std::error::Error for RequestError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RequestError::Timeout { .. } => None,
+            RequestError::Remote(e) => Some(e),
+            RequestError::Broker(e) => Some(e),
+            RequestError::Encode(e) | RequestError::Decode(e) => Some(e),
+        }
+    }
+}
 
 /// An error reply: the handler's error kind, message and details.
 #[derive(Clone, Debug, PartialEq)]
@@ -331,10 +342,59 @@ impl fmt::Display for RemoteError {
     }
 }
 
+/// The cause of [`RequestError::Remote`].
+impl std::error::Error for RemoteError {}
+
 #[cfg(all(test, not(wharf_loom)))]
 mod tests {
     use super::*;
     use crate::transport::memory::MemoryTransport;
+
+    #[test]
+    fn request_errors_show_their_cause_through_source() {
+        use crate::error::{Chain, IntoFailure};
+        use std::error::Error as _;
+        let error = RequestError::Broker(
+            BrokerError::new(BrokerErrorKind::Publish, "publishing the request failed")
+                .with_source(std::io::Error::other("connection reset")),
+        );
+        assert_eq!(error.to_string(), "request not delivered");
+        let source = error.source().expect("the broker error");
+        assert_eq!(source.to_string(), "publishing the request failed");
+        assert!(source.downcast_ref::<BrokerError>().is_some());
+        assert_eq!(
+            Chain(&error).to_string(),
+            "request not delivered: publishing the request failed: connection reset"
+        );
+        assert_eq!(
+            error.into_failure().message,
+            "request not delivered: publishing the request failed: connection reset"
+        );
+
+        let remote = RequestError::Remote(RemoteError {
+            kind: "out-of-stock".into(),
+            message: "3 × tea missing".into(),
+            details: None,
+        });
+        assert_eq!(remote.to_string(), "request failed");
+        assert_eq!(
+            Chain(&remote).to_string(),
+            "request failed: out-of-stock: 3 × tea missing"
+        );
+        assert!(remote.remote().is_some());
+
+        let decode = RequestError::Decode(CodecError::Decode("expected u32".into()));
+        assert_eq!(
+            Chain(&decode).to_string(),
+            "reply unusable: cannot decode payload: expected u32"
+        );
+        let timeout = RequestError::Timeout {
+            queue: "orders".into(),
+            after: Duration::from_secs(1),
+        };
+        assert!(timeout.source().is_none());
+        assert_eq!(timeout.to_string(), "no reply from \"orders\" within 1s");
+    }
 
     #[test]
     fn ids_are_the_prefix_and_a_counter() {

@@ -1,5 +1,11 @@
-//! Errors: what handlers return ([`Error`]) and what wharf's own operations
-//! return ([`BrokerError`]).
+//! Errors: what handlers return ([`Error`]), what becomes of it
+//! ([`Failure`]), and what wharf's own operations return ([`BrokerError`]).
+
+mod broker;
+mod chain;
+
+pub use broker::{BrokerError, BrokerErrorKind};
+pub(crate) use chain::Chain;
 
 use serde::Serialize;
 use std::borrow::Cow;
@@ -107,15 +113,10 @@ impl<E: StdError + Send + Sync + 'static> From<E> for Error {
     }
 }
 
+/// The error and its `source()` chain: `publish failed: connection reset`.
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.inner.source)?;
-        let mut source = self.inner.source.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
+        Chain(&*self.inner.source).fmt(f)
     }
 }
 
@@ -188,109 +189,9 @@ impl IntoFailure for Error {
 #[diagnostic::do_not_recommend]
 impl<E: StdError> IntoFailure for E {
     fn into_failure(self) -> Failure {
-        let mut message = self.to_string();
-        let mut source = self.source();
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        Failure::new(false, "handler", message)
+        Failure::new(false, "handler", Chain(&self).to_string())
     }
 }
-
-/// What kind of broker operation failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum BrokerErrorKind {
-    /// The broker URL or configuration is invalid.
-    Config,
-    /// The URL names a transport this build does not include.
-    Unsupported,
-    /// The broker cannot be reached or the connection was lost.
-    Connection,
-    /// The broker or client was closed.
-    Closed,
-    /// Declaring a queue or stream failed.
-    Declare,
-    /// Publishing failed or was not confirmed.
-    Publish,
-    /// Consuming or settling a delivery failed.
-    Consume,
-    /// The idempotency/session store failed.
-    Store,
-    /// The address (a reply address) can never be used on this broker:
-    /// trying again cannot help.
-    Address,
-}
-
-/// An error from a broker or store operation.
-pub struct BrokerError {
-    kind: BrokerErrorKind,
-    message: String,
-    source: Option<BoxError>,
-}
-
-impl BrokerError {
-    /// A new error of `kind`.
-    pub fn new(kind: BrokerErrorKind, message: impl Into<String>) -> Self {
-        BrokerError {
-            kind,
-            message: message.into(),
-            source: None,
-        }
-    }
-
-    /// Attaches the underlying cause.
-    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.source = Some(source.into());
-        self
-    }
-
-    /// What failed.
-    pub fn kind(&self) -> BrokerErrorKind {
-        self.kind
-    }
-
-    /// True when the connection is the problem (retrying later may help).
-    pub fn is_connection(&self) -> bool {
-        matches!(self.kind, BrokerErrorKind::Connection | BrokerErrorKind::Closed)
-    }
-
-    /// True when trying the same operation again cannot succeed: what was
-    /// asked is invalid on this broker (configuration, an unusable address,
-    /// a priority no lane carries), not a failure of the moment.
-    pub fn is_permanent(&self) -> bool {
-        matches!(
-            self.kind,
-            BrokerErrorKind::Config | BrokerErrorKind::Unsupported | BrokerErrorKind::Address
-        )
-    }
-}
-
-impl fmt::Display for BrokerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
-        if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for BrokerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BrokerError")
-            .field("kind", &self.kind)
-            .field("message", &self.message)
-            .field("source", &self.source)
-            .finish()
-    }
-}
-
-/// `Display` already includes the cause, so `source()` is left empty to keep
-/// error chains from printing it twice.
-impl StdError for BrokerError {}
 
 #[cfg(test)]
 mod tests {

@@ -77,13 +77,13 @@ async fn accept(
                 let metrics = metrics.clone();
                 tokio::spawn(async move {
                     if let Err(error) = serve(stream, &health, metrics.as_ref()).await {
-                        tracing::debug!(%error, "operations request failed");
+                        tracing::debug!(error = %crate::error::Chain(&error), "operations request failed");
                     }
                 });
             }
             Err(error) => {
                 // Out of file descriptors and the like: pause, do not spin.
-                tracing::warn!(%error, "accepting an operations connection failed");
+                tracing::warn!(error = %crate::error::Chain(&error), "accepting an operations connection failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

@@ -69,7 +69,9 @@ async fn sample_depths(transport: Arc<dyn Transport>, queues: Vec<String>, stop:
                 Ok(waiting) => depth.set(waiting as f64),
                 // A core NATS service has no stream to count; a broker
                 // that is away answers later.
-                Err(error) => tracing::debug!(%queue, %error, "queue depth unavailable"),
+                Err(error) => {
+                    tracing::debug!(%queue, error = %crate::error::Chain(&error), "queue depth unavailable")
+                }
             }
         }
         tokio::select! {

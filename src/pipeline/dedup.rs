@@ -37,7 +37,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 None
             }
             Err(error) => {
-                tracing::warn!(%error, "idempotency store unavailable");
+                tracing::warn!(error = %crate::error::Chain(&error), "idempotency store unavailable");
                 Box::pin(self.defer(job, "idempotency store unavailable")).await;
                 None
             }
@@ -60,7 +60,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
             };
             job.stamp(&mut response);
             if let Err(error) = self.shared.transport.reply(address, response).await {
-                tracing::warn!(%error, "repeated reply could not be published");
+                tracing::warn!(error = %crate::error::Chain(&error), "repeated reply could not be published");
                 return self.defer(job, "reply publish failed").await;
             }
             self.observe.replied(true);
@@ -81,7 +81,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
             content_type: job.codec.content_type().into(),
         });
         if let Err(error) = self.shared.store.complete(key, token, stored, self.window).await {
-            tracing::warn!(%error, "idempotency record not saved; a duplicate may run again");
+            tracing::warn!(error = %crate::error::Chain(&error), "idempotency record not saved; a duplicate may run again");
         }
     }
 
@@ -89,7 +89,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         if let (Some(key), Some(token)) = (job.idempotency_key(), job.claim())
             && let Err(error) = self.shared.store.release(key, token).await
         {
-            tracing::warn!(%error, "idempotency claim not released; it expires with its lease");
+            tracing::warn!(error = %crate::error::Chain(&error), "idempotency claim not released; it expires with its lease");
         }
     }
 }

@@ -64,7 +64,9 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
             job.stamp(&mut response);
             match self.shared.transport.reply(address, response).await {
                 Ok(()) => self.observe.replied(false),
-                Err(error) => tracing::warn!(%error, "error reply could not be published"),
+                Err(error) => {
+                    tracing::warn!(error = %crate::error::Chain(&error), "error reply could not be published")
+                }
             }
         }
         self.release_claim(&job).await;
@@ -117,14 +119,17 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
             let failure = Failure::new(
                 true,
                 "reply",
-                format!("the broker refused reply address {address:?}: {error}"),
+                format!(
+                    "the broker refused reply address {address:?}: {}",
+                    crate::error::Chain(&error)
+                ),
             );
             self.dead_letter(job, DeadLetterReason::Reply, &failure, true)
                 .await;
             return;
         }
-        tracing::warn!(%error, "reply could not be published; the message will be retried");
-        let failure = Failure::new(false, "reply", error.to_string());
+        tracing::warn!(error = %crate::error::Chain(&error), "reply could not be published; the message will be retried");
+        let failure = Failure::new(false, "reply", crate::error::Chain(&error).to_string());
         let attempt = job.delivery.delivery_count.max(1);
         self.fail(job, attempt, failure).await
     }

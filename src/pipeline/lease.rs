@@ -140,7 +140,9 @@ async fn renew(leases: Arc<Leases>) {
                     tracing::debug!(?held, "no longer held in the store; not renewed any more");
                     leases.forget(key, &held);
                 }
-                Err(error) => tracing::warn!(%error, "renewing a lease in the store failed; trying again"),
+                Err(error) => {
+                    tracing::warn!(error = %crate::error::Chain(&error), "renewing a lease in the store failed; trying again")
+                }
             }
         }
     }

@@ -93,7 +93,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 Err(error) => {
                     // The broker still holds the message and will deliver it
                     // again; nothing is lost, and nothing is counted as done.
-                    tracing::warn!(%error, ?outcome, "settling failed; the broker will redeliver");
+                    tracing::warn!(error = %crate::error::Chain(&error), ?outcome, "settling failed; the broker will redeliver");
                     false
                 }
             }

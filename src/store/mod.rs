@@ -180,7 +180,7 @@ pub trait Store: Send + Sync + 'static {
             match self.session_begin(&session, following, lease).await {
                 Ok(turn) => Ok(Some(turn)),
                 Err(error) => {
-                    tracing::warn!(%error, "session moved on, but its next turn could not be asked for");
+                    tracing::warn!(error = %crate::error::Chain(&error), "session moved on, but its next turn could not be asked for");
                     Ok(None)
                 }
             }

@@ -16,6 +16,19 @@ pub use shared::{broker_reachable, ci, skip, start_brokers};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wharf::{Broker, DeadLetter};
 
+/// An error and every cause in its `source()` chain, joined by `": "`:
+/// wharf's errors show their own message and keep the cause there.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
+}
+
 /// A queue name no earlier run used: `wharf-test.<what>.<pid>.<nanos>`.
 pub fn unique_queue(what: &str) -> String {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();

@@ -66,7 +66,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
             let position = match self.shared.store.session_position(&key).await {
                 Ok(position) => position,
                 Err(error) => {
-                    tracing::warn!(%error, "session store unavailable");
+                    tracing::warn!(error = %crate::error::Chain(&error), "session store unavailable");
                     continue;
                 }
             };
@@ -106,11 +106,11 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
             // is given back; the waiting job is started on the next round.
             Ok(SessionTurn::Run) => {
                 if let Err(error) = self.shared.store.session_abort(key, sequence, self.lease).await {
-                    tracing::warn!(%error, "session lease not released; it expires");
+                    tracing::warn!(error = %crate::error::Chain(&error), "session lease not released; it expires");
                 }
             }
             Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "session store unavailable"),
+            Err(error) => tracing::warn!(error = %crate::error::Chain(&error), "session store unavailable"),
         }
     }
 
@@ -151,7 +151,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 return None;
             }
             Err(error) => {
-                tracing::warn!(%error, "session store unavailable; gap policy postponed");
+                tracing::warn!(error = %crate::error::Chain(&error), "session store unavailable; gap policy postponed");
                 return None;
             }
         }

@@ -110,7 +110,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 self.pass_baton(baton, None, None).await;
             }
             Err(error) => {
-                tracing::warn!(%error, "session store unavailable");
+                tracing::warn!(error = %crate::error::Chain(&error), "session store unavailable");
                 self.pass_baton(baton, None, None).await;
                 self.defer(job, "session store unavailable").await;
             }
@@ -170,7 +170,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 // The store moved back (it was wiped): run it when it comes again.
                 let hold = self.lease.saturating_add(self.defer_delay);
                 if let Err(error) = self.shared.store.session_abort(&key, sequence, hold).await {
-                    tracing::warn!(%error, "session lease not released; it expires");
+                    tracing::warn!(error = %crate::error::Chain(&error), "session lease not released; it expires");
                 }
                 self.defer(job, "session store moved back").await;
             }
@@ -178,7 +178,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 self.defer(job, "session store moved back").await;
             }
             Err(error) => {
-                tracing::warn!(%error, "session store unavailable");
+                tracing::warn!(error = %crate::error::Chain(&error), "session store unavailable");
                 self.defer(job, "session store unavailable").await;
             }
         }
@@ -252,7 +252,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 match finished {
                     Ok(()) => (sequence.checked_add(1), Some(false)),
                     Err(error) => {
-                        tracing::warn!(%error, "session not advanced; its next message waits for the gap timeout");
+                        tracing::warn!(error = %crate::error::Chain(&error), "session not advanced; its next message waits for the gap timeout");
                         (None, None)
                     }
                 }
@@ -267,7 +267,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 };
                 let hold = self.lease.saturating_add(back_within);
                 if let Err(error) = self.shared.store.session_abort(key, *sequence, hold).await {
-                    tracing::warn!(%error, "session lease not released; it expires");
+                    tracing::warn!(error = %crate::error::Chain(&error), "session lease not released; it expires");
                 }
                 (Some(*sequence), Some(end == TurnEnd::Retrying))
             }
@@ -304,7 +304,7 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 if turn == SessionTurn::Run {
                     let hold = self.lease.saturating_add(self.defer_delay);
                     if let Err(error) = self.shared.store.session_abort(key, number, hold).await {
-                        tracing::warn!(%error, "session lease not released; it expires");
+                        tracing::warn!(error = %crate::error::Chain(&error), "session lease not released; it expires");
                     }
                 }
                 if let Some(job) = other {

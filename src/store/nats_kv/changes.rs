@@ -48,7 +48,7 @@ impl NatsKvStore {
         };
         let payload = bytes::Bytes::copy_from_slice(session.as_bytes());
         if let Err(error) = self.client.publish(self.changes_subject(), payload).await {
-            tracing::debug!(%error, "announcing a session change failed");
+            tracing::debug!(error = %crate::error::Chain(&error), "announcing a session change failed");
         }
     }
 }
@@ -64,7 +64,7 @@ async fn relay_changes(
     let mut subscription = match client.subscribe(subject).await {
         Ok(subscription) => subscription,
         Err(error) => {
-            tracing::warn!(%error, "session changes: cannot subscribe; waiting sessions are re-checked on a timer");
+            tracing::warn!(error = %crate::error::Chain(&error), "session changes: cannot subscribe; waiting sessions are re-checked on a timer");
             return;
         }
     };

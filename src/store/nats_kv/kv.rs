@@ -161,7 +161,7 @@ impl NatsKvStore {
         let old = async_nats::datetime::add_std_duration(created, self.session_ttl / 2)
             .is_ok_and(|half| half < async_nats::datetime::now());
         if old && let Err(error) = self.write(bucket, key, value.clone(), loaded.revision).await {
-            tracing::debug!(%error, "renewing a session record failed");
+            tracing::debug!(error = %crate::error::Chain(&error), "renewing a session record failed");
         }
     }
 

@@ -312,7 +312,7 @@ async fn an_unreachable_server_fails_fast_without_printing_credentials() {
     .expect("connect gives up by itself");
     let error = result.unwrap_err();
     assert_eq!(error.kind(), BrokerErrorKind::Connection);
-    let text = error.to_string();
+    let text = crate::error::Chain(&error).to_string();
     assert!(text.contains("127.0.0.1:1"), "{text}");
     assert!(
         !text.contains("s3cr3t") && !format!("{error:?}").contains("s3cr3t"),

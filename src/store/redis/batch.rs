@@ -132,7 +132,8 @@ async fn flush<Req, Resp>(inner: Arc<Inner<Req, Resp>>) {
             }
             Err(error) => {
                 let kind = error.kind();
-                let message = error.to_string();
+                // Each caller gets the whole chain: the cause is not cloned with it.
+                let message = crate::error::Chain(&error).to_string();
                 let mut replies = replies.into_iter();
                 if let Some(first) = replies.next() {
                     let _ = first.send(Err(error));

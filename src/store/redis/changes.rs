@@ -73,7 +73,7 @@ async fn relay_changes(
         let pubsub = match tokio::time::timeout(CONNECT_TIMEOUT, subscribed).await {
             Ok(Ok(pubsub)) => pubsub,
             Ok(Err(error)) => {
-                tracing::warn!(%error, "session changes: cannot subscribe; retrying");
+                tracing::warn!(error = %crate::error::Chain(&error), "session changes: cannot subscribe; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
                 continue;

@@ -161,7 +161,7 @@ impl Drop for AmqpAcker {
                 .copy_then_ack(Destination::Queue, &[(names::ATTEMPT, attempts)])
                 .await
             {
-                tracing::debug!(%error, "copy not published; returning the original instead");
+                tracing::debug!(error = %crate::error::Chain(&error), "copy not published; returning the original instead");
                 let _ = acker.book.requeue(acker.tag).await;
             }
         });

@@ -234,7 +234,7 @@ impl AckBook {
         let sent = self.send(&mut self.lock(), true);
         for ack in sent {
             if let Err(error) = ack.await {
-                tracing::warn!(%error, "acks not sent; the broker will redeliver those messages");
+                tracing::warn!(error = %crate::error::Chain(&error), "acks not sent; the broker will redeliver those messages");
                 self.kill();
                 return;
             }
@@ -287,7 +287,7 @@ impl AckBook {
             match ack.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(error)) => {
-                    tracing::warn!(%error, tag, "acks not sent; the broker will redeliver those messages");
+                    tracing::warn!(error = %crate::error::Chain(&error), tag, "acks not sent; the broker will redeliver those messages");
                     self.kill();
                     break;
                 }

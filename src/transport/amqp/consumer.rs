@@ -88,7 +88,7 @@ impl Shared {
             let delivery = match active.consumer.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(delivery))) => delivery,
                 Poll::Ready(Some(Err(error))) => {
-                    tracing::warn!(queue = %self.queue, %error, "consumer interrupted; resuming");
+                    tracing::warn!(queue = %self.queue, error = %crate::error::Chain(&error), "consumer interrupted; resuming");
                     active.end(self);
                     return;
                 }
@@ -211,7 +211,7 @@ async fn run(shared: Arc<Shared>, prefetch: usize, stop: CancellationToken) {
         let stopped = match open(&shared, &conn, prefetch).await {
             Ok(()) => watch(&shared, &conn, &stop).await,
             Err(error) => {
-                tracing::warn!(queue = %shared.queue, %error, "cannot start the consumer; retrying");
+                tracing::warn!(queue = %shared.queue, error = %crate::error::Chain(&error), "cannot start the consumer; retrying");
                 Stopped::ConsumerEnded
             }
         };

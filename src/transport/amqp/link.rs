@@ -212,7 +212,7 @@ impl Link {
                     () = self.closing.cancelled() => return,
                     event = events.next() => match event {
                         Some(lapin::Event::Error(error)) => {
-                            tracing::warn!(%error, "RabbitMQ connection lost");
+                            tracing::warn!(error = %crate::error::Chain(&error), "RabbitMQ connection lost");
                             break;
                         }
                         Some(_) => {}
@@ -236,7 +236,9 @@ impl Link {
                 }
                 match self.open_connection().await {
                     Ok(conn) => break conn,
-                    Err(error) => tracing::warn!(%error, ?delay, "reconnecting to RabbitMQ"),
+                    Err(error) => {
+                        tracing::warn!(error = %crate::error::Chain(&error), ?delay, "reconnecting to RabbitMQ")
+                    }
                 }
             };
         }

@@ -207,7 +207,7 @@ mod tests {
             panic!("not a URL lapin takes");
         };
         assert_eq!(error.kind(), BrokerErrorKind::Config);
-        let shown = format!("{error} {error:?}");
+        let shown = format!("{} {error:?}", crate::error::Chain(&error));
         assert!(shown.contains("Invalid URL"), "{shown}");
         assert!(!shown.contains("s3cr3t"), "{shown}");
     }

@@ -141,7 +141,7 @@ pub(crate) async fn delete_all(connection: &Connection, queue: &str) -> Result<(
             .queue_delete(name.clone(), QueueDeleteOptions::default())
             .await
         {
-            tracing::debug!(queue = %name, %error, "queue not deleted (probably missing)");
+            tracing::debug!(queue = %name, error = %crate::error::Chain(&error), "queue not deleted (probably missing)");
         }
         let _ = channel.close(200, "wharf: done".into()).await;
     }

@@ -149,7 +149,7 @@ impl NatsAcker {
                 () = tokio::time::sleep(CLOSE_WAIT) => {}
             }
             if let Err(error) = self.return_copy(self.count.saturating_sub(1)).await {
-                tracing::warn!(queue = %self.source.queue, %error, "giving a message back failed");
+                tracing::warn!(queue = %self.source.queue, error = %crate::error::Chain(&error), "giving a message back failed");
             }
         });
     }

@@ -206,7 +206,7 @@ mod tests {
                 .err()
                 .unwrap_or_else(|| panic!("{url} parsed"));
             assert_eq!(error.kind(), BrokerErrorKind::Config, "{url}");
-            let shown = format!("{error} {error:?}");
+            let shown = format!("{} {error:?}", crate::error::Chain(&error));
             assert!(shown.contains(says), "{url}: {shown}");
             assert!(
                 !shown.contains("pw-1x") && !shown.contains("pw-2y"),

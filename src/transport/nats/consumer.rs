@@ -179,7 +179,7 @@ impl ConsumerState {
                 match opened {
                     Ok(opened) => self.opened(opened),
                     Err(error) => {
-                        tracing::warn!(queue = %self.source.queue, %error, "cannot consume yet; retrying");
+                        tracing::warn!(queue = %self.source.queue, error = %crate::error::Chain(&error), "cannot consume yet; retrying");
                         self.pause = Some(Box::pin(tokio::time::sleep(REOPEN_DELAY)));
                         continue;
                     }
@@ -189,7 +189,7 @@ impl ConsumerState {
             match ready!(self.poll_lanes(cx)) {
                 Ok(delivery) => return Poll::Ready(delivery),
                 Err(error) => {
-                    tracing::warn!(queue = %self.source.queue, %error, "pull subscription failed; re-opening");
+                    tracing::warn!(queue = %self.source.queue, error = %crate::error::Chain(&error), "pull subscription failed; re-opening");
                     self.pulls.clear();
                     self.pause = Some(Box::pin(tokio::time::sleep(REOPEN_DELAY)));
                 }
@@ -217,7 +217,7 @@ impl ConsumerState {
             Err(error) => {
                 // The next loss of the connection (which such a message
                 // causes when it comes again) scans again.
-                tracing::warn!(queue = %self.source.queue, %error, "scanning for unreadable messages failed");
+                tracing::warn!(queue = %self.source.queue, error = %crate::error::Chain(&error), "scanning for unreadable messages failed");
             }
         }
         if std::mem::take(&mut self.rescan) {
@@ -373,7 +373,7 @@ async fn open(
 async fn move_deferred(shared: Arc<Shared>, queue: String, stop: CancellationToken) {
     while !stop.is_cancelled() {
         if let Err(error) = move_due(&shared, &queue, &stop).await {
-            tracing::debug!(%queue, %error, "delay mover stopped; restarting");
+            tracing::debug!(%queue, error = %crate::error::Chain(&error), "delay mover stopped; restarting");
         }
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -446,7 +446,7 @@ async fn move_each(
         match publish_confirmed(shared, subject, headers, message.payload.clone()).await {
             Ok(()) => acker::ack(shared, ack_subject).await?,
             Err(error) => {
-                tracing::warn!(%queue, %error, "moving a deferred message back failed; retrying");
+                tracing::warn!(%queue, error = %crate::error::Chain(&error), "moving a deferred message back failed; retrying");
                 acker::nak(shared, ack_subject, Duration::from_secs(1)).await?;
             }
         }

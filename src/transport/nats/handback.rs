@@ -78,7 +78,7 @@ pub(crate) async fn hand_back(
         .await
         .into_iter()
         .filter_map(Result::err)
-        .inspect(|error| tracing::warn!(queue = %source.queue, %error, "giving a message back failed"))
+        .inspect(|error| tracing::warn!(queue = %source.queue, error = %crate::error::Chain(error), "giving a message back failed"))
         .count();
     tracing::debug!(queue = %source.queue, count, failed, "gave back what the consumer had not handed out");
 }

@@ -282,7 +282,7 @@ impl Pull {
                 }
             }
             if let Err(error) = round_trip(&self.shared.consumer.client).await {
-                tracing::debug!(consumer = %self.name, %error, "no round trip after closing the pull subscription");
+                tracing::debug!(consumer = %self.name, error = %crate::error::Chain(&*error), "no round trip after closing the pull subscription");
             }
         };
         if tokio::time::timeout(CLOSE_LIMIT, closing).await.is_err() {

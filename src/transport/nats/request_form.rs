@@ -87,7 +87,7 @@ impl Forms {
             Ok(Err(e)) => {
                 tracing::debug!(
                     subject = crate::util::log_text::Logged::id(subject).value(),
-                    error = %e,
+                    error = %crate::error::Chain(&e),
                     "cannot tell whether a stream holds the subject"
                 );
                 Known::Unsure(Instant::now() + ASK_AGAIN_AFTER)
