@@ -5,7 +5,7 @@ mod inbox;
 
 use inbox::Inbox;
 
-use crate::error::{BrokerError, BrokerErrorKind};
+use crate::error::{BrokerError, BrokerErrorKind, HandlerError};
 use crate::ops::metrics::RequestMetrics;
 use crate::transport::Transport;
 use crate::util::id_map::IdMap;
@@ -317,15 +317,36 @@ impl std::error::Error for RequestError {
     }
 }
 
+/// A handler that makes a request may return its error as it is: kind
+/// `request`, permanent when sending it again cannot work (it does not
+/// encode, or the broker refused it for good), retryable otherwise (a
+/// timeout, an error reply, a reply that does not decode). Map it to an
+/// error of your own to decide by the remote error's kind.
+impl HandlerError for RequestError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            RequestError::Encode(_) => true,
+            RequestError::Broker(e) => e.is_permanent(),
+            _ => false,
+        }
+    }
+
+    fn kind(&self) -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("request")
+    }
+}
+
 /// An error reply: the handler's error kind, message and details.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RemoteError {
-    /// Machine-readable kind: the handler's [`Error::with_kind`](crate::Error::with_kind),
-    /// `handler`, or wharf's (`decode`, `content-type`, `timeout`, `panic`, …).
+    /// Machine-readable kind: the handler's [`Error::with_kind`](crate::Error::with_kind)
+    /// or [`HandlerError::kind`], `handler`, or wharf's (`decode`,
+    /// `content-type`, `timeout`, `panic`, …).
     pub kind: String,
-    /// Human-readable message.
+    /// Human-readable message: the handler's error and its causes.
     pub message: String,
-    /// Structured details from [`Error::with_details`](crate::Error::with_details).
+    /// Structured details from [`Error::with_details`](crate::Error::with_details)
+    /// or [`HandlerError::details`].
     pub details: Option<serde_json::Value>,
 }
 
@@ -366,8 +387,11 @@ mod tests {
             Chain(&error).to_string(),
             "request not delivered: publishing the request failed: connection reset"
         );
+        let failure = error.into_failure();
+        assert!(!failure.permanent);
+        assert_eq!(failure.kind, "request");
         assert_eq!(
-            error.into_failure().message,
+            failure.message,
             "request not delivered: publishing the request failed: connection reset"
         );
 
@@ -387,6 +411,12 @@ mod tests {
         assert_eq!(
             Chain(&decode).to_string(),
             "reply unusable: cannot decode payload: expected u32"
+        );
+        assert!(!decode.into_failure().permanent);
+        assert!(
+            RequestError::Encode(CodecError::Encode("no".into()))
+                .into_failure()
+                .permanent
         );
         let timeout = RequestError::Timeout {
             queue: "orders".into(),

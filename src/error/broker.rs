@@ -1,6 +1,7 @@
 //! [`BrokerError`]: what wharf's own broker and store operations return.
 
-use super::BoxError;
+use super::{BoxError, HandlerError};
+use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::fmt;
 
@@ -46,6 +47,10 @@ pub enum BrokerErrorKind {
 /// assert_eq!(error.to_string(), "publish failed");
 /// assert_eq!(error.source().unwrap().to_string(), "connection reset");
 /// ```
+///
+/// Returned from a handler, it fails the message like any
+/// [`HandlerError`]: permanently when [`is_permanent`](BrokerError::is_permanent),
+/// with the kind `broker`.
 pub struct BrokerError {
     kind: BrokerErrorKind,
     message: String,
@@ -113,10 +118,22 @@ impl StdError for BrokerError {
     }
 }
 
+/// Permanent when [`BrokerError::is_permanent`] (a configuration or an
+/// address no retry can fix), kind `broker`.
+impl HandlerError for BrokerError {
+    fn is_permanent(&self) -> bool {
+        BrokerError::is_permanent(self)
+    }
+
+    fn kind(&self) -> Cow<'static, str> {
+        Cow::Borrowed("broker")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::Chain;
+    use crate::error::{Chain, IntoFailure};
 
     #[test]
     fn the_cause_is_the_source_not_part_of_the_message() {
@@ -129,5 +146,17 @@ mod tests {
         assert_eq!(Chain(&error).to_string(), "publish failed: reset");
         assert!(format!("{error:?}").contains("reset"));
         assert!(BrokerError::new(BrokerErrorKind::Store, "x").source().is_none());
+    }
+
+    #[test]
+    fn as_a_handler_error_it_keeps_its_cause_and_permanence() {
+        let failure = BrokerError::new(BrokerErrorKind::Publish, "publish failed")
+            .with_source(std::io::Error::other("reset"))
+            .into_failure();
+        assert!(!failure.permanent);
+        assert_eq!(failure.kind, "broker");
+        assert_eq!(failure.message, "publish failed: reset");
+        let failure = BrokerError::new(BrokerErrorKind::Address, "no such reply subject").into_failure();
+        assert!(failure.permanent);
     }
 }

@@ -1,11 +1,14 @@
-//! Errors: what handlers return ([`Error`]), what becomes of it
-//! ([`Failure`]), and what wharf's own operations return ([`BrokerError`]).
+//! Errors: what handlers return ([`Error`], or their own errors through
+//! [`HandlerError`]), what becomes of it ([`Failure`]), and what wharf's
+//! own operations return ([`BrokerError`]).
 
 mod broker;
 mod chain;
+mod handler_error;
 
 pub use broker::{BrokerError, BrokerErrorKind};
 pub(crate) use chain::Chain;
+pub use handler_error::HandlerError;
 
 use serde::Serialize;
 use std::borrow::Cow;
@@ -19,7 +22,10 @@ type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// Retryable by default: the message is redelivered after a backoff delay,
 /// up to the route's `max_attempts`. [`Error::permanent`] sends the message
 /// to the dead-letter queue at once. Any `std::error::Error` converts into it
-/// with `?`.
+/// with `?`, as a retryable error of kind `handler` (`From` cannot tell a
+/// [`HandlerError`]'s choices apart; [`Error::from_handler_error`] keeps
+/// them). A handler may also return its own error type: see
+/// [`HandlerError`].
 ///
 /// ```
 /// use wharf::Error;
@@ -60,6 +66,18 @@ impl Error {
                 details: None,
             }),
         }
+    }
+
+    /// `error` with what it decides as a [`HandlerError`]: permanence,
+    /// kind and details. For a handler that returns `wharf::Error` and
+    /// meets your own error type:
+    /// `reserve(&order).await.map_err(Error::from_handler_error)?`.
+    pub fn from_handler_error<E: HandlerError + Send + Sync + 'static>(error: E) -> Self {
+        let (permanent, kind, details) = (error.is_permanent(), error.kind(), error.details());
+        let mut error = Error::new(error).with_kind(kind);
+        error.inner.permanent = permanent;
+        error.inner.details = details;
+        error
     }
 
     /// A permanent error: the message is dead-lettered without retries, and a
@@ -158,12 +176,29 @@ impl Failure {
 
 /// Error types a handler may return in `Result<T, E>`.
 ///
-/// Implemented for [`Error`] and for every `std::error::Error` (retryable).
-/// Implement it for your own error type to decide per variant what is
-/// permanent.
+/// Implemented for
+/// - [`Error`], wharf's own, which says per value what is permanent;
+/// - every type implementing [`HandlerError`]: your own error enums (one
+///   line, `impl wharf::HandlerError for MyError {}`, makes every variant
+///   retryable; its methods decide per variant), wharf's errors
+///   ([`BrokerError`], [`RequestError`](crate::RequestError),
+///   [`CodecError`](crate::CodecError)) and the standard errors a handler
+///   meets (`std::io::Error`, `serde_json::Error`, parse errors, …);
+/// - `Box<dyn std::error::Error + Send + Sync>` (and without `Send`/`Sync`),
+///   retryable;
+/// - `anyhow::Error` with the cargo feature `anyhow`, retryable.
+///
+/// The message is the error's `Display` followed by its `source()` chain:
+/// `reserving stock failed: connection reset`.
+///
+/// There is no blanket implementation for every `std::error::Error`: it
+/// would leave your own error types no way to say which variants are
+/// permanent (Rust allows no second implementation for them). Implement
+/// [`HandlerError`] instead; implementing `IntoFailure` yourself is only
+/// needed for an error type that is no `std::error::Error`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be returned as a wharf handler error",
-    note = "return `wharf::Error`, any type implementing `std::error::Error`, or implement `wharf::IntoFailure` for `{Self}`"
+    note = "return `wharf::Error`; or implement `wharf::HandlerError` for your error type (`impl wharf::HandlerError for MyError {{}}` makes it retryable; its methods decide per variant what is permanent); or return `Box<dyn std::error::Error + Send + Sync>`, or `anyhow::Error` with wharf's feature `anyhow`"
 )]
 pub trait IntoFailure {
     /// Converts the error.
@@ -183,13 +218,51 @@ impl IntoFailure for Error {
     }
 }
 
-// Not recommended in errors: for a type that is no error (a `String`, say),
-// rustc then names `IntoFailure` and its note, which lists `wharf::Error`,
-// rather than only "`String` is not `std::error::Error`".
-#[diagnostic::do_not_recommend]
-impl<E: StdError> IntoFailure for E {
+// A handler error type that implements neither this trait nor
+// `HandlerError` (a `String`, a team's error type without the one-line
+// impl) makes rustc name `HandlerError`, whose note gives that line and
+// the other ways out (tests/compile_fail/*error*.rs).
+impl<E: HandlerError> IntoFailure for E {
     fn into_failure(self) -> Failure {
-        Failure::new(false, "handler", Chain(&self).to_string())
+        Failure {
+            permanent: self.is_permanent(),
+            kind: self.kind(),
+            message: Chain(&self).to_string(),
+            details: self.details(),
+        }
+    }
+}
+
+/// A retryable failure of kind `handler` with the whole chain as message.
+fn retryable(error: &dyn StdError) -> Failure {
+    Failure::new(false, "handler", Chain(error).to_string())
+}
+
+impl IntoFailure for Box<dyn StdError + Send + Sync + 'static> {
+    fn into_failure(self) -> Failure {
+        retryable(&*self)
+    }
+}
+
+impl IntoFailure for Box<dyn StdError + Send + 'static> {
+    fn into_failure(self) -> Failure {
+        retryable(&*self)
+    }
+}
+
+impl IntoFailure for Box<dyn StdError + 'static> {
+    fn into_failure(self) -> Failure {
+        retryable(&*self)
+    }
+}
+
+/// Retryable, kind `handler`; the message is the error with its context
+/// chain (`reserving stock: connection reset`). For permanent failures
+/// return [`Error`] or your own [`HandlerError`].
+#[cfg(feature = "anyhow")]
+impl IntoFailure for anyhow::Error {
+    fn into_failure(self) -> Failure {
+        retryable(&*self)
     }
 }
 

@@ -1,6 +1,8 @@
 //! Payload codecs, chosen by content type.
 
+use crate::error::HandlerError;
 use serde::{Serialize, de::DeserializeOwned};
+use std::borrow::Cow;
 use std::fmt;
 
 /// Content type of JSON payloads (the default when none is given).
@@ -96,6 +98,23 @@ impl fmt::Display for CodecError {
 
 impl std::error::Error for CodecError {}
 
+/// Permanent (the same value or payload fails the same way every time),
+/// with the kind wharf gives the same failure of its own: `content-type`,
+/// `decode` or `encode`.
+impl HandlerError for CodecError {
+    fn is_permanent(&self) -> bool {
+        true
+    }
+
+    fn kind(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            CodecError::UnsupportedContentType(_) => "content-type",
+            CodecError::Decode(_) => "decode",
+            CodecError::Encode(_) => "encode",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +141,18 @@ mod tests {
             Codec::from_content_type(Some("text/plain")),
             Err(CodecError::UnsupportedContentType(_))
         ));
+    }
+
+    #[test]
+    fn codec_errors_returned_by_a_handler_are_permanent() {
+        use crate::error::IntoFailure;
+        let error = Codec::Json.decode::<Order>(b"{").unwrap_err();
+        let failure = error.clone().into_failure();
+        assert!(failure.permanent);
+        assert_eq!(failure.kind, "decode");
+        assert_eq!(failure.message, error.to_string());
+        let error = Codec::from_content_type(Some("text/plain")).unwrap_err();
+        assert_eq!(error.into_failure().kind, "content-type");
     }
 
     #[test]
