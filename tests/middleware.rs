@@ -319,6 +319,38 @@ async fn a_panicking_middleware_is_a_failed_attempt() {
 }
 
 #[tokio::test]
+async fn a_handlers_panic_is_an_outcome_the_middleware_sees() {
+    let log = log();
+    let seen = log.clone();
+    let watch = middleware::from_fn(move |request: Request, next: Next| {
+        let seen = seen.clone();
+        async move {
+            let outcome = next.run(request).await;
+            let kind = outcome.failure().map(|f| f.kind.to_string()).unwrap_or_default();
+            seen.lock().unwrap().push(format!("{} {kind}", outcome.label()));
+            outcome
+        }
+    });
+    let panics = |ctx: wharf::Context, _: u32| async move {
+        if ctx.attempt() == 1 {
+            panic!("handler bug");
+        }
+    };
+    let broker = Broker::memory();
+    let running = App::new(broker.clone())
+        .middleware(watch)
+        .route_with("mw.handler-panic", panics, quick_retries())
+        .start()
+        .await
+        .unwrap();
+    broker.client().publish("mw.handler-panic", &1u32).await.unwrap();
+    let stats = wait_for(&running, "mw.handler-panic", |s| s.acked == 1).await;
+    assert_eq!((stats.panics, stats.retried), (1, 1), "{stats:?}");
+    running.shutdown().await;
+    assert_eq!(entries(&log), ["failed panic", "done "]);
+}
+
+#[tokio::test]
 async fn the_route_timeout_covers_the_middleware() {
     let slow = middleware::from_fn(|request: Request, next: Next| async move {
         tokio::time::sleep(Duration::from_secs(30)).await;

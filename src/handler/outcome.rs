@@ -5,6 +5,7 @@ use crate::handler::extract::Rejection;
 use crate::wire::codec::Codec;
 use bytes::Bytes;
 use serde::Serialize;
+use std::any::Any;
 
 /// The result of one handler run, as the pipeline settles it, and what a
 /// [`Middleware`](crate::middleware::Middleware) returns.
@@ -92,4 +93,14 @@ impl<T: Serialize, E: IntoFailure> IntoOutcome for Result<T, E> {
             Err(error) => Outcome::Failed(error.into_failure()),
         }
     }
+}
+
+/// A caught panic as a failed attempt (kind `panic`), retried like an error.
+pub(crate) fn panicked(panic: Box<dyn Any + Send>) -> Failure {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned());
+    Failure::new(false, "panic", format!("handler panicked: {text}"))
 }

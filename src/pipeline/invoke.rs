@@ -3,7 +3,7 @@
 
 use crate::error::Failure;
 use crate::handler::extract::{Incoming, Rejection};
-use crate::handler::outcome::Outcome;
+use crate::handler::outcome::{Outcome, panicked};
 use crate::handler::{BoxedHandler, HandlerFuture};
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -87,13 +87,4 @@ async fn wait(
         result = limited => Some(result),
         () = abandon.cancelled() => None,
     }
-}
-
-fn panicked(panic: Box<dyn Any + Send>) -> Failure {
-    let text = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".to_owned());
-    Failure::new(false, "panic", format!("handler panicked: {text}"))
 }

@@ -31,9 +31,13 @@
 //! ```
 //!
 //! Middleware runs inside the handler step: under the route's timeout, with
-//! panics caught (a panic is a failed attempt), after the idempotency and
-//! session checks and the payload size and header validation, and before
-//! the outcome is settled (retry, dead letter, reply). The handler's
+//! panics caught (a panic is a failed attempt, and a middleware sees its
+//! handler's panic as a `failed` outcome of kind `panic`), after the
+//! payload size and header validation, the session turn and the
+//! idempotency check, and before the outcome is settled (retry, dead
+//! letter, reply). When the route's timeout expires, the whole chain is
+//! dropped: no middleware sees that outcome (counted, as always, in
+//! `RouteStats::timeouts` and the failure kind `timeout`). The handler's
 //! arguments are extracted when the last middleware calls `next.run`, so a
 //! refusal costs no decoding. An app's middleware wraps a route's; within
 //! each, the first added runs first (outermost). Routes without any
@@ -50,10 +54,12 @@ mod request;
 pub use request::Request;
 
 use crate::handler::extract::Incoming;
-use crate::handler::outcome::Outcome;
+use crate::handler::outcome::{Outcome, panicked};
 use crate::handler::{BoxedHandler, HandlerFuture};
+use futures_util::FutureExt;
 use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 /// Code around a handler call. See the [module docs](self).
@@ -119,7 +125,19 @@ impl Layers {
         if self.0.is_empty() {
             return handler;
         }
-        let innermost: Inner = Arc::new(move |incoming: &Incoming<'_>| handler(incoming, &state));
+        // A panic of the handler (or of an extractor) becomes its outcome
+        // here, so that the middleware around it sees a failed attempt of
+        // kind `panic` rather than being unwound through.
+        let innermost: Inner = Arc::new(move |incoming: &Incoming<'_>| {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| handler(incoming, &state))) {
+                Ok(future) => Box::pin(
+                    AssertUnwindSafe(future)
+                        .catch_unwind()
+                        .map(|result| result.unwrap_or_else(|panic| Outcome::Failed(panicked(panic)))),
+                ),
+                Err(panic) => Box::pin(std::future::ready(Outcome::Failed(panicked(panic)))),
+            }
+        });
         let chain = Arc::new(Chain {
             layers: self.0.into_boxed_slice(),
             handler: innermost,

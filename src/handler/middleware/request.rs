@@ -89,7 +89,8 @@ impl Request {
         &self.route.handler_name
     }
 
-    /// True when the message asks for a reply.
+    /// True when a reply value is wanted: the message has a reply address,
+    /// or an idempotency key (the reply is stored for its duplicates).
     pub fn wants_reply(&self) -> bool {
         self.reply.is_some()
     }
