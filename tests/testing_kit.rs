@@ -149,6 +149,7 @@ async fn a_permanent_error_is_dead_lettered_at_once_with_its_kind() {
     assert_eq!(letter.origin_queue(), Some("orders"));
     assert_eq!(letter.original(), message, "the original, byte for byte");
     assert_eq!((settled.attempts(), settled.retries(), runs.count()), (1, 0, 1));
+    assert!(settled.is_dead_lettered() && !settled.is_rejected() && !settled.is_acked());
     // The same dead letter waits in the dead-letter queue.
     let waiting = app.dead_letters("orders").await;
     assert_eq!(waiting, std::slice::from_ref(letter));
@@ -252,6 +253,7 @@ async fn undecodable_input_is_rejected_without_a_run() {
     let unknown = Message::new("x").with_content_type("text/csv");
     let settled = app.send("orders", unknown).outcome().await;
     assert_eq!(settled.reason(), Some(DeadLetterReason::ContentType));
+    assert!(settled.is_rejected() && !settled.is_dead_lettered());
     assert_eq!(app.stats("orders").rejected, 2);
 }
 
@@ -375,6 +377,32 @@ async fn a_reply_to_a_named_queue_is_recorded() {
     assert_eq!(replies.len(), 1);
     assert_eq!(replies[0].0, "receipts");
     assert_eq!(replies[0].1.correlation_id.as_deref(), Some("c-4"));
+}
+
+#[tokio::test]
+async fn replies_without_ids_and_to_copies_of_one_request_are_each_recorded() {
+    let kit = TestBroker::new();
+    let app = kit
+        .start(App::new(kit.broker()).route("orders", place_order))
+        .await
+        .unwrap();
+    // No correlation id and no message id: the reply carries none either.
+    let bare = Message::json(&order(7)).unwrap().with_reply_to("receipts");
+    let settled = app.send("orders", bare).outcome().await;
+    assert_eq!(settled.reply::<Receipt>().unwrap().order_id, 7);
+    // Two copies of one request (same correlation id), published at once:
+    // each gets its own reply.
+    let copy = Message::json(&order(8))
+        .unwrap()
+        .with_reply_to("receipts")
+        .with_correlation_id("c-8");
+    let first = app.send("orders", copy.clone());
+    let second = app.send("orders", copy);
+    for tracked in [&first, &second] {
+        let settled = tracked.outcome().await;
+        assert_eq!(settled.reply::<Receipt>().unwrap().order_id, 8, "{settled:?}");
+    }
+    assert_eq!(app.replies().len(), 3);
 }
 
 #[tokio::test(start_paused = true)]

@@ -91,6 +91,17 @@ impl Settled {
         self.end == End::Duplicate
     }
 
+    /// Dead-lettered after a run, with no attempts left, or refused by a
+    /// middleware ([`End::DeadLettered`]).
+    pub fn is_dead_lettered(&self) -> bool {
+        matches!(self.end, End::DeadLettered(_))
+    }
+
+    /// Bad input, dead-lettered without a run ([`End::Rejected`]).
+    pub fn is_rejected(&self) -> bool {
+        matches!(self.end, End::Rejected(_))
+    }
+
     /// The dead letter, when it was dead-lettered or rejected.
     pub fn dead_letter(&self) -> Option<&DeadLetter> {
         match &self.end {

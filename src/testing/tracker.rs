@@ -14,6 +14,7 @@ use crate::pipeline::{Handled, SettleEvent};
 use crate::wire::message::Message;
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
@@ -21,14 +22,20 @@ use tokio::sync::Notify;
 #[derive(Default)]
 pub(super) struct Tracker {
     entries: Mutex<HashMap<usize, Entry>>,
+    /// The order in which messages were tracked.
+    next_order: AtomicU64,
     /// Woken whenever an entry changes.
     pub(super) changed: Notify,
 }
 
 /// One tracked message.
 struct Entry {
-    /// Where its reply goes and the correlation id it will carry.
-    reply_key: Option<(String, String)>,
+    /// Where its reply goes and the correlation id it will carry (its
+    /// correlation id, else its message id, else none).
+    reply_key: Option<(String, Option<String>)>,
+    /// Its place in the order of tracking: of several messages a reply
+    /// could answer, the earliest tracked without a reply takes it.
+    order: u64,
     reply: Option<Message>,
     /// Every settlement of it so far: attempt and outcome.
     seen: Vec<(u32, Handled)>,
@@ -52,14 +59,16 @@ impl Tracker {
     /// taken as its reply.
     pub(super) fn track(&self, message: &Arc<Message>) -> usize {
         let key = key_of(message);
-        let reply_key = message.reply_to.as_ref().and_then(|address| {
-            let correlation = message.correlation_id.as_ref().or(message.message_id.as_ref())?;
-            Some((address.clone(), correlation.clone()))
+        let reply_key = message.reply_to.as_ref().map(|address| {
+            let correlation = message.correlation_id.as_ref().or(message.message_id.as_ref());
+            (address.clone(), correlation.cloned())
         });
+        let order = self.next_order.fetch_add(1, Ordering::Relaxed);
         self.entries().insert(
             key,
             Entry {
                 reply_key,
+                order,
                 reply: None,
                 seen: Vec::new(),
                 retries: 0,
@@ -110,20 +119,24 @@ impl Tracker {
 
     /// A reply a handler sent to `address`: the reply of the tracked
     /// message it answers, if any. (Replies go out before their request is
-    /// settled.)
+    /// settled.) Several tracked messages may match — copies of one request
+    /// with the same correlation id, or requests without any id to a named
+    /// queue — and take the replies in the order they were tracked: copies
+    /// of one request get the same reply (a duplicate's is the stored one).
     pub(super) fn replied(&self, address: &str, reply: &Message) {
-        let Some(correlation) = reply.correlation_id.as_deref() else {
-            return;
-        };
+        let correlation = reply.correlation_id.as_deref();
         let mut entries = self.entries();
-        let waiting = entries.values_mut().find(|entry| {
-            entry.end.is_none()
-                && entry.reply.is_none()
-                && entry
-                    .reply_key
-                    .as_ref()
-                    .is_some_and(|(to, id)| to == address && id == correlation)
-        });
+        let waiting = entries
+            .values_mut()
+            .filter(|entry| {
+                entry.end.is_none()
+                    && entry.reply.is_none()
+                    && entry
+                        .reply_key
+                        .as_ref()
+                        .is_some_and(|(to, id)| to == address && id.as_deref() == correlation)
+            })
+            .min_by_key(|entry| entry.order);
         if let Some(entry) = waiting {
             entry.reply = Some(reply.clone());
         }
