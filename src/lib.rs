@@ -27,6 +27,7 @@ pub use app::broker::{BROKER_URL_ENV, Broker};
 pub use app::config::{Config, HTTP_ADDR_ENV, HttpListener, SHUTDOWN_GRACE_ENV};
 pub use app::running::{Running, ShutdownReport};
 pub use client::{Client, DEFAULT_REQUEST_TIMEOUT, RemoteError, RequestError};
+pub use error::chain::Chain as ErrorChain;
 pub use error::{BrokerError, BrokerErrorKind, Error, Failure, HandlerError, IntoFailure};
 pub use handler::context::Context;
 pub use handler::extract::{FromMessage, Incoming, Meta, Raw, Rejection, State};

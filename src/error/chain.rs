@@ -11,13 +11,24 @@
 use std::error::Error as StdError;
 use std::fmt;
 
-/// Displays an error followed by its `source()` chain, joined by `": "`.
+/// Displays an error followed by its `source()` chain, joined by `": "`:
+/// what to log for a [`BrokerError`](crate::BrokerError) or a
+/// [`RequestError`](crate::RequestError), whose own `Display` shows only
+/// their own message (their cause is in `source()`).
+///
+/// ```
+/// use wharf::{BrokerError, BrokerErrorKind, ErrorChain};
+/// let error = BrokerError::new(BrokerErrorKind::Publish, "publish failed")
+///     .with_source(std::io::Error::other("connection reset"));
+/// assert_eq!(error.to_string(), "publish failed");
+/// assert_eq!(ErrorChain(&error).to_string(), "publish failed: connection reset");
+/// ```
 ///
 /// Many errors of other crates (async-nats's, lapin's) print their cause
 /// in their own message *and* return it from `source()`: a cause whose
 /// text ends the text before it is not printed again.
 #[derive(Clone, Copy)]
-pub(crate) struct Chain<'a>(pub(crate) &'a (dyn StdError + 'a));
+pub struct Chain<'a>(pub &'a (dyn StdError + 'a));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -3,7 +3,7 @@
 //! own operations return ([`BrokerError`]).
 
 mod broker;
-mod chain;
+pub(crate) mod chain;
 mod handler_error;
 
 pub use broker::{BrokerError, BrokerErrorKind};
