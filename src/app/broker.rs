@@ -26,15 +26,14 @@ pub const BROKER_URL_ENV: &str = "WHARF_BROKER_URL";
 pub struct Broker {
     transport: Arc<dyn Transport>,
     url: String,
+    /// The broker's one client: every `client()` is a handle to it.
+    client: Client,
 }
 
 impl Broker {
     /// A new, empty in-process broker. Messages live as long as the process.
     pub fn memory() -> Self {
-        Broker {
-            transport: Arc::new(MemoryTransport::new()),
-            url: "memory://".to_owned(),
-        }
+        Broker::new(Arc::new(MemoryTransport::new()), "memory://".to_owned())
     }
 
     /// Connects to the broker named by `url`: `memory://`, `amqp://…` or
@@ -47,10 +46,7 @@ impl Broker {
             #[cfg(feature = "amqp")]
             Some("amqp" | "amqps") => {
                 let transport = crate::transport::amqp::AmqpTransport::connect(url).await?;
-                Ok(Broker {
-                    transport: Arc::new(transport),
-                    url: redact(url),
-                })
+                Ok(Broker::new(Arc::new(transport), redact(url)))
             }
             #[cfg(not(feature = "amqp"))]
             Some("amqp" | "amqps") => Err(BrokerError::new(
@@ -63,10 +59,7 @@ impl Broker {
             #[cfg(feature = "nats")]
             Some("nats" | "tls") => {
                 let transport = crate::transport::nats::NatsTransport::connect(url).await?;
-                Ok(Broker {
-                    transport: Arc::new(transport),
-                    url: redact(url),
-                })
+                Ok(Broker::new(Arc::new(transport), redact(url)))
             }
             #[cfg(not(feature = "nats"))]
             Some("nats" | "tls") => Err(BrokerError::new(
@@ -97,9 +90,15 @@ impl Broker {
 
     /// Wraps a custom [`Transport`].
     pub fn from_transport(transport: impl Transport, url: &str) -> Self {
+        Broker::new(Arc::new(transport), redact(url))
+    }
+
+    /// The broker over `transport`, with its one client (`url` redacted).
+    fn new(transport: Arc<dyn Transport>, url: String) -> Self {
         Broker {
-            transport: Arc::new(transport),
-            url: redact(url),
+            client: Client::new(transport.clone()),
+            transport,
+            url,
         }
     }
 
@@ -113,9 +112,11 @@ impl Broker {
         &self.url
     }
 
-    /// A client for publishing and request/reply.
+    /// A client for publishing and request/reply: a handle to the broker's
+    /// one client, so every call shares one reply address (one reply
+    /// consumer on the broker, opened on the first request).
     pub fn client(&self) -> Client {
-        Client::new(self.transport.clone())
+        self.client.clone()
     }
 
     /// The dead-letter queue of `queue`, to inspect, replay or purge.

@@ -23,8 +23,12 @@ use std::time::Duration;
 /// Default time a request waits for its reply.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Publishes messages and makes requests. Cheap to clone; all clones share
-/// one reply address, so any number of requests can be in flight at once.
+/// Publishes messages and makes requests. Cheap to clone: every client of
+/// one [`Broker`](crate::Broker) — each [`Broker::client`](crate::Broker::client)
+/// call, its clones and [`with_timeout`](Client::with_timeout) variants —
+/// shares one reply address (one reply consumer on the broker, opened on
+/// the first request), so any number of requests can be in flight at once
+/// and `broker.client().request(…)` per request costs no new subscription.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -41,11 +45,13 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// How long a request waits for its reply unless told otherwise.
+    timeout: Duration,
 }
 
+/// What every client of one broker shares.
 struct Inner {
     transport: Arc<dyn Transport>,
-    timeout: Duration,
     /// The reply address in use, if one is open.
     inbox: Mutex<Option<Arc<Inbox>>>,
     /// Held while a reply address is being opened, so only one is.
@@ -57,33 +63,34 @@ struct Inner {
 }
 
 impl Client {
+    /// The client a [`Broker`](crate::Broker) makes once and hands out.
     pub(crate) fn new(transport: Arc<dyn Transport>) -> Self {
         Client {
             inner: Arc::new(Inner {
                 transport,
-                timeout: DEFAULT_REQUEST_TIMEOUT,
                 inbox: Mutex::new(None),
                 opening: tokio::sync::Mutex::new(()),
                 id_prefix: crate::util::ids::prefix(),
                 next_id: AtomicU64::new(1),
                 metrics: Mutex::default(),
             }),
+            timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 
-    /// A client whose requests wait at most `timeout` by default.
+    /// This client with requests waiting at most `timeout` by default; it
+    /// shares this client's reply address.
     pub fn with_timeout(&self, timeout: Duration) -> Self {
         Client {
-            inner: Arc::new(Inner {
-                transport: self.inner.transport.clone(),
-                timeout,
-                inbox: Mutex::new(None),
-                opening: tokio::sync::Mutex::new(()),
-                id_prefix: format!("{}-t", self.inner.id_prefix),
-                next_id: AtomicU64::new(1),
-                metrics: Mutex::default(),
-            }),
+            inner: self.inner.clone(),
+            timeout,
         }
+    }
+
+    /// True when `self` and `other` share one reply address (both come
+    /// from the same broker).
+    pub fn shares_replies_with(&self, other: &Client) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// Publishes `value` as JSON to `queue`, confirmed by the broker.
@@ -106,7 +113,7 @@ impl Client {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
-        self.request_timeout(queue, request, self.inner.timeout).await
+        self.request_timeout(queue, request, self.timeout).await
     }
 
     /// Like [`request`](Client::request) with its own timeout.

@@ -118,17 +118,35 @@ impl Store for FaultyStore {
 /// dead-letter publish is not confirmed); the original stays unsettled and
 /// goes back to its queue, as the transport contract says.
 pub fn failing_dead_letters(broker: &Broker) -> (Broker, Arc<AtomicUsize>) {
-    let failures = Arc::new(AtomicUsize::new(0));
-    let transport = FailingDeadLetters {
-        inner: broker.transport().clone(),
-        failures: failures.clone(),
-    };
+    let transport = FailingDeadLetters::around(broker);
+    let failures = transport.failures.clone();
     (Broker::from_transport(transport, broker.url()), failures)
 }
 
+/// `broker` as a new broker that counts the reply addresses its clients
+/// open (`Transport::reply_inbox`): one reply consumer each.
+pub fn counting_reply_inboxes(broker: &Broker) -> (Broker, Arc<AtomicUsize>) {
+    let transport = FailingDeadLetters::around(broker);
+    let opened = transport.inboxes_opened.clone();
+    (Broker::from_transport(transport, broker.url()), opened)
+}
+
+/// The transport of a broker, with dead-letter settlements that fail as
+/// often as `failures` says (none at first) and reply addresses counted.
 struct FailingDeadLetters {
     inner: Arc<dyn Transport>,
     failures: Arc<AtomicUsize>,
+    inboxes_opened: Arc<AtomicUsize>,
+}
+
+impl FailingDeadLetters {
+    fn around(broker: &Broker) -> Self {
+        FailingDeadLetters {
+            inner: broker.transport().clone(),
+            failures: Arc::new(AtomicUsize::new(0)),
+            inboxes_opened: Arc::new(AtomicUsize::new(0)),
+        }
+    }
 }
 
 struct FailingAcker {
@@ -195,6 +213,7 @@ impl Transport for FailingDeadLetters {
     }
 
     fn reply_inbox(&self) -> BoxFuture<'_, Result<ReplyInbox, BrokerError>> {
+        self.inboxes_opened.fetch_add(1, Ordering::SeqCst);
         self.inner.reply_inbox()
     }
 

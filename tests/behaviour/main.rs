@@ -48,6 +48,7 @@ macro_rules! for_every_case {
                 reply_uses_the_request_content_type,
                 reply_goes_to_a_named_queue_with_the_correlation_id,
                 many_requests_in_flight_on_one_client,
+                every_client_of_a_broker_shares_one_reply_consumer,
                 error_reply_surfaces_as_typed_error_not_timeout,
                 request_without_responder_times_out,
                 unit_handler_replies_null,

@@ -1,6 +1,8 @@
 use super::{Order, order};
+use crate::faults::counting_reply_inboxes;
 use crate::harness::{Gauge, Harness, Log, until};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use wharf::transport::QueueSpec;
 use wharf::{Codec, Error, Message, Meta, Reply, RequestError, RouteOptions};
@@ -130,6 +132,45 @@ pub async fn many_requests_in_flight_on_one_client(h: Harness) {
         assert_eq!(reply.unwrap(), n * 2, "each reply reaches its own request");
     }
     assert!(gauge.max() > 1, "requests were in flight at the same time");
+    running.shutdown().await;
+}
+
+/// `broker.client().request(…)` per request, as the README shows, and
+/// clients with their own timeout: all share the broker's one reply
+/// consumer, opened on the first request.
+pub async fn every_client_of_a_broker_shares_one_reply_consumer(h: Harness) {
+    let queue = h.queue("rpc-shared");
+    let (broker, inboxes_opened) = counting_reply_inboxes(&h.broker);
+    let double = |n: u64| async move { Reply(n * 2) };
+    let running = wharf::App::new(broker.clone())
+        .route(&queue, double)
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(
+        inboxes_opened.load(Ordering::SeqCst),
+        0,
+        "opened on the first request"
+    );
+    for n in 0..20u64 {
+        let reply: u64 = broker.client().request(&queue, &n).await.unwrap();
+        assert_eq!(reply, n * 2);
+    }
+    let patient = broker.client().with_timeout(Duration::from_secs(60));
+    assert!(patient.shares_replies_with(&broker.client()));
+    let requests = (0..50u64).map(|n| {
+        let (client, queue) = (broker.client(), queue.clone());
+        async move { (n, client.request::<_, u64>(&queue, &n).await) }
+    });
+    for (n, reply) in futures_util::future::join_all(requests).await {
+        assert_eq!(reply.unwrap(), n * 2);
+    }
+    assert_eq!(patient.request::<_, u64>(&queue, &7).await.unwrap(), 14);
+    assert_eq!(
+        inboxes_opened.load(Ordering::SeqCst),
+        1,
+        "one reply consumer for every client of the broker"
+    );
     running.shutdown().await;
 }
 
