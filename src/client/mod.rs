@@ -252,7 +252,8 @@ fn decode_reply<T: DeserializeOwned>(reply: &Message) -> Result<T, RequestError>
         .map_err(RequestError::Decode)
 }
 
-fn remote_error(reply: &Message) -> RemoteError {
+/// An error reply as the caller sees it (also the test kit's `Settled::reply`).
+pub(crate) fn remote_error(reply: &Message) -> RemoteError {
     let body: Result<ErrorBody, _> = codec_of(reply).and_then(|c| c.decode(&reply.body));
     match body {
         Ok(body) => RemoteError {

@@ -294,17 +294,4 @@ mod tests {
         let unsendable: Box<dyn std::error::Error> = "no stock".into();
         assert_eq!(unsendable.into_failure().message, "no stock");
     }
-
-    #[cfg(feature = "anyhow")]
-    #[test]
-    fn anyhow_errors_are_retryable_with_their_context() {
-        use anyhow::Context as _;
-        let error = Err::<(), _>(std::io::Error::other("connection reset"))
-            .context("reserving stock")
-            .unwrap_err();
-        let failure = error.into_failure();
-        assert!(!failure.permanent);
-        assert_eq!(failure.kind, "handler");
-        assert_eq!(failure.message, "reserving stock: connection reset");
-    }
 }

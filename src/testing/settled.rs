@@ -1,11 +1,10 @@
 //! How a tracked message ended: [`Settled`] and its [`End`], or
 //! [`Unsettled`] when it did not end in time.
 
-use crate::client::RemoteError;
+use crate::client::{RemoteError, remote_error};
 use crate::ops::dead_letters::DeadLetter;
 use crate::wire::codec::Codec;
 use crate::wire::dead_letter_reason::DeadLetterReason;
-use crate::wire::error_body::ErrorBody;
 use crate::wire::headers::names;
 use crate::wire::message::Message;
 use serde::de::DeserializeOwned;
@@ -136,14 +135,7 @@ impl Settled {
         let codec = Codec::from_content_type(reply.content_type.as_deref())
             .unwrap_or_else(|error| panic!("the reply has an unreadable content type: {error}"));
         if reply.header(names::STATUS) == Some("error") {
-            let body: ErrorBody = codec
-                .decode(&reply.body)
-                .unwrap_or_else(|error| panic!("the error reply does not decode: {error}"));
-            return Err(RemoteError {
-                kind: body.kind,
-                message: body.message,
-                details: body.details,
-            });
+            return Err(remote_error(reply));
         }
         Ok(codec.decode(&reply.body).unwrap_or_else(|error| {
             panic!(
