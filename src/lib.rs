@@ -24,6 +24,7 @@ pub use wire::{codec, headers};
 
 pub use app::App;
 pub use app::broker::{BROKER_URL_ENV, Broker};
+pub use app::broker_options::BrokerOptions;
 pub use app::config::{Config, HTTP_ADDR_ENV, HttpListener, SHUTDOWN_GRACE_ENV};
 pub use app::running::{Running, ShutdownReport};
 pub use client::{Client, DEFAULT_REQUEST_TIMEOUT, RemoteError, RequestError};

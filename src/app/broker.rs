@@ -1,5 +1,6 @@
 //! Choosing and connecting a broker by URL.
 
+use crate::app::broker_options::BrokerOptions;
 use crate::client::Client;
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::ops::dead_letters::DeadLetters;
@@ -37,54 +38,61 @@ impl Broker {
     }
 
     /// Connects to the broker named by `url`: `memory://`, `amqp://…` or
-    /// `nats://…`. Credentials in the URL are never printed, in errors or
-    /// in `Debug`.
+    /// `nats://…` (several servers of a cluster comma-separated). Credentials
+    /// in the URL are never printed, in errors or in `Debug`.
     pub async fn connect(url: &str) -> Result<Self, BrokerError> {
-        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-        match scheme.as_deref() {
-            Some("memory") => Ok(Broker::memory()),
+        Broker::connect_with(&BrokerOptions::new(url)).await
+    }
+
+    /// Connects with typed options: several servers, TLS files, credentials
+    /// kept in files, RabbitMQ's vhost, heartbeat and connection name.
+    pub async fn connect_with(options: &BrokerOptions) -> Result<Self, BrokerError> {
+        let scheme = options.scheme()?;
+        match scheme.as_str() {
+            "memory" => Ok(Broker::memory()),
             #[cfg(feature = "amqp")]
-            Some("amqp" | "amqps") => {
-                let transport = crate::transport::amqp::AmqpTransport::connect(url).await?;
-                Ok(Broker::new(Arc::new(transport), redact(url)))
+            "amqp" | "amqps" => {
+                let transport = crate::transport::amqp::AmqpTransport::connect(options).await?;
+                Ok(Broker::new(Arc::new(transport), options.shown()))
             }
             #[cfg(not(feature = "amqp"))]
-            Some("amqp" | "amqps") => Err(BrokerError::new(
+            "amqp" | "amqps" => Err(BrokerError::new(
                 BrokerErrorKind::Unsupported,
                 format!(
                     "cannot connect to {}: this build of wharf has no RabbitMQ transport (enable the `amqp` feature)",
-                    redact(url)
+                    options.shown()
                 ),
             )),
             #[cfg(feature = "nats")]
-            Some("nats" | "tls") => {
-                let transport = crate::transport::nats::NatsTransport::connect(url).await?;
-                Ok(Broker::new(Arc::new(transport), redact(url)))
+            "nats" | "tls" => {
+                let transport = crate::transport::nats::NatsTransport::connect(options).await?;
+                Ok(Broker::new(Arc::new(transport), options.shown()))
             }
             #[cfg(not(feature = "nats"))]
-            Some("nats" | "tls") => Err(BrokerError::new(
+            "nats" | "tls" => Err(BrokerError::new(
                 BrokerErrorKind::Unsupported,
                 format!(
                     "cannot connect to {}: this build of wharf has no NATS transport (enable the `nats` feature)",
-                    redact(url)
+                    options.shown()
                 ),
             )),
             _ => Err(BrokerError::new(
                 BrokerErrorKind::Config,
                 format!(
                     "unsupported broker URL {:?}: expected memory://, amqp://… or nats://…",
-                    redact(url)
+                    options.shown()
                 ),
             )),
         }
     }
 
-    /// Connects to the broker in `WHARF_BROKER_URL`, or the in-process
-    /// broker when it is unset or empty.
+    /// Connects to the broker in `WHARF_BROKER_URL` with the options in the
+    /// other variables of [`BrokerOptions::from_env`], or the in-process
+    /// broker when `WHARF_BROKER_URL` is unset or empty.
     pub async fn from_env() -> Result<Self, BrokerError> {
-        match std::env::var(BROKER_URL_ENV) {
-            Ok(url) if !url.trim().is_empty() => Broker::connect(url.trim()).await,
-            _ => Ok(Broker::memory()),
+        match BrokerOptions::from_env()? {
+            Some(options) => Broker::connect_with(&options).await,
+            None => Ok(Broker::memory()),
         }
     }
 

@@ -30,6 +30,8 @@ pub(crate) mod lanes;
 pub(crate) mod memory;
 #[cfg(feature = "nats")]
 pub(crate) mod nats;
+#[cfg(any(feature = "amqp", feature = "nats"))]
+pub(crate) mod tls;
 pub(crate) mod window;
 
 use crate::error::BrokerError;

@@ -164,9 +164,16 @@ impl NatsKvStore {
     /// connection reconnects by itself; it fails within about 5 seconds
     /// when the server cannot be reached.
     pub async fn connect(url: &str) -> Result<NatsKvStore, BrokerError> {
-        let (options, servers) = crate::transport::nats::connect_options::NatsUrl::parse(url)?.into_parts();
-        let client = options
-            .name("wharf-store")
+        NatsKvStore::connect_with(&crate::BrokerOptions::new(url)).await
+    }
+
+    /// Connects with typed options, as [`Broker::connect_with`](crate::Broker::connect_with)
+    /// does: the store of a TLS-secured cluster takes the broker's options.
+    pub async fn connect_with(options: &crate::BrokerOptions) -> Result<NatsKvStore, BrokerError> {
+        let (connect, servers) = crate::transport::nats::connect_options::NatsUrl::connect_options(options)?;
+        let name = format!("{}-store", options.connection_name.as_deref().unwrap_or("wharf"));
+        let client = connect
+            .name(name)
             .connection_timeout(CONNECT_TIMEOUT)
             .max_reconnects(None)
             .connect(servers)
@@ -174,7 +181,7 @@ impl NatsKvStore {
             .map_err(|e| {
                 BrokerError::new(
                     BrokerErrorKind::Connection,
-                    format!("cannot connect to NATS at {}", crate::util::redact::redact(url)),
+                    format!("cannot connect to NATS at {}", options.shown()),
                 )
                 .with_source(e)
             })?;

@@ -5,17 +5,16 @@
 //! a channel that died with an earlier one (the broker redelivers those).
 
 use super::acks::AckBook;
+use super::endpoints::Endpoints;
 use super::topology::{self, QueueType, connection_error};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::transport::QueueSpec;
-use crate::util::redact::redact;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
-use lapin::uri::AMQPUri;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -131,7 +130,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The supervised connection.
 pub(crate) struct Link {
-    uri: AMQPUri,
+    endpoints: Endpoints,
     pub(crate) url: String,
     pub(crate) queue_type: QueueType,
     current: watch::Sender<Option<Arc<Connected>>>,
@@ -149,18 +148,11 @@ pub(crate) struct Link {
 impl Link {
     /// Connects once (an unreachable broker is an error now, not a hang) and
     /// starts supervising the connection.
-    pub(crate) async fn connect(
-        url: &str,
-        mut uri: AMQPUri,
-        queue_type: QueueType,
-    ) -> Result<Arc<Self>, BrokerError> {
-        // Notice a dead peer within seconds, and give up connecting in time.
-        uri.query.heartbeat.get_or_insert(10);
-        uri.query.connection_timeout.get_or_insert(5_000);
+    pub(crate) async fn connect(endpoints: Endpoints) -> Result<Arc<Self>, BrokerError> {
         let link = Arc::new(Link {
-            uri,
-            url: redact(url),
-            queue_type,
+            url: endpoints.shown.clone(),
+            queue_type: endpoints.queue_type,
+            endpoints,
             current: watch::channel(None).0,
             connected: watch::channel(false).0,
             routes: Mutex::new(Vec::new()),
@@ -181,10 +173,7 @@ impl Link {
     }
 
     async fn open_connection(&self) -> Result<Arc<Connected>, BrokerError> {
-        let properties = ConnectionProperties::default().with_connection_name("wharf".into());
-        let connection = Connection::connect_uri(self.uri.clone(), properties)
-            .await
-            .map_err(connection_error)?;
+        let connection = self.endpoints.connect().await?;
         let publisher = confirm_channel(&connection).await?;
         let specs = lock(&self.routes).clone();
         for spec in &specs {
@@ -222,6 +211,7 @@ impl Link {
             }
             self.current.send_replace(None);
             self.connected.send_replace(false);
+            self.endpoints.rotate();
             let mut delays = ExponentialBuilder::new()
                 .with_min_delay(Duration::from_millis(100))
                 .with_max_delay(Duration::from_secs(5))

@@ -6,24 +6,23 @@ mod acker;
 mod acks;
 mod consumer;
 mod convert;
+mod endpoints;
 mod fetch;
 mod link;
 mod reply;
 pub mod topology;
 
-use crate::error::{BrokerError, BrokerErrorKind};
+use crate::app::broker_options::BrokerOptions;
+use crate::error::BrokerError;
 use crate::transport::{BoxFuture, Delivery, DeliveryStream, QueueSpec, ReplyInbox, Transport};
 use crate::wire::message::Message;
+use endpoints::Endpoints;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
-use lapin::uri::AMQPUri;
 use link::Link;
 use std::sync::Arc;
 use tokio::sync::watch;
-use topology::{QueueType, connection_error};
-
-/// wharf's own URL parameters, removed before the URL goes to lapin.
-const QUEUE_TYPE_PARAM: &str = "queue_type";
+use topology::connection_error;
 
 /// A RabbitMQ connection, supervised and reconnected.
 pub(crate) struct AmqpTransport {
@@ -31,49 +30,12 @@ pub(crate) struct AmqpTransport {
 }
 
 impl AmqpTransport {
-    /// Connects to `url` (`amqp://` or `amqps://`). `?queue_type=quorum`
-    /// declares quorum work queues.
-    pub(crate) async fn connect(url: &str) -> Result<Self, BrokerError> {
-        let (lapin_url, queue_type) = split_url(url)?;
-        let uri: AMQPUri = lapin_url.parse().map_err(|e: String| {
-            // Some of lapin's parse errors quote the whole URL.
-            let why = e.replace(&lapin_url, &crate::util::redact::redact(&lapin_url));
-            BrokerError::new(
-                BrokerErrorKind::Config,
-                format!("invalid AMQP URL {}: {why}", crate::util::redact::redact(url)),
-            )
-        })?;
-        let link = Link::connect(url, uri, queue_type).await?;
+    /// Connects as `options` say (`amqp://` or `amqps://`, one server or
+    /// several). `?queue_type=quorum` declares quorum work queues.
+    pub(crate) async fn connect(options: &BrokerOptions) -> Result<Self, BrokerError> {
+        let link = Link::connect(Endpoints::new(options)?).await?;
         Ok(AmqpTransport { link })
     }
-}
-
-/// Takes wharf's parameters out of the URL's query string.
-fn split_url(url: &str) -> Result<(String, QueueType), BrokerError> {
-    let Some((base, query)) = url.split_once('?') else {
-        return Ok((url.to_owned(), QueueType::Classic));
-    };
-    let mut queue_type = QueueType::Classic;
-    let mut rest = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some((QUEUE_TYPE_PARAM, "quorum")) => queue_type = QueueType::Quorum,
-            Some((QUEUE_TYPE_PARAM, "classic")) => queue_type = QueueType::Classic,
-            Some((QUEUE_TYPE_PARAM, other)) => {
-                return Err(BrokerError::new(
-                    BrokerErrorKind::Config,
-                    format!("queue_type must be classic or quorum, not {other:?}"),
-                ));
-            }
-            _ => rest.push(pair),
-        }
-    }
-    let url = if rest.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", rest.join("&"))
-    };
-    Ok((url, queue_type))
 }
 
 impl Transport for AmqpTransport {
@@ -188,6 +150,10 @@ impl Transport for AmqpTransport {
 mod tests {
     use super::*;
 
+    use crate::error::BrokerErrorKind;
+    use endpoints::split_url;
+    use topology::QueueType;
+
     #[test]
     fn wharf_parameters_leave_the_url() {
         let (url, kind) = split_url("amqp://u:p@h/%2f?heartbeat=5&queue_type=quorum").unwrap();
@@ -203,7 +169,7 @@ mod tests {
     #[tokio::test]
     async fn a_url_lapin_cannot_parse_is_not_quoted_in_the_error() {
         // lapin's error for it is "Invalid URL: '<the URL>'".
-        let Err(error) = AmqpTransport::connect("amqp:guest:s3cr3t@h").await else {
+        let Err(error) = AmqpTransport::connect(&BrokerOptions::new("amqp:guest:s3cr3t@h")).await else {
             panic!("not a URL lapin takes");
         };
         assert_eq!(error.kind(), BrokerErrorKind::Config);

@@ -19,6 +19,7 @@
 //! user_and_password` or `token` instead, they are sent, and async-nats
 //! masks them in its own `Debug` output.
 
+use crate::app::broker_options::{self as options, BrokerOptions, config};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::util::redact::redact;
 use async_nats::{ConnectOptions, ServerAddr};
@@ -81,18 +82,69 @@ impl NatsUrl {
         })
     }
 
-    /// async-nats's options with the credentials set, and the servers to
-    /// pass to [`ConnectOptions::connect`].
-    pub(crate) fn into_parts(self) -> (ConnectOptions, Vec<ServerAddr>) {
-        let options = match self.credentials {
-            None => ConnectOptions::new(),
-            Some(Credentials::UserAndPassword { user, password }) => {
-                ConnectOptions::new().user_and_password(user, password)
+    /// async-nats's options for `options` (the URL's credentials, or the
+    /// typed ones: not both; TLS from the typed files), and the servers to
+    /// pass to [`ConnectOptions::connect`]. Files are read now.
+    pub(crate) fn connect_options(
+        options: &BrokerOptions,
+    ) -> Result<(ConnectOptions, Vec<ServerAddr>), BrokerError> {
+        options.check_for("NATS")?;
+        let parsed = NatsUrl::parse(&options.urls.join(","))?;
+        let mut connect = match (&parsed.credentials, &options.credentials) {
+            (Some(_), Some(typed)) => {
+                return Err(config(format!(
+                    "the NATS URL {} carries credentials and {} is given too: give them once",
+                    options.shown(),
+                    typed.describe()
+                )));
             }
-            Some(Credentials::Token(token)) => ConnectOptions::new().token(token),
+            (Some(Credentials::UserAndPassword { user, password }), None) => {
+                ConnectOptions::new().user_and_password(user.clone(), password.clone())
+            }
+            (Some(Credentials::Token(token)), None) => ConnectOptions::new().token(token.clone()),
+            (None, None) => ConnectOptions::new(),
+            (None, Some(typed)) => typed_credentials(typed)?,
         };
-        (options, self.servers)
+        if options.tls.any() {
+            connect = connect.require_tls(true).tls_client_config(
+                crate::transport::tls::client_config(&options.tls)?
+                    .as_ref()
+                    .clone(),
+            );
+        }
+        Ok((connect, parsed.servers))
     }
+}
+
+/// async-nats's options with typed credentials, files read.
+fn typed_credentials(credentials: &options::Credentials) -> Result<ConnectOptions, BrokerError> {
+    use options::Credentials as Typed;
+    Ok(match credentials {
+        Typed::UserAndPassword { user, password } => {
+            ConnectOptions::new().user_and_password(user.clone(), password.read("NATS password")?)
+        }
+        Typed::Token(token) => ConnectOptions::new().token(token.read("NATS token")?),
+        Typed::NKeySeed(seed) => {
+            let seed = seed.read("NATS NKey seed")?;
+            if !seed.starts_with("SU") {
+                return Err(config(
+                    "the NATS NKey seed does not start with SU (a user seed, as `nk -gen user` writes it)"
+                        .to_owned(),
+                ));
+            }
+            ConnectOptions::new().nkey(seed)
+        }
+        Typed::NatsCredentialsFile(path) => {
+            let text = options::read_file(path, "NATS credentials")?;
+            ConnectOptions::with_credentials(&text).map_err(|e| {
+                config(format!(
+                    "the NATS credentials file {} is not one (a user JWT and NKey seed, as nsc writes it)",
+                    path.display()
+                ))
+                .with_source(e)
+            })?
+        }
+    })
 }
 
 /// Takes the user info out of `url`, decoded.

@@ -11,6 +11,7 @@
 //! once; the acks and publishes of every other message in flight go on
 //! undisturbed on the other connection (see `quarantine`).
 
+use crate::app::broker_options::BrokerOptions;
 use crate::error::{BrokerError, BrokerErrorKind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,8 +31,13 @@ pub(crate) struct Connection {
     pub(crate) reconnects: watch::Receiver<u64>,
 }
 
-/// Opens a connection to `url`, named `name` on the server.
-pub(crate) async fn open(url: &str, name: &str) -> Result<Connection, BrokerError> {
+/// Opens a connection as `options` say, named by their connection name
+/// (default `wharf`) followed by `suffix` on the server.
+pub(crate) async fn open(options: &BrokerOptions, suffix: &str) -> Result<Connection, BrokerError> {
+    let name = format!(
+        "{}{suffix}",
+        options.connection_name.as_deref().unwrap_or("wharf")
+    );
     let (tx, connected) = watch::channel(false);
     let tx = Arc::new(tx);
     let events = tx.clone();
@@ -40,10 +46,10 @@ pub(crate) async fn open(url: &str, name: &str) -> Result<Connection, BrokerErro
     // Set by a loss, so that only a connection after one counts as a
     // reconnect (the first connection's event may come late).
     let lost = Arc::new(AtomicBool::new(false));
-    let label: Arc<str> = name.into();
-    let (options, servers) = super::connect_options::NatsUrl::parse(url)?.into_parts();
-    let options = options
-        .name(name)
+    let label: Arc<str> = name.as_str().into();
+    let (connect, servers) = super::connect_options::NatsUrl::connect_options(options)?;
+    let connect = connect
+        .name(&name)
         .connection_timeout(CONNECT_TIMEOUT)
         .max_reconnects(None)
         .event_callback(move |event| {
@@ -69,10 +75,14 @@ pub(crate) async fn open(url: &str, name: &str) -> Result<Connection, BrokerErro
                 }
             }
         });
-    let client = options.connect(servers).await.map_err(|e| {
+    let client = connect.connect(servers).await.map_err(|e| {
+        let hint = crate::transport::tls::hint(&format!("{e} {e:?}"));
         BrokerError::new(
             BrokerErrorKind::Connection,
-            format!("cannot connect to NATS at {}", crate::util::redact::redact(url)),
+            match hint {
+                Some(hint) => format!("cannot connect to NATS at {}: {hint}", options.shown()),
+                None => format!("cannot connect to NATS at {}", options.shown()),
+            },
         )
         .with_source(e)
     })?;

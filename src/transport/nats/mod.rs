@@ -26,6 +26,7 @@ mod request_form;
 mod service;
 mod topology;
 
+use crate::app::broker_options::BrokerOptions;
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::transport::{BoxFuture, Delivery, DeliveryStream, QueueSpec, ReplyInbox, Transport};
 use crate::wire::message::Message;
@@ -63,10 +64,11 @@ pub(crate) struct NatsTransport {
 }
 
 impl NatsTransport {
-    /// Connects to `url` (`nats://`, `tls://`; credentials in the URL).
-    pub(crate) async fn connect(url: &str) -> Result<Self, BrokerError> {
-        let main = connection::open(url, "wharf").await?;
-        let consumer = connection::open(url, "wharf-consumer").await?;
+    /// Connects as `options` say (`nats://`, `tls://`; credentials in the
+    /// URL or typed).
+    pub(crate) async fn connect(options: &BrokerOptions) -> Result<Self, BrokerError> {
+        let main = connection::open(options, "").await?;
+        let consumer = connection::open(options, "-consumer").await?;
         let ready = connection::both(main.connected.clone(), consumer.connected.clone());
         let jetstream = jetstream::new(main.client.clone());
         Ok(NatsTransport {

@@ -391,7 +391,7 @@ mod tests {
             crate::test_support::skip(&format!("pull::tests::{what}"), &why);
             return None;
         }
-        let transport = match NatsTransport::connect(&url).await {
+        let transport = match NatsTransport::connect(&crate::BrokerOptions::new(url.as_str())).await {
             Ok(transport) => transport,
             Err(error) => {
                 crate::test_support::skip(&format!("pull::tests::{what}"), &error.to_string());
