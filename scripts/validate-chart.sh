@@ -212,8 +212,10 @@ REQUEST_OUTCOMES = {"ok", "remote_error", "timeout", "broker_error"}  # of wharf
 
 # The list above must match the crate's metric names (src/ops/metrics/mod.rs), so that a
 # renamed metric fails here instead of leaving a silent alert or an empty panel.
-metrics_rs = chart.parent.parent / "src" / "metrics.rs"
-if metrics_rs.exists():
+metrics_rs = chart.parent.parent / "src" / "ops" / "metrics" / "mod.rs"
+if not metrics_rs.exists():
+    fail(f"{metrics_rs} is missing: point check.py at the file declaring the metric names")
+else:
     src = metrics_rs.read_text()
     declared = set(re.findall(r'pub const [A-Z_]+: &str = "(wharf_[a-z_]+)"', src))
     exported = COUNTERS | GAUGES | HISTOGRAMS
@@ -221,7 +223,9 @@ if metrics_rs.exists():
         fail(f"src/ops/metrics/mod.rs declares {sorted(declared - exported)} that check.py does not know, and check.py "
              f"knows {sorted(exported - declared)} that src/ops/metrics/mod.rs does not declare: update both lists")
     m = re.search(r"pub const OUTCOMES: \[&str; \d+\] = \[([^\]]*)\]", src)
-    if m and set(re.findall(r'"([a-z_]+)"', m.group(1))) != OUTCOMES:
+    if not m:
+        fail("src/ops/metrics/mod.rs: no `pub const OUTCOMES: [&str; N]` to compare check.py's OUTCOMES with")
+    elif set(re.findall(r'"([a-z_]+)"', m.group(1))) != OUTCOMES:
         fail("src/ops/metrics/mod.rs OUTCOMES differ from check.py's OUTCOMES")
 PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
                    "unless", "offset"}
