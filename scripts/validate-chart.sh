@@ -41,7 +41,19 @@
 #   7. Metric names, label names and `outcome` values used in the alerts and
 #      the dashboard are ones a wharf worker exports (list in check.py).
 #   8. Renders that must fail do: no broker URL, a bad broker.kind, KEDA
-#      minReplicas > maxReplicas. NATS stream names are encoded as wharf does.
+#      minReplicas > maxReplicas, and broker options or topology that
+#      contradict each other or broker.kind, or are out of the schema's range.
+#      NATS stream names are encoded as wharf does.
+#   9. Broker connection options and topology (WHARF_BROKER_TLS_*, credential
+#      files, WHARF_AMQP_*, WHARF_QUEUE_TYPE, WHARF_STREAM_*, ...): for every
+#      value set exactly the variables its values ask for; each *_FILE path is
+#      an item of a read-only Secret mount holding only the named keys, with
+#      broker.secretFileMode on private keys and credentials; the
+#      checksum/secret annotation only when the chart makes the broker Secret.
+#      ci/production-values.yaml (NATS) and ci/production-amqp-values.yaml
+#      (RabbitMQ) must exist and render what EXPECTED in check.py lists,
+#      written out. Then check.py runs on mutated copies of the templates (a
+#      variable, a mount, readOnly, defaultMode removed) and must fail on each.
 #
 # Usage: scripts/validate-chart.sh            (CI runs exactly this)
 # Needs: bash, python3 (with venv), node + npm, apt-get + dpkg-deb (only when
@@ -143,7 +155,9 @@ done
 
 # --- renders that must fail ----------------------------------------------------
 step "renders that must fail, and NATS stream names"
+failing=0
 must_fail() { # message-regex, helm args...
+    failing=$((failing + 1))
     local want=$1
     shift
     if out=$("$helm" template "$release" "$chart" --namespace "$namespace" "$@" 2>&1); then
@@ -157,6 +171,31 @@ must_fail 'broker.kind' --set broker.url=amqp://x --set broker.kind=kafka
 must_fail 'minReplicas must not exceed' --set broker.url=amqp://x --set autoscaling.keda.enabled=true \
     --set autoscaling.keda.minReplicas=5 --set autoscaling.keda.maxReplicas=2
 must_fail 'Additional property' --set broker.url=amqp://x --set worker.queu=typo
+# Broker connection options and topology (helm --set splits on unescaped commas).
+must_fail 'URL 2 starts with "nats://"' --set-string 'broker.url=amqp://a:5672/%2f\,nats://b:4222'
+must_fail 'broker.url: Does not match pattern' --set-string 'broker.url=amqp://a:5672/%2f\, amqp://b:5672/%2f'
+must_fail 'KEDA rabbitmq trigger takes one' --set-string 'broker.url=amqp://a:5672/%2f\,amqp://b:5672/%2f' \
+    --set autoscaling.keda.enabled=true
+must_fail 'broker.credentials.secret is empty' --set broker.url=amqp://x --set broker.credentials.user=u \
+    --set broker.credentials.passwordKey=password
+must_fail 'none of broker.credentials.passwordKey' --set broker.url=amqp://x --set broker.credentials.secret=s
+must_fail 'credentials.user needs broker.credentials.passwordKey' --set broker.url=amqp://x --set broker.credentials.user=u
+must_fail 'natsCredsKey is for NATS' --set broker.url=amqp://x --set broker.credentials.secret=s \
+    --set broker.credentials.natsCredsKey=creds
+must_fail 'one way to authenticate, not tokenKey and natsNkeyKey' --set broker.kind=nats --set broker.url=nats://x \
+    --set broker.credentials.secret=s --set broker.credentials.tokenKey=t --set broker.credentials.natsNkeyKey=n
+must_fail 'topology.queueType is for RabbitMQ' --set broker.kind=nats --set broker.url=nats://x --set topology.queueType=quorum
+must_fail 'broker.amqp.heartbeatSeconds is for RabbitMQ' --set broker.kind=nats --set broker.url=nats://x \
+    --set broker.amqp.heartbeatSeconds=0
+must_fail 'topology.streamReplicas is for NATS' --set broker.url=amqp://x --set topology.streamReplicas=3
+must_fail 'extraEnv sets WHARF_QUEUE_TYPE, which the chart sets from topology.queueType' --set broker.url=amqp://x \
+    --set 'worker.extraEnv[0].name=WHARF_QUEUE_TYPE' --set 'worker.extraEnv[0].value=quorum'
+must_fail 'topology.queueType must be one of' --set broker.url=amqp://x --set topology.queueType=stream
+must_fail 'topology.streamStorage must be one of' --set broker.kind=nats --set broker.url=nats://x --set topology.streamStorage=disk
+must_fail 'streamReplicas: Must be less than or equal to 5' --set broker.kind=nats --set broker.url=nats://x --set topology.streamReplicas=7
+must_fail 'storeReplicas: Must be greater than or equal to 1' --set broker.url=amqp://x --set topology.storeReplicas=0
+must_fail 'heartbeatSeconds: Must be less than or equal to 3600' --set broker.url=amqp://x --set broker.amqp.heartbeatSeconds=3601
+must_fail 'secretFileMode must be one of' --set broker.url=amqp://x --set broker.secretFileMode=0440
 
 # wharf's names (src/transport/nats/naming.rs): WHARF_ + letters, digits and "-" kept,
 # every other byte as _XX.
@@ -212,8 +251,10 @@ REQUEST_OUTCOMES = {"ok", "remote_error", "timeout", "broker_error"}  # of wharf
 
 # The list above must match the crate's metric names (src/ops/metrics/mod.rs), so that a
 # renamed metric fails here instead of leaving a silent alert or an empty panel.
-metrics_rs = chart.parent.parent / "src" / "metrics.rs"
-if metrics_rs.exists():
+metrics_rs = chart.parent.parent / "src" / "ops" / "metrics" / "mod.rs"
+if not metrics_rs.exists():
+    fail(f"{metrics_rs} is missing: point check.py at the file declaring the metric names")
+else:
     src = metrics_rs.read_text()
     declared = set(re.findall(r'pub const [A-Z_]+: &str = "(wharf_[a-z_]+)"', src))
     exported = COUNTERS | GAUGES | HISTOGRAMS
@@ -221,7 +262,9 @@ if metrics_rs.exists():
         fail(f"src/ops/metrics/mod.rs declares {sorted(declared - exported)} that check.py does not know, and check.py "
              f"knows {sorted(exported - declared)} that src/ops/metrics/mod.rs does not declare: update both lists")
     m = re.search(r"pub const OUTCOMES: \[&str; \d+\] = \[([^\]]*)\]", src)
-    if m and set(re.findall(r'"([a-z_]+)"', m.group(1))) != OUTCOMES:
+    if not m:
+        fail("src/ops/metrics/mod.rs: no `pub const OUTCOMES: [&str; N]` to compare check.py's OUTCOMES with")
+    elif set(re.findall(r'"([a-z_]+)"', m.group(1))) != OUTCOMES:
         fail("src/ops/metrics/mod.rs OUTCOMES differ from check.py's OUTCOMES")
 PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
                    "unless", "offset"}
@@ -322,6 +365,139 @@ SCHEMAS = {
 
 EXPECTED_KINDS_ALWAYS = {"Deployment", "Service"}
 
+# Broker connection options and topology (issue 21; names in examples/worker.rs):
+# the variables the chart sets from broker.* and topology.*, and where it mounts
+# the Secrets the files come from.
+TLS_DIR, CA_DIR, CRED_DIR = "/etc/wharf/broker-tls", "/etc/wharf/broker-ca", "/etc/wharf/broker-credentials"
+CRED_FILES = {"passwordKey": ("WHARF_BROKER_PASSWORD_FILE", "password"), "tokenKey": ("WHARF_BROKER_TOKEN_FILE", "token"),
+              "natsCredsKey": ("WHARF_NATS_CREDS_FILE", "nats.creds"), "natsNkeyKey": ("WHARF_NATS_NKEY_FILE", "nkey")}
+BROKER_OPTION_VARS = {"WHARF_BROKER_CONNECTION_NAME", "WHARF_BROKER_TLS_CA_FILE", "WHARF_BROKER_TLS_CERT_FILE",
+                      "WHARF_BROKER_TLS_KEY_FILE", "WHARF_BROKER_TLS_SERVER_NAME", "WHARF_BROKER_USER",
+                      "WHARF_AMQP_VHOST", "WHARF_AMQP_HEARTBEAT_SECONDS", "WHARF_QUEUE_TYPE", "WHARF_STREAM_REPLICAS",
+                      "WHARF_STREAM_STORAGE", "WHARF_STORE_REPLICAS"} | {v for v, _ in CRED_FILES.values()}
+POD_NAME = {"valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+
+# What the production value sets must render, written out rather than derived
+# from the values, so that a variable, mount or file that goes missing from the
+# templates fails here even if the derivation in check_combo has the same slip.
+# env: variable -> value (or POD_NAME); mounts: path -> (Secret, {file: key}, defaultMode or None).
+EXPECTED = {
+    "production": {
+        "env": {"WHARF_BROKER_CONNECTION_NAME": POD_NAME,
+                "WHARF_BROKER_TLS_CA_FILE": "/etc/wharf/broker-tls/ca.crt",
+                "WHARF_BROKER_TLS_CERT_FILE": "/etc/wharf/broker-tls/tls.crt",
+                "WHARF_BROKER_TLS_KEY_FILE": "/etc/wharf/broker-tls/tls.key",
+                "WHARF_BROKER_TLS_SERVER_NAME": "nats.messaging.svc",
+                "WHARF_NATS_CREDS_FILE": "/etc/wharf/broker-credentials/nats.creds",
+                "WHARF_STREAM_REPLICAS": "3", "WHARF_STREAM_STORAGE": "file", "WHARF_STORE_REPLICAS": "3"},
+        "mounts": {"/etc/wharf/broker-tls": ("wharf-nats-client-tls", {"tls.crt": "tls.crt", "tls.key": "tls.key", "ca.crt": "ca.crt"}, 0o440),
+                   "/etc/wharf/broker-credentials": ("wharf-nats-creds", {"nats.creds": "wharf.creds"}, 0o440)},
+        "url_list": 3,
+    },
+    "production-amqp": {
+        "env": {"WHARF_BROKER_CONNECTION_NAME": "orders-worker",
+                "WHARF_BROKER_TLS_CA_FILE": "/etc/wharf/broker-ca/ca.crt",
+                "WHARF_BROKER_TLS_CERT_FILE": "/etc/wharf/broker-tls/tls.crt",
+                "WHARF_BROKER_TLS_KEY_FILE": "/etc/wharf/broker-tls/tls.key",
+                "WHARF_BROKER_TLS_SERVER_NAME": "rabbitmq.messaging.svc",
+                "WHARF_BROKER_USER": "wharf-orders",
+                "WHARF_BROKER_PASSWORD_FILE": "/etc/wharf/broker-credentials/password",
+                "WHARF_AMQP_VHOST": "orders", "WHARF_AMQP_HEARTBEAT_SECONDS": "30", "WHARF_QUEUE_TYPE": "quorum"},
+        "mounts": {"/etc/wharf/broker-tls": ("wharf-rabbitmq-client-tls", {"tls.crt": "tls.crt", "tls.key": "tls.key"}, 0o400),
+                   "/etc/wharf/broker-ca": ("wharf-rabbitmq-ca", {"ca.crt": "ca.pem"}, None),
+                   "/etc/wharf/broker-credentials": ("wharf-rabbitmq-password", {"password": "password"}, 0o400)},
+        "url_list": None,
+    },
+}
+for combo in EXPECTED:
+    if combo not in combos:
+        fail(f"ci/{combo}-values.yaml is missing: check.py expects it (EXPECTED)")
+
+def check_broker_options(combo, values, spec, c, env, pod):
+    """The broker options and topology: exactly the variables the values ask for,
+    every file variable pointing at an item of a read-only Secret mount."""
+    b, t, psc = values["broker"], values["topology"], spec["securityContext"]
+    tls, cr = b["tls"], b["credentials"]
+    want = {"WHARF_BROKER_CONNECTION_NAME": b["connectionName"] or POD_NAME}
+    files = {}  # variable -> (mount dir, file, Secret, key)
+    if tls["caSecret"]:
+        files["WHARF_BROKER_TLS_CA_FILE"] = (CA_DIR, "ca.crt", tls["caSecret"], tls["caSecretKey"])
+    elif tls["secret"] and tls["caKey"]:
+        files["WHARF_BROKER_TLS_CA_FILE"] = (TLS_DIR, "ca.crt", tls["secret"], tls["caKey"])
+    if tls["secret"]:
+        files["WHARF_BROKER_TLS_CERT_FILE"] = (TLS_DIR, "tls.crt", tls["secret"], tls["certKey"])
+        files["WHARF_BROKER_TLS_KEY_FILE"] = (TLS_DIR, "tls.key", tls["secret"], tls["keyKey"])
+    for k, (var, f) in CRED_FILES.items():
+        if cr[k]: files[var] = (CRED_DIR, f, cr["secret"], cr[k])
+    for var, (d, f, _, _) in files.items(): want[var] = f"{d}/{f}"
+    for var, v in (("WHARF_BROKER_TLS_SERVER_NAME", tls["serverName"]), ("WHARF_BROKER_USER", cr["user"]),
+                   ("WHARF_AMQP_VHOST", b["amqp"]["vhost"]), ("WHARF_QUEUE_TYPE", t["queueType"]),
+                   ("WHARF_STREAM_STORAGE", t["streamStorage"])):
+        if v: want[var] = str(v)
+    for var, v in (("WHARF_AMQP_HEARTBEAT_SECONDS", b["amqp"]["heartbeatSeconds"]),
+                   ("WHARF_STREAM_REPLICAS", t["streamReplicas"]), ("WHARF_STORE_REPLICAS", t["storeReplicas"])):
+        if v is not None: want[var] = str(v)
+    got = {n: {k: v for k, v in e.items() if k != "name"} for n, e in env.items() if n in BROKER_OPTION_VARS}
+    want = {n: v if isinstance(v, dict) else {"value": v} for n, v in want.items()}
+    for n in sorted(set(got) | set(want)):
+        if got.get(n) != want.get(n):
+            fail(f"{combo}: env {n}: rendered {got.get(n)}, the values ask for {want.get(n)}")
+
+    # Volumes: exactly those the values ask for, mounted read-only, holding the named keys only.
+    vols = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    if len(vols) != len(spec["volumes"]) or len(mounts) != len(c["volumeMounts"]):
+        fail(f"{combo}: two volumes or two mounts share a name or path")
+    want_mounts = {"/tmp"} | {d for d, _, _, _ in files.values()}
+    if values["store"]["caSecret"]: want_mounts.add("/etc/wharf/store-ca")
+    if set(mounts) != want_mounts:
+        fail(f"{combo}: volumes mounted at {sorted(mounts)}, the values ask for {sorted(want_mounts)}")
+    if {m["name"] for m in mounts.values()} != set(vols):
+        fail(f"{combo}: volumes {sorted(vols)} and mounts {sorted(m['name'] for m in mounts.values())} differ")
+    by_dir = {}
+    for var, (d, f, secret, key) in files.items():
+        by_dir.setdefault(d, {})[f] = (secret, key)
+    for d, want_items in by_dir.items():
+        m = mounts.get(d)
+        vol = vols.get(m["name"], {}) if m else {}
+        sec = vol.get("secret")
+        if not m or not sec:
+            fail(f"{combo}: no Secret volume mounted at {d}"); continue
+        if m.get("readOnly") is not True or m.get("subPath"):
+            fail(f"{combo}: {d} must be mounted readOnly, without subPath (a subPath mount misses Secret updates)")
+        if {s for s, _ in want_items.values()} != {sec["secretName"]}:
+            fail(f"{combo}: {d} mounts Secret {sec['secretName']}, the values name {sorted({s for s, _ in want_items.values()})}")
+        items = {i["path"]: i["key"] for i in sec.get("items", [])}
+        if items != {f: k for f, (_, k) in want_items.items()}:
+            fail(f"{combo}: {d} holds {items} (file: key), the values ask for {({f: k for f, (_, k) in want_items.items()})}")
+        if d in (TLS_DIR, CRED_DIR):  # private keys and credentials
+            mode = sec.get("defaultMode")
+            if mode != b["secretFileMode"] or mode not in (0o400, 0o440, 0o444):
+                fail(f"{combo}: {d} has defaultMode {mode}, expected broker.secretFileMode {b['secretFileMode']:04o}")
+            elif not psc.get("fsGroup") and not mode & 0o004:
+                fail(f"{combo}: {d} files of mode {mode:04o} belong to root and the pod has no fsGroup: the worker cannot read them")
+
+    # The Secrets the chart only names are not in the checksum (helm cannot read them);
+    # the annotation is there exactly when the chart makes the broker Secret.
+    if ("checksum/secret" in pod["metadata"].get("annotations", {})) == bool(b["existingSecret"]):
+        fail(f"{combo}: checksum/secret annotation must be present exactly when the chart creates the broker Secret")
+
+    # The written-out expectations of the production value sets.
+    exp = EXPECTED.get(combo)
+    if exp:
+        for n, v in exp["env"].items():
+            if got.get(n) != (v if isinstance(v, dict) else {"value": v}):
+                fail(f"{combo}: env {n} is {got.get(n)}, EXPECTED {v}")
+        for n in sorted(set(got) - set(exp["env"])):
+            fail(f"{combo}: env {n} rendered but not EXPECTED")
+        for d, (secret, items, mode) in exp["mounts"].items():
+            m = mounts.get(d)
+            sec = vols.get(m["name"], {}).get("secret", {}) if m else {}
+            if not m or m.get("readOnly") is not True:
+                fail(f"{combo}: EXPECTED a read-only mount at {d}"); continue
+            if (sec.get("secretName"), {i["path"]: i["key"] for i in sec.get("items", [])}, sec.get("defaultMode")) != (secret, items, mode):
+                fail(f"{combo}: the volume at {d} is {sec}, EXPECTED Secret {secret} items {items} mode {mode}")
+
 chart_values = yaml.safe_load((chart / "values.yaml").read_text())
 dashboard = json.loads((chart / "dashboards" / "wharf.json").read_text())
 summary = {}
@@ -414,7 +590,15 @@ def check_combo(combo):
             and sc.get("allowPrivilegeEscalation") is False and sc.get("capabilities", {}).get("drop") == ["ALL"]
             and sc.get("seccompProfile", {}).get("type") == "RuntimeDefault" and psc.get("runAsNonRoot")):
         fail(f"{combo}: container securityContext is not the hardened one")
-    if "checksum/secret" not in pod["metadata"].get("annotations", {}): fail(f"{combo}: no checksum/secret annotation")
+    if len(env) != len(c["env"]): fail(f"{combo}: an env variable is set twice")
+    check_broker_options(combo, values, spec, c, env, pod)
+    if keda and values["broker"]["kind"] == "amqp":
+        (so,) = by_kind["ScaledObject"]
+        if so["spec"]["triggers"][0]["metadata"].get("vhostName") != (values["broker"]["amqp"]["vhost"] or None):
+            fail(f"{combo}: the KEDA rabbitmq trigger's vhostName is not broker.amqp.vhost")
+    n_urls = EXPECTED.get(combo, {}).get("url_list")
+    if n_urls and len(values["broker"]["url"].split(",")) != n_urls:
+        fail(f"{combo}: broker.url should list {n_urls} servers")
     if ("replicas" in dep["spec"]) == (keda or hpa):
         fail(f"{combo}: Deployment.spec.replicas must be set exactly when no autoscaler manages it")
 
@@ -530,6 +714,39 @@ PY
 step "structure and consistency of the rendered objects (check.py)"
 "$py" "$work/check.py" "$chart" "$work" "${combos[@]}"
 
+# The checks of the broker options must be able to fail: check.py runs on copies
+# of the chart with one thing broken in templates/deployment.yaml, rendered with
+# the production value sets, and must fail naming it. A copy left intact passes.
+step "check.py catches a broken chart (mutated copies of the templates)"
+mutant_combos=(production production-amqp)
+mutate() { # description, sed script for templates/deployment.yaml ("" = intact), FAIL regex ("" = must pass)
+    local what=$1 script=$2 want=$3 m=$work/mutant
+    rm -rf "$m" && mkdir -p "$m/charts" "$m/render" && cp -r "$chart" "$m/charts/" && ln -s "$root/src" "$m/src"
+    if [[ -n $script ]]; then
+        sed -i "$script" "$m/$chart/templates/deployment.yaml"
+        cmp -s "$chart/templates/deployment.yaml" "$m/$chart/templates/deployment.yaml" && die "mutation '$what' changed nothing"
+    fi
+    for name in "${mutant_combos[@]}"; do
+        "$helm" template "$release" "$m/$chart" --namespace "$namespace" --kube-version "$K8S_VERSION" \
+            -f "$chart/ci/$name-values.yaml" >"$m/render/$name.yaml" || die "the chart with $what does not render"
+    done
+    if out=$("$py" "$work/check.py" "$m/$chart" "$m" "${mutant_combos[@]}" 2>&1); then
+        [[ -z $want ]] || die "check.py passed the chart with $what"
+        echo "  passes: $what"
+    else
+        [[ -n $want ]] || { echo "$out"; die "check.py failed on $what"; }
+        grep -Eq "$want" <<<"$out" || { echo "$out"; die "check.py failed on the chart with $what, but not with /$want/"; }
+        echo "  caught: $what -> $(grep -Em1 "$want" <<<"$out" | cut -c1-150)"
+    fi
+}
+mutate "an intact copy" "" ""
+mutate "WHARF_NATS_CREDS_FILE left out" '/name: WHARF_NATS_CREDS_FILE$/,+1d' 'FAIL production: env WHARF_NATS_CREDS_FILE'
+mutate "the broker-tls mount left out" '/- name: broker-tls$/{N;/mountPath/{N;d}}' 'EXPECTED a read-only mount at /etc/wharf/broker-tls'
+mutate "the credentials mount writable" '/mountPath: \/etc\/wharf\/broker-credentials$/{n;d}' 'broker-credentials must be mounted readOnly'
+mutate "no defaultMode on the Secret volumes" '/defaultMode:/d' 'has defaultMode None'
+mutate "broker.tls.caSecret ignored" 's/{{- if \$tls.caSecret }}/{{- if false }}/' 'env WHARF_BROKER_TLS_CA_FILE'
+rm -rf "$work/mutant"
+
 # --- kubernetes-validate -------------------------------------------------------
 step "kubernetes-validate --strict -k $K8S_VERSION (core kinds)"
 core_total=0
@@ -590,10 +807,12 @@ echo "  dashboards/wharf.json: $(grep -o '[0-9]* rules found' <<<"$out" | sed 's
 step "summary"
 cat <<EOF
 chart $chart validated offline for ${#combos[@]} value sets (${combos[*]}):
-  helm lint --strict + values.schema.json; 4 renders that must fail do; NATS stream names
+  helm lint --strict + values.schema.json; $failing renders that must fail do; NATS stream names
   $core_total core objects valid against Kubernetes $K8S_VERSION (kubernetes-validate --strict)
   CRD objects valid against KEDA/prometheus-operator generated validators and strict schemas
   cross-object consistency, secret hygiene, grace periods, metric names
+  broker options and topology: env, Secret mounts and file modes per value set; EXPECTED of the
+  production value sets; check.py fails on each mutated copy of the templates
   alert rules parse (promtool check rules) and pass their unit tests (promtool test rules)
   dashboard queries parse (promtool check rules)
 Not covered: a real API server, the KEDA/prometheus-operator admission webhooks, Grafana itself.

@@ -127,3 +127,83 @@ PromQL label matchers scoping the alerts to this release's metrics.
 {{- printf "job=%q,namespace=%q" (include "wharf-worker.fullname" .) .Release.Namespace }}
 {{- end }}
 {{- end }}
+
+{{/*
+Checks the broker connection options and the topology against each other and
+against broker.kind, where values.schema.json cannot: fails with a message
+naming the values; renders nothing.
+*/}}
+{{- define "wharf-worker.checkBrokerOptions" -}}
+{{- $kind := include "wharf-worker.brokerKind" . }}
+{{- $b := .Values.broker }}
+{{- $c := $b.credentials }}
+{{- $t := .Values.topology }}
+{{- /* The chart-made URL list: every URL of the broker kind. */}}
+{{- if and (not $b.existingSecret) $b.url }}
+{{- $schemes := ternary "amqp:// or amqps://" "nats:// or tls://" (eq $kind "amqp") }}
+{{- range $i, $u := splitList "," ($b.url | toString) }}
+{{- if not (regexMatch (ternary "^amqps?://[^\\s]+$" "^(nats|tls)://[^\\s]+$" (eq $kind "amqp")) $u) }}
+{{- /* Only the scheme is shown: the rest may hold a password. */}}
+{{- fail (printf "broker.url: every URL of the comma-separated list must start with %s (broker.kind is %s), without spaces; URL %d starts with %q" $schemes $kind (add1 $i) (default "no scheme" (regexFind "^[A-Za-z][A-Za-z0-9+.-]*://" $u))) }}
+{{- end }}
+{{- end }}
+{{- if and (contains "," ($b.url | toString)) .Values.autoscaling.keda.enabled (eq $kind "amqp") (not .Values.autoscaling.keda.rabbitmq.existingSecret) }}
+{{- fail "broker.url is a list of URLs, but the KEDA rabbitmq trigger takes one: set autoscaling.keda.rabbitmq.existingSecret to a Secret holding one URL for KEDA" }}
+{{- end }}
+{{- end }}
+{{- /* Credentials: keys need the Secret, the Secret needs a key, one way to authenticate. */}}
+{{- $keys := list }}
+{{- range $k := list "passwordKey" "tokenKey" "natsCredsKey" "natsNkeyKey" }}
+{{- if index $c $k }}{{ $keys = append $keys $k }}{{ end }}
+{{- end }}
+{{- if and $keys (not $c.secret) }}
+{{- fail (printf "broker.credentials.%s names a key, but broker.credentials.secret is empty" (first $keys)) }}
+{{- end }}
+{{- if and $c.secret (not $keys) }}
+{{- fail "broker.credentials.secret is set, but none of broker.credentials.passwordKey, tokenKey, natsCredsKey, natsNkeyKey names a key in it" }}
+{{- end }}
+{{- if gt (len $keys) 1 }}
+{{- fail (printf "broker.credentials: set one way to authenticate, not %s" (join " and " $keys)) }}
+{{- end }}
+{{- if and $c.user (not $c.passwordKey) }}
+{{- fail "broker.credentials.user needs broker.credentials.passwordKey (the password's key in broker.credentials.secret)" }}
+{{- end }}
+{{- if and $c.passwordKey (not $c.user) }}
+{{- fail "broker.credentials.passwordKey needs broker.credentials.user" }}
+{{- end }}
+{{- /* Options of the other broker are errors, not silently ignored. */}}
+{{- if eq $kind "amqp" }}
+{{- range $k := list "tokenKey" "natsCredsKey" "natsNkeyKey" }}
+{{- if index $c $k }}{{ fail (printf "broker.credentials.%s is for NATS, but broker.kind is amqp" $k) }}{{ end }}
+{{- end }}
+{{- if not (kindIs "invalid" $t.streamReplicas) }}{{ fail "topology.streamReplicas is for NATS JetStream, but broker.kind is amqp" }}{{ end }}
+{{- if $t.streamStorage }}{{ fail "topology.streamStorage is for NATS JetStream, but broker.kind is amqp" }}{{ end }}
+{{- else }}
+{{- if $b.amqp.vhost }}{{ fail "broker.amqp.vhost is for RabbitMQ, but broker.kind is nats" }}{{ end }}
+{{- if not (kindIs "invalid" $b.amqp.heartbeatSeconds) }}{{ fail "broker.amqp.heartbeatSeconds is for RabbitMQ, but broker.kind is nats" }}{{ end }}
+{{- if $t.queueType }}{{ fail "topology.queueType is for RabbitMQ, but broker.kind is nats" }}{{ end }}
+{{- end }}
+{{- /* Variables the chart sets from values must not come through worker.extraEnv as well. */}}
+{{- $owned := dict }}
+{{- $_ := set $owned "WHARF_BROKER_TLS_CA_FILE" "broker.tls.secret/caSecret" }}
+{{- $_ := set $owned "WHARF_BROKER_TLS_CERT_FILE" "broker.tls.secret" }}
+{{- $_ := set $owned "WHARF_BROKER_TLS_KEY_FILE" "broker.tls.secret" }}
+{{- $_ := set $owned "WHARF_BROKER_TLS_SERVER_NAME" "broker.tls.serverName" }}
+{{- $_ := set $owned "WHARF_BROKER_USER" "broker.credentials.user" }}
+{{- $_ := set $owned "WHARF_BROKER_PASSWORD_FILE" "broker.credentials.passwordKey" }}
+{{- $_ := set $owned "WHARF_BROKER_TOKEN_FILE" "broker.credentials.tokenKey" }}
+{{- $_ := set $owned "WHARF_NATS_CREDS_FILE" "broker.credentials.natsCredsKey" }}
+{{- $_ := set $owned "WHARF_NATS_NKEY_FILE" "broker.credentials.natsNkeyKey" }}
+{{- $_ := set $owned "WHARF_AMQP_VHOST" "broker.amqp.vhost" }}
+{{- $_ := set $owned "WHARF_AMQP_HEARTBEAT_SECONDS" "broker.amqp.heartbeatSeconds" }}
+{{- $_ := set $owned "WHARF_BROKER_CONNECTION_NAME" "broker.connectionName" }}
+{{- $_ := set $owned "WHARF_QUEUE_TYPE" "topology.queueType" }}
+{{- $_ := set $owned "WHARF_STREAM_REPLICAS" "topology.streamReplicas" }}
+{{- $_ := set $owned "WHARF_STREAM_STORAGE" "topology.streamStorage" }}
+{{- $_ := set $owned "WHARF_STORE_REPLICAS" "topology.storeReplicas" }}
+{{- range .Values.worker.extraEnv }}
+{{- if hasKey $owned .name }}
+{{- fail (printf "worker.extraEnv sets %s, which the chart sets from %s: use that value instead" .name (get $owned .name)) }}
+{{- end }}
+{{- end }}
+{{- end }}
