@@ -10,7 +10,17 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `WHARF_BROKER_URL` | `memory://` | `amqp://user:password@host:5672/%2f`, `nats://host:4222`, `nats://user:password@host:4222`, `nats://token@host:4222`, several NATS servers `nats://a:4222,nats://b:4222` (credentials percent-encoded; never printed: logs and errors show the URL redacted, see docs/operations.md#secrets) |
+//! | `WHARF_BROKER_URL` | `memory://` | `amqp://user:password@host:5672/%2f`, `nats://host:4222`, `nats://user:password@host:4222`, `nats://token@host:4222`, several servers of a cluster `nats://a:4222,nats://b:4222` or `amqp://a/%2f,amqp://b/%2f` (credentials percent-encoded; never printed: logs and errors show the URL redacted, see docs/operations.md#secrets) |
+//! | `WHARF_BROKER_TLS_CA_FILE` | system roots | PEM file of the CA that signed the broker's certificate (`amqps://`, `tls://`) |
+//! | `WHARF_BROKER_TLS_CERT_FILE`, `WHARF_BROKER_TLS_KEY_FILE` | none | PEM client certificate and key, for brokers that verify clients |
+//! | `WHARF_BROKER_TLS_SERVER_NAME` | the URL's host | the name the broker's certificate is checked against |
+//! | `WHARF_BROKER_USER`, `WHARF_BROKER_PASSWORD_FILE` | none | user name, and the file holding its password (a mounted Secret) |
+//! | `WHARF_BROKER_TOKEN_FILE` | none | NATS: file holding a token |
+//! | `WHARF_NATS_CREDS_FILE` | none | NATS: credentials file (JWT and NKey seed) |
+//! | `WHARF_NATS_NKEY_FILE` | none | NATS: file holding an NKey seed |
+//! | `WHARF_AMQP_VHOST` | the URL's | RabbitMQ virtual host |
+//! | `WHARF_AMQP_HEARTBEAT_SECONDS` | `10` | RabbitMQ heartbeat; 0 turns it off |
+//! | `WHARF_BROKER_CONNECTION_NAME` | `wharf` | the connection's name on the broker (the chart sets the pod's name) |
 //! | `WHARF_QUEUE` | `orders` | the queue the handler consumes |
 //! | `WHARF_CONCURRENCY` | `16` | handlers at once |
 //! | `WHARF_PREFETCH` | 2 × concurrency | unsettled deliveries per worker |

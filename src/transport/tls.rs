@@ -48,7 +48,7 @@ pub(crate) fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, Broke
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
             let chain = certificates(cert, "TLS client certificate", TLS_CERT_FILE_ENV)?;
-            let text = read_file(key, &format!("TLS client key ({TLS_KEY_FILE_ENV})"))?;
+            let text = read(key, "TLS client key", TLS_KEY_FILE_ENV)?;
             let key_der = PrivateKeyDer::from_pem_slice(text.as_bytes()).map_err(|e| {
                 config(format!(
                     "the TLS client key file {} ({TLS_KEY_FILE_ENV}) holds no PEM private key (PKCS#8, RSA or EC): {e}",
@@ -96,7 +96,7 @@ fn roots(files: &TlsFiles) -> Result<RootCertStore, BrokerError> {
 
 /// The PEM certificates in `path`; an error when there are none.
 fn certificates(path: &Path, what: &str, env: &str) -> Result<Vec<CertificateDer<'static>>, BrokerError> {
-    let text = read_file(path, &format!("{what} ({env})"))?;
+    let text = read(path, what, env)?;
     let certs = CertificateDer::pem_slice_iter(text.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
@@ -112,6 +112,12 @@ fn certificates(path: &Path, what: &str, env: &str) -> Result<Vec<CertificateDer
         )));
     }
     Ok(certs)
+}
+
+/// Reads `path`; a config error naming the file and its variable.
+fn read(path: &Path, what: &str, env: &str) -> Result<String, BrokerError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| config(format!("cannot read the {what} file {} ({env})", path.display())).with_source(e))
 }
 
 /// Checks the server's certificate against a configured name instead of

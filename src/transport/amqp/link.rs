@@ -162,6 +162,9 @@ impl Link {
             books: Mutex::new(Vec::new()),
         });
         let conn = link.open_connection().await.map_err(|error| {
+            if error.kind() == BrokerErrorKind::Config {
+                return error;
+            }
             BrokerError::new(
                 BrokerErrorKind::Connection,
                 format!("cannot connect to RabbitMQ at {}", link.url),
