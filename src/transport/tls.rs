@@ -9,9 +9,7 @@
 //! - A server name to check the broker's certificate against instead of
 //!   the host of the URL.
 
-use crate::app::broker_options::{
-    TLS_CA_FILE_ENV, TLS_CERT_FILE_ENV, TLS_KEY_FILE_ENV, TlsFiles, config, read_file,
-};
+use crate::app::broker_options::{TLS_CA_FILE_ENV, TLS_CERT_FILE_ENV, TLS_KEY_FILE_ENV, TlsFiles, config};
 use crate::error::BrokerError;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -165,26 +163,55 @@ impl ServerCertVerifier for NamedServer {
 }
 
 /// What a failed TLS handshake most likely means, from the error's text
-/// (rustls's own words, as the clients pass them on), to say beside it.
-pub(crate) fn hint(error_text: &str) -> Option<&'static str> {
+/// (rustls's own words, as the clients pass them on) and whether a client
+/// certificate was given, to say beside it.
+pub(crate) fn hint(error_text: &str, files: Option<&TlsFiles>) -> Option<&'static str> {
+    let client_certificate = files.is_some_and(|f| f.client.is_some());
+    let refused_client = [
+        "CertificateRequired",
+        "certificate required",
+        "BadCertificate",
+        "UnknownCA",
+        "DecryptError",
+    ]
+    .iter()
+    .any(|alert| error_text.contains(alert));
     if error_text.contains("UnknownIssuer") {
         Some("the broker's certificate is not signed by a trusted CA (check WHARF_BROKER_TLS_CA_FILE)")
     } else if error_text.contains("NotValidForName") {
         Some(
             "the broker's certificate does not name the host connected to (connect by a name it carries, or set WHARF_BROKER_TLS_SERVER_NAME)",
         )
-    } else if error_text.contains("CertificateRequired") || error_text.contains("certificate required") {
+    } else if refused_client && !client_certificate {
+        // Go's TLS (nats-server) answers a missing certificate with
+        // BadCertificate, Erlang's (RabbitMQ) with CertificateRequired.
         Some(
             "the broker requires a client certificate (set WHARF_BROKER_TLS_CERT_FILE and WHARF_BROKER_TLS_KEY_FILE)",
         )
-    } else if error_text.contains("BadCertificate")
-        || error_text.contains("UnknownCA")
-        || error_text.contains("DecryptError")
-    {
+    } else if !client_certificate && files.is_some() && closed(error_text) {
+        // Under TLS 1.3 the server checks the client after the client has
+        // finished its handshake: its alert may come as a reset instead.
+        Some(
+            "the broker closed the TLS connection; if it requires a client certificate, set WHARF_BROKER_TLS_CERT_FILE and WHARF_BROKER_TLS_KEY_FILE",
+        )
+    } else if refused_client {
         Some("the broker refused the client certificate (is it signed by a CA the broker trusts?)")
     } else if error_text.contains("Expired") {
         Some("a certificate has expired")
     } else {
         None
     }
+}
+
+/// Whether the peer closed the connection.
+fn closed(error_text: &str) -> bool {
+    [
+        "reset by peer",
+        "ConnectionReset",
+        "UnexpectedEof",
+        "unexpected end of file",
+        "Broken pipe",
+    ]
+    .iter()
+    .any(|words| error_text.contains(words))
 }

@@ -189,7 +189,7 @@ impl Endpoints {
             }
         };
         connected.map_err(|e| {
-            let hint = crate::transport::tls::hint(&format!("{e} {e:?}"));
+            let hint = crate::transport::tls::hint(&format!("{e} {e:?}"), self.tls.as_ref());
             let error = connection_error(e);
             match hint {
                 Some(hint) => BrokerError::new(

@@ -76,7 +76,7 @@ pub(crate) async fn open(options: &BrokerOptions, suffix: &str) -> Result<Connec
             }
         });
     let client = connect.connect(servers).await.map_err(|e| {
-        let hint = crate::transport::tls::hint(&format!("{e} {e:?}"));
+        let hint = crate::transport::tls::hint(&format!("{e} {e:?}"), Some(&options.tls));
         BrokerError::new(
             BrokerErrorKind::Connection,
             match hint {
