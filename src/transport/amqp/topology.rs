@@ -2,7 +2,7 @@
 //!
 //! | queue | name | arguments |
 //! |---|---|---|
-//! | work queue of a route | `<queue>` | durable; `x-queue-type`: the route's [`QueueType`](crate::QueueType); `x-max-priority: 9` with priority (classic only); `x-delivery-limit:` [`QUORUM_DELIVERY_LIMIT`] when quorum |
+//! | work queue of a route | `<queue>` | durable; `x-queue-type`: the route's [`QueueType`]; `x-max-priority: 9` with priority (classic only); `x-delivery-limit:` [`QUORUM_DELIVERY_LIMIT`] when quorum |
 //! | dead-letter queue | `<queue>.dlq` | durable |
 //! | delay queue | `<queue>.delay.<ms>ms` | durable; `x-message-ttl: <ms>`; dead-letters to the default exchange with routing key `<queue>` |
 //!
