@@ -29,6 +29,10 @@
 //! | `WHARF_SHUTDOWN_GRACE_SECONDS` | `25` | drain time after SIGTERM, whole seconds up to 86400; keep the pod's `terminationGracePeriodSeconds` above it (read by `App::config_from_env`) |
 //! | `WHARF_HTTP_ADDR` | `0.0.0.0:8080` | `/healthz`, `/readyz`, `/metrics`; `off` disables (read by `App::config_from_env`) |
 //! | `WHARF_STORE_URL` | in-memory | `redis://[user:password@]host:6379[/db]` or `rediss://…` (feature `redis`) or a NATS URL as for the broker (feature `nats`): idempotency and sessions shared by all pods; credentials never printed (another scheme is reported by its scheme only). Unset, each process keeps its own: several pods need a shared store |
+//! | `WHARF_STORE_REPLICAS` | `1` (an existing bucket as it is) | replicas of the NATS KV store's buckets, 1 to 5 (a `nats://` store only; read by `Config::from_env`) |
+//! | `WHARF_QUEUE_TYPE` | URL's `?queue_type=`, else `classic` | RabbitMQ work-queue type, `classic` or `quorum` (read by `App::config_from_env`) |
+//! | `WHARF_STREAM_REPLICAS` | `1` (an existing stream as it is) | JetStream replicas of the work, delay and dead-letter streams, 1 to 5 (read by `App::config_from_env`) |
+//! | `WHARF_STREAM_STORAGE` | `file` (an existing stream as it is) | JetStream storage of those streams, `file` or `memory` (read by `App::config_from_env`) |
 //! | `WHARF_STORE_CA_FILE` | system trust store | PEM file of the CA that signed the certificate of a `rediss://` store (a private CA) |
 //! | `WHARF_MEMORY_STORE_MAX_KEYS` | `100000` | idempotency records the in-memory store keeps (about 220 bytes each plus a stored reply); past it the completed ones closest to expiry are evicted |
 //! | `WHARF_MEMORY_STORE_MAX_SESSIONS` | `100000` | sessions the in-memory store keeps (about 260 bytes each plus a checkpoint); past it the longest idle ones are evicted |
@@ -134,7 +138,11 @@ async fn store(app: App, url: Option<String>) -> Result<App, Box<dyn std::error:
     }
     #[cfg(feature = "nats")]
     if url.starts_with("nats://") || url.starts_with("tls://") {
-        return Ok(app.store(wharf::store::NatsKvStore::connect(&url).await?));
+        let mut store = wharf::store::NatsKvStore::connect(&url).await?;
+        if let Some(replicas) = wharf::Config::from_env()?.store_replicas {
+            store = store.with_replicas(replicas);
+        }
+        return Ok(app.store(store));
     }
     let _ = app;
     // Only the scheme, and only when it is one: the rest of the URL may

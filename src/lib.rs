@@ -25,7 +25,10 @@ pub use wire::{codec, headers};
 pub use app::App;
 pub use app::broker::{BROKER_URL_ENV, Broker};
 pub use app::broker_options::BrokerOptions;
-pub use app::config::{Config, HTTP_ADDR_ENV, HttpListener, SHUTDOWN_GRACE_ENV};
+pub use app::config::{
+    Config, HTTP_ADDR_ENV, HttpListener, QUEUE_TYPE_ENV, SHUTDOWN_GRACE_ENV, STORE_REPLICAS_ENV,
+    STREAM_REPLICAS_ENV, STREAM_STORAGE_ENV,
+};
 pub use app::running::{Running, ShutdownReport};
 pub use client::{Client, DEFAULT_REQUEST_TIMEOUT, RemoteError, RequestError};
 pub use error::chain::Chain as ErrorChain;
@@ -39,6 +42,7 @@ pub use ops::health::{Health, Phase};
 pub use ops::stats::RouteStats;
 pub use pipeline::backoff::Backoff;
 pub use pipeline::route_options::{GapPolicy, RouteOptions};
+pub use transport::topology::{MAX_STREAM_REPLICAS, QueueType, StreamStorage, Topology};
 pub use wire::codec::{Codec, CodecError};
 pub use wire::dead_letter_reason::DeadLetterReason;
 pub use wire::message::Message;

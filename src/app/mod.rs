@@ -17,6 +17,7 @@ use crate::pipeline::route_options::RouteOptions;
 use crate::pipeline::{Lifecycle, Pipeline, SettleListener};
 use crate::store::{MemoryStore, Store};
 use crate::transport::QueueSpec;
+use crate::transport::topology::{QueueType, StreamStorage, Topology};
 use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -49,6 +50,8 @@ pub struct App<S = ()> {
     grace: Duration,
     http: Option<SocketAddr>,
     middleware: Layers,
+    /// The routes' topology where a route does not choose.
+    topology: Topology,
     /// Told of every settlement: set by `wharf::testing` only.
     settle_listener: Option<SettleListener>,
 }
@@ -78,6 +81,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
             grace: Duration::from_secs(25),
             http: None,
             middleware: Layers::default(),
+            topology: Topology::default(),
             settle_listener: None,
         }
     }
@@ -147,8 +151,39 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
         self
     }
 
+    /// RabbitMQ: the work-queue type of every route that does not choose
+    /// one ([`RouteOptions::queue_type`]), over the broker URL's
+    /// `?queue_type=` (the broker-wide default; classic without it). A
+    /// [`Config`] applied later ([`QUEUE_TYPE_ENV`](crate::QUEUE_TYPE_ENV)
+    /// through [`App::config_from_env`]) may override it.
+    pub fn queue_type(mut self, queue_type: QueueType) -> Self {
+        self.topology.queue_type = Some(queue_type);
+        self
+    }
+
+    /// NATS: replicas of the work, delay and dead-letter streams of every
+    /// route that does not choose ([`RouteOptions::stream_replicas`]),
+    /// 1 to [`MAX_STREAM_REPLICAS`](crate::MAX_STREAM_REPLICAS). A
+    /// [`Config`] applied later ([`STREAM_REPLICAS_ENV`](crate::STREAM_REPLICAS_ENV))
+    /// may override it.
+    pub fn stream_replicas(mut self, replicas: usize) -> Self {
+        self.topology.stream_replicas = Some(replicas);
+        self
+    }
+
+    /// NATS: storage of the work, delay and dead-letter streams of every
+    /// route that does not choose ([`RouteOptions::stream_storage`]). A
+    /// [`Config`] applied later ([`STREAM_STORAGE_ENV`](crate::STREAM_STORAGE_ENV))
+    /// may override it.
+    pub fn stream_storage(mut self, storage: StreamStorage) -> Self {
+        self.topology.stream_storage = Some(storage);
+        self
+    }
+
     /// Applies the settings `config` has (those that are `Some`), over what
     /// the code set before; the others stay as they are.
+    /// [`Config::store_replicas`] is not the app's: it is for the program
+    /// that builds the store.
     pub fn config(mut self, config: &Config) -> Self {
         match config.http {
             Some(HttpListener::Off) => self.http = None,
@@ -158,11 +193,19 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
         if let Some(grace) = config.shutdown_grace {
             self.grace = grace;
         }
+        let chosen = Topology {
+            queue_type: config.queue_type,
+            stream_replicas: config.stream_replicas,
+            stream_storage: config.stream_storage,
+        };
+        self.topology = chosen.or(self.topology);
         self
     }
 
     /// The environment's overrides: [`Config::from_env`] (`WHARF_HTTP_ADDR`,
-    /// `WHARF_SHUTDOWN_GRACE_SECONDS`) applied with [`App::config`], over
+    /// `WHARF_SHUTDOWN_GRACE_SECONDS`, `WHARF_QUEUE_TYPE`,
+    /// `WHARF_STREAM_REPLICAS`, `WHARF_STREAM_STORAGE`) applied with
+    /// [`App::config`], over
     /// what the code set before this call. The one place an app reads the
     /// environment: without this call (or [`App::config`] with a
     /// [`Config`] from elsewhere), those variables are ignored.
@@ -194,6 +237,17 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
                     format!("queue {:?} has more than one route", route.queue),
                 ));
             }
+            route
+                .options
+                .topology
+                .or(self.topology)
+                .check()
+                .map_err(|error| {
+                    BrokerError::new(
+                        BrokerErrorKind::Config,
+                        format!("queue {:?}: {error}", route.queue),
+                    )
+                })?;
         }
         let transport = self.broker.transport().clone();
         let lifecycle = Lifecycle::default();
@@ -211,6 +265,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
                 priority: route.options.priority,
                 persistent: route.options.persistent,
                 lease: route.options.effective_lease(),
+                topology: route.options.topology.or(self.topology),
             };
             transport.declare(&spec).await?;
             let shared = RouteShared {

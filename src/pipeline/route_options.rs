@@ -3,6 +3,7 @@
 use crate::handler::middleware::{Layers, Middleware};
 use crate::pipeline::backoff::Backoff;
 use crate::transport::DEFAULT_LEASE;
+use crate::transport::topology::{QueueType, StreamStorage, Topology};
 use std::time::Duration;
 
 /// A route's handler timeout unless set.
@@ -55,6 +56,7 @@ pub struct RouteOptions {
     pub(crate) gap_policy: GapPolicy,
     pub(crate) defer_delay: Duration,
     pub(crate) lease: Option<Duration>,
+    pub(crate) topology: Topology,
     pub(crate) middleware: Layers,
 }
 
@@ -78,6 +80,7 @@ impl Default for RouteOptions {
             gap_policy: GapPolicy::DeadLetter,
             defer_delay: Duration::from_millis(500),
             lease: None,
+            topology: Topology::default(),
             middleware: Layers::default(),
         }
     }
@@ -247,6 +250,47 @@ impl RouteOptions {
     /// a gap.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = Some(lease);
+        self
+    }
+
+    /// RabbitMQ: declare this route's work queue as `queue_type`, over the
+    /// app's default ([`App::queue_type`](crate::App::queue_type),
+    /// `WHARF_QUEUE_TYPE`) and the broker URL's `?queue_type=`; classic
+    /// when none is set. A quorum queue is replicated across the cluster;
+    /// its dead-letter and delay queues stay classic, and wharf's
+    /// [`max_attempts`](Self::max_attempts) decides when a message is
+    /// dead-lettered, not the queue's delivery limit (`docs/amqp.md`).
+    /// Declaring a queue that exists as the other type fails with a
+    /// [`Config`](crate::BrokerErrorKind::Config) error saying how to
+    /// migrate. Other brokers ignore it.
+    pub fn queue_type(mut self, queue_type: QueueType) -> Self {
+        self.topology.queue_type = Some(queue_type);
+        self
+    }
+
+    /// NATS: replicas of this route's work, delay and dead-letter streams,
+    /// 1 to [`MAX_STREAM_REPLICAS`](crate::MAX_STREAM_REPLICAS) (typically
+    /// 1 or 3; more than one needs a JetStream cluster with at least as many
+    /// servers), over the app's default
+    /// ([`App::stream_replicas`](crate::App::stream_replicas),
+    /// `WHARF_STREAM_REPLICAS`). Unset anywhere, new streams get one replica
+    /// and existing ones are used as they are. A value out of range fails
+    /// the start; a stream that exists with other replicas is a
+    /// [`Config`](crate::BrokerErrorKind::Config) error (`docs/nats.md`).
+    /// Other brokers ignore it.
+    pub fn stream_replicas(mut self, replicas: usize) -> Self {
+        self.topology.stream_replicas = Some(replicas);
+        self
+    }
+
+    /// NATS: storage of this route's work, delay and dead-letter streams,
+    /// over the app's default ([`App::stream_storage`](crate::App::stream_storage),
+    /// `WHARF_STREAM_STORAGE`). Unset anywhere, new streams are on file and
+    /// existing ones are used as they are. A stream that exists with the
+    /// other storage is a [`Config`](crate::BrokerErrorKind::Config) error
+    /// (`docs/nats.md`). Other brokers ignore it.
+    pub fn stream_storage(mut self, storage: StreamStorage) -> Self {
+        self.topology.stream_storage = Some(storage);
         self
     }
 

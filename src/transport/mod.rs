@@ -32,6 +32,7 @@ pub(crate) mod memory;
 pub(crate) mod nats;
 #[cfg(any(feature = "amqp", feature = "nats"))]
 pub(crate) mod tls;
+pub mod topology;
 pub(crate) mod window;
 
 use crate::error::BrokerError;
@@ -43,6 +44,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use crate::util::future::{BoxFuture, succeeded};
+pub use topology::{MAX_STREAM_REPLICAS, QueueType, StreamStorage, Topology};
 
 /// A queue's lease unless its route sets one: how long a delivery (and a
 /// store claim or session turn) stays with a worker that stops renewing it.
@@ -68,16 +70,22 @@ pub struct QueueSpec {
     /// the connection drops). The route's
     /// [`lease`](crate::RouteOptions::lease).
     pub lease: Duration,
+    /// How the broker keeps the queue: RabbitMQ's queue type, JetStream's
+    /// replicas and storage; the route's settings over the app's defaults.
+    /// Unset settings fall to the broker's defaults (see [`Topology`]).
+    pub topology: Topology,
 }
 
 impl QueueSpec {
-    /// A queue without priorities.
+    /// A persistent queue without priorities, with the default lease and
+    /// nothing chosen of its [`Topology`].
     pub fn new(name: impl Into<String>) -> Self {
         QueueSpec {
             name: name.into(),
             priority: false,
             persistent: true,
             lease: crate::transport::DEFAULT_LEASE,
+            topology: Topology::default(),
         }
     }
 

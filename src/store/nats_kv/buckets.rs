@@ -1,8 +1,11 @@
 //! Opening the two buckets (creating them, or adjusting their `max_age`),
-//! once per store.
+//! once per store. A bucket that exists with other replicas or storage
+//! than the store asks for is an error, not silently used.
 
 use super::NatsKvStore;
 use crate::error::{BrokerError, BrokerErrorKind};
+use crate::transport::nats::topology as stream_topology;
+use crate::transport::topology::{StreamStorage, Topology};
 use async_nats::jetstream::{self, kv};
 use std::time::Duration;
 
@@ -40,6 +43,12 @@ impl NatsKvStore {
                         ),
                     ));
                 }
+                Topology {
+                    stream_replicas: self.replicas,
+                    ..Topology::default()
+                }
+                .check()
+                .map_err(|e| BrokerError::new(BrokerErrorKind::Config, format!("NATS KV store: {e}")))?;
                 self.check_connected()?;
                 let [keys, sessions] = self.bucket_names();
                 let keys = self
@@ -59,7 +68,7 @@ impl NatsKvStore {
         max_age: Duration,
         description: &str,
     ) -> Result<kv::Store, BrokerError> {
-        use jetstream::stream::{Config, DiscardPolicy, StorageType};
+        use jetstream::stream::{Config, DiscardPolicy};
         // The stream a KV bucket is, as `create_key_value` would configure
         // it. Not `create_key_value` itself: it first asks for the
         // account's info, which async-nats 0.51 cannot parse from
@@ -73,8 +82,8 @@ impl NatsKvStore {
             max_bytes: -1,
             max_message_size: -1,
             max_age,
-            storage: StorageType::File,
-            num_replicas: 1,
+            storage: stream_topology::storage_type(self.storage.unwrap_or(StreamStorage::File)),
+            num_replicas: self.replicas.unwrap_or(1),
             discard: DiscardPolicy::New,
             allow_rollup: true,
             deny_delete: true,
@@ -88,15 +97,35 @@ impl NatsKvStore {
                 format!("opening the NATS KV bucket {name} failed: {e}"),
             )
         };
+        let replicas = config.num_replicas;
         if let Err(created) = self.jetstream.create_stream(config).await {
-            // It exists with other settings: keep them (replicas, storage,
-            // placement), except `max_age`, which the records rely on.
-            let stream = self
-                .jetstream
-                .get_stream(format!("KV_{name}"))
-                .await
-                .map_err(|e| failed(&format_args!("{created}; {e}")))?;
+            // It exists with other settings: keep them (placement; replicas
+            // and storage unless this store asks for others), except
+            // `max_age`, which the records rely on.
+            let stream = match self.jetstream.get_stream(format!("KV_{name}")).await {
+                Ok(stream) => stream,
+                Err(e) if e.to_string().contains("not found") => {
+                    let what = format!("the NATS KV bucket {name}");
+                    return Err(stream_topology::creation_error(&what, replicas, created));
+                }
+                Err(e) => return Err(failed(&format_args!("{created}; {e}"))),
+            };
             let mut config = stream.cached_info().config.clone();
+            if let Some(difference) =
+                stream_topology::diverges(config.num_replicas, config.storage, self.replicas, self.storage)
+            {
+                return Err(stream_topology::diverged(
+                    &format!("the NATS KV bucket {name} (stream KV_{name})"),
+                    &difference,
+                    &format!(
+                        "Either ask for what exists (NatsKvStore::with_replicas / with_storage, \
+                         WHARF_STORE_REPLICAS), or change the bucket: replicas can be changed in place \
+                         on a cluster (`nats stream edit KV_{name} --replicas N`), storage cannot: \
+                         delete the bucket (`nats kv rm {name}`: idempotency records and session \
+                         positions are lost, so stop the workers first) or use another bucket prefix"
+                    ),
+                ));
+            }
             if config.max_age != max_age {
                 tracing::info!(
                     bucket = %name,

@@ -16,6 +16,7 @@ mod turns;
 use self::buckets::Buckets;
 use super::{Claim, ClaimToken, SessionPosition, SessionTurn, Store, StoredReply};
 use crate::error::{BrokerError, BrokerErrorKind};
+use crate::transport::topology::StreamStorage;
 use crate::util::future::BoxFuture;
 use async_nats::jetstream;
 use bytes::Bytes;
@@ -138,6 +139,9 @@ pub struct NatsKvStore {
     prefix: String,
     session_ttl: Duration,
     max_window: Duration,
+    /// The buckets' replicas and storage, where chosen.
+    replicas: Option<usize>,
+    storage: Option<StreamStorage>,
     buckets: OnceCell<Buckets>,
     warned_window: AtomicBool,
     /// What this process last wrote, to write again without reading first.
@@ -152,6 +156,8 @@ impl std::fmt::Debug for NatsKvStore {
             .field("prefix", &self.prefix)
             .field("session_ttl", &self.session_ttl)
             .field("max_window", &self.max_window)
+            .field("replicas", &self.replicas)
+            .field("storage", &self.storage)
             .finish_non_exhaustive()
     }
 }
@@ -203,6 +209,8 @@ impl NatsKvStore {
             prefix: DEFAULT_BUCKET_PREFIX.to_owned(),
             session_ttl: WEEK,
             max_window: WEEK,
+            replicas: None,
+            storage: None,
             buckets: OnceCell::new(),
             known: known::KnownRecords::default(),
             changes: std::sync::Mutex::new(None),
@@ -241,10 +249,41 @@ impl NatsKvStore {
         self
     }
 
+    /// Keeps the buckets' records on `replicas` JetStream servers, 1 to
+    /// [`MAX_STREAM_REPLICAS`](crate::MAX_STREAM_REPLICAS) (typically 1 or
+    /// 3; more than one needs a JetStream cluster of at least as many
+    /// servers). Unset, new buckets get one replica and existing ones are
+    /// used as they are. A bucket that exists with other replicas fails the
+    /// first operation with a [`Config`](BrokerErrorKind::Config) error
+    /// saying how to change it (`nats stream edit KV_<bucket> --replicas N`);
+    /// so does a value out of range. `WHARF_STORE_REPLICAS`
+    /// ([`Config::store_replicas`](crate::Config::store_replicas)) is the
+    /// environment's way to set it.
+    pub fn with_replicas(mut self, replicas: usize) -> Self {
+        self.replicas = Some(replicas);
+        self.buckets = OnceCell::new();
+        self
+    }
+
+    /// Keeps the buckets on `storage` (file unless set). Unset, existing
+    /// buckets are used as they are; a bucket that exists with the other
+    /// storage fails the first operation with a
+    /// [`Config`](BrokerErrorKind::Config) error. Memory storage loses
+    /// every idempotency record and session position when the servers
+    /// holding the bucket restart.
+    pub fn with_storage(mut self, storage: StreamStorage) -> Self {
+        self.storage = Some(storage);
+        self.buckets = OnceCell::new();
+        self
+    }
+
     /// Creates the buckets if they are missing, and sets their `max_age` if
     /// it differs from this store's settings; other settings of an existing
-    /// bucket (replicas, storage, placement) are kept. Operations do this on
-    /// first use; calling it at startup reports a problem early.
+    /// bucket (placement; replicas and storage unless
+    /// [`with_replicas`](Self::with_replicas) or
+    /// [`with_storage`](Self::with_storage) ask for others, which is an
+    /// error) are kept. Operations do this on first use; calling it at
+    /// startup reports a problem early.
     pub async fn ensure_buckets(&self) -> Result<(), BrokerError> {
         self.buckets().await.map(|_| ())
     }

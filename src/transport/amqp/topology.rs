@@ -2,7 +2,7 @@
 //!
 //! | queue | name | arguments |
 //! |---|---|---|
-//! | work queue of a route | `<queue>` | durable; `x-max-priority: 9` with priority; `x-queue-type: quorum` with quorum queues |
+//! | work queue of a route | `<queue>` | durable; `x-queue-type`: the route's [`QueueType`]; `x-max-priority: 9` with priority (classic only); `x-delivery-limit:` [`QUORUM_DELIVERY_LIMIT`] when quorum |
 //! | dead-letter queue | `<queue>.dlq` | durable |
 //! | delay queue | `<queue>.delay.<ms>ms` | durable; `x-message-ttl: <ms>`; dead-letters to the default exchange with routing key `<queue>` |
 //!
@@ -12,10 +12,17 @@
 //! per-message TTL in a single queue would, as RabbitMQ expires messages only
 //! at the head of a queue. A requested delay is rounded up to the next
 //! bucket in [`DELAY_BUCKETS_MS`].
+//!
+//! A queue that exists with other arguments (another type, priority, an
+//! older wharf's quorum queue without `x-delivery-limit`) is refused by
+//! RabbitMQ (`PRECONDITION_FAILED`); wharf reports it as a
+//! [`Config`](BrokerErrorKind::Config) error naming the queue, what exists,
+//! what wharf asked for and how to migrate.
 
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::transport::{QueueSpec, dead_letter_queue};
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection};
 use std::time::Duration;
@@ -42,19 +49,80 @@ pub(crate) fn delay_queue(queue: &str, bucket_ms: u64) -> String {
     format!("{queue}.delay.{bucket_ms}ms")
 }
 
-/// Classic or quorum work queues.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum QueueType {
-    Classic,
-    Quorum,
+pub(crate) use crate::transport::topology::QueueType;
+
+/// The `x-delivery-limit` of quorum work queues: 2^31 − 1, the largest
+/// value of the argument's integer, so that the broker never drops a
+/// message for its redeliveries (RabbitMQ 4 limits quorum queues to 20 by
+/// default, and drops the message when no dead-letter exchange is set).
+/// wharf counts the broker's redeliveries among the attempts and
+/// dead-letters the message itself after `max_attempts` (see
+/// `docs/amqp.md`, "Quorum queues: who decides").
+pub const QUORUM_DELIVERY_LIMIT: i32 = i32::MAX;
+
+/// A failed declaration: a [`Config`](BrokerErrorKind::Config) error
+/// explaining the divergence when the queue exists with other arguments,
+/// else a [`Declare`](BrokerErrorKind::Declare) error.
+fn declare_error(queue: &str, error: lapin::Error) -> BrokerError {
+    let refused = match error.kind() {
+        lapin::ErrorKind::ProtocolError(amqp)
+            if matches!(
+                amqp.kind(),
+                AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)
+            ) =>
+        {
+            inequivalent(queue, amqp.get_message().as_str())
+        }
+        _ => None,
+    };
+    match refused {
+        Some(message) => BrokerError::new(BrokerErrorKind::Config, message),
+        None => BrokerError::new(
+            BrokerErrorKind::Declare,
+            format!("cannot declare queue {queue:?}"),
+        ),
+    }
+    .with_source(error)
 }
 
-fn declare_error(queue: &str, error: lapin::Error) -> BrokerError {
-    BrokerError::new(
-        BrokerErrorKind::Declare,
-        format!("cannot declare queue {queue:?}"),
-    )
-    .with_source(error)
+/// What RabbitMQ's "inequivalent arg" refusal of `queue` means, and the
+/// way out; `None` for another refusal. RabbitMQ says, for example,
+/// `PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q' in
+/// vhost '/': received the value 'quorum' of type 'longstr' but current is
+/// none`.
+fn inequivalent(queue: &str, refusal: &str) -> Option<String> {
+    let rest = refusal.split_once("inequivalent arg '")?.1;
+    let (argument, rest) = rest.split_once('\'')?;
+    let (_, rest) = rest.split_once("': received ")?;
+    let (asked, exists) = rest.rsplit_once(" but current is ")?;
+    let (asked, exists) = (argument_value(asked), argument_value(exists));
+    let setting = match argument {
+        "x-queue-type" => "the queue type is the route's RouteOptions::queue_type, else the app's \
+                           (App::queue_type, WHARF_QUEUE_TYPE), else the broker URL's ?queue_type=, \
+                           else classic"
+            .to_owned(),
+        "x-max-priority" => "priority (RouteOptions::priority)".to_owned(),
+        "x-delivery-limit" => format!(
+            "the delivery limit wharf gives quorum queues ({QUORUM_DELIVERY_LIMIT}) so that max_attempts \
+             decides (docs/amqp.md): the queue was declared by an older wharf or another program"
+        ),
+        _ => "how wharf declares it (docs/amqp.md, Topology)".to_owned(),
+    };
+    Some(format!(
+        "queue {queue:?} exists with {argument} {exists}, and wharf declares it with {argument} {asked}: \
+         {setting}. RabbitMQ cannot change an existing queue's arguments: declare it as it is, or \
+         migrate: stop the workers, move or drain its messages (a shovel to a new queue), delete it \
+         (Broker::delete_queue, rabbitmqctl delete_queue) and start them again"
+    ))
+}
+
+/// An argument value as RabbitMQ quotes it: `none`, `'classic'` or `the
+/// value '9' of type 'signedint'`.
+fn argument_value(quoted: &str) -> &str {
+    let quoted = quoted.trim();
+    let quoted = quoted.strip_prefix("the value ").unwrap_or(quoted);
+    let quoted = quoted.split(" of type ").next().unwrap_or(quoted);
+    quoted.trim_matches('\'')
 }
 
 fn durable() -> QueueDeclareOptions {
@@ -64,12 +132,14 @@ fn durable() -> QueueDeclareOptions {
     }
 }
 
-/// Declares a route's work queue and dead-letter queue (idempotent).
+/// Declares a route's work queue and dead-letter queue (idempotent). The
+/// work queue's type is the route's, else `default_type` (the broker URL's).
 pub(crate) async fn declare_route(
     channel: &Channel,
     spec: &QueueSpec,
-    queue_type: QueueType,
+    default_type: QueueType,
 ) -> Result<(), BrokerError> {
+    let queue_type = spec.topology.queue_type.unwrap_or(default_type);
     if spec.priority && queue_type == QueueType::Quorum {
         return Err(BrokerError::new(
             BrokerErrorKind::Config,
@@ -79,18 +149,12 @@ pub(crate) async fn declare_route(
             ),
         ));
     }
-    let mut arguments = FieldTable::default();
-    if spec.priority {
-        arguments.insert("x-max-priority".into(), AMQPValue::LongInt(9));
-    }
-    if queue_type == QueueType::Quorum {
-        arguments.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString(LongString::from("quorum")),
-        );
-    }
     channel
-        .queue_declare(spec.name.as_str().into(), durable(), arguments)
+        .queue_declare(
+            spec.name.as_str().into(),
+            durable(),
+            work_arguments(spec, queue_type),
+        )
         .await
         .map_err(|e| declare_error(&spec.name, e))?;
     let dead_letters = spec.dead_letter_queue();
@@ -99,6 +163,27 @@ pub(crate) async fn declare_route(
         .await
         .map_err(|e| declare_error(&dead_letters, e))?;
     Ok(())
+}
+
+/// The arguments of a work queue of `queue_type`. The type is always
+/// given, so that a vhost's default queue type (RabbitMQ 3.13 and later)
+/// does not decide it.
+fn work_arguments(spec: &QueueSpec, queue_type: QueueType) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from(queue_type.as_str())),
+    );
+    if spec.priority {
+        arguments.insert("x-max-priority".into(), AMQPValue::LongInt(9));
+    }
+    if queue_type == QueueType::Quorum {
+        arguments.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(QUORUM_DELIVERY_LIMIT),
+        );
+    }
+    arguments
 }
 
 /// Declares the delay queue of `queue` for `bucket_ms` (idempotent).
@@ -165,5 +250,72 @@ mod tests {
         assert_eq!(delay_bucket(Duration::from_secs(60)), 60_000);
         assert_eq!(delay_bucket(Duration::from_secs(10 * 24 * 3600)), 86_400_000);
         assert_eq!(delay_queue("orders", 500), "orders.delay.500ms");
+    }
+
+    #[test]
+    fn inequivalent_arguments_are_explained() {
+        // As RabbitMQ 3.10 words them.
+        let refusal = |argument: &str, rest: &str| {
+            format!("PRECONDITION_FAILED - inequivalent arg '{argument}' for queue 'q' in vhost '/': {rest}")
+        };
+        let to_quorum = inequivalent(
+            "q",
+            &refusal(
+                "x-queue-type",
+                "received the value 'quorum' of type 'longstr' but current is none",
+            ),
+        )
+        .unwrap();
+        assert!(
+            to_quorum.starts_with(
+                "queue \"q\" exists with x-queue-type none, and wharf declares it with x-queue-type quorum: \
+                 the queue type is the route's RouteOptions::queue_type"
+            ),
+            "{to_quorum}"
+        );
+        assert!(to_quorum.contains("WHARF_QUEUE_TYPE"), "{to_quorum}");
+        assert!(
+            to_quorum.contains("delete it (Broker::delete_queue"),
+            "{to_quorum}"
+        );
+        let to_classic = inequivalent(
+            "q",
+            &refusal("x-queue-type", "received 'classic' but current is 'quorum'"),
+        )
+        .unwrap();
+        assert!(
+            to_classic.starts_with(
+                "queue \"q\" exists with x-queue-type quorum, and wharf declares it with x-queue-type classic"
+            ),
+            "{to_classic}"
+        );
+        let limit = inequivalent(
+            "q",
+            &refusal(
+                "x-delivery-limit",
+                "received the value '2147483647' of type 'signedint' but current is none",
+            ),
+        )
+        .unwrap();
+        assert!(
+            limit.starts_with("queue \"q\" exists with x-delivery-limit none, and wharf declares it with x-delivery-limit 2147483647: the delivery limit wharf gives quorum queues"),
+            "{limit}"
+        );
+        let priority = inequivalent(
+            "q",
+            &refusal(
+                "x-max-priority",
+                "received none but current is the value '9' of type 'signedint'",
+            ),
+        )
+        .unwrap();
+        assert!(priority.contains("x-max-priority 9, and wharf declares it with x-max-priority none: priority (RouteOptions::priority)"), "{priority}");
+        assert_eq!(
+            inequivalent(
+                "q",
+                "PRECONDITION_FAILED - invalid arg 'x-max-priority' for queue 'q' in vhost '/' of queue type rabbit_quorum_queue"
+            ),
+            None
+        );
     }
 }

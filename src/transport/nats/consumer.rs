@@ -18,6 +18,7 @@ use super::pull::{self, Pull};
 use super::{Shared, acker, convert, handback, publish_confirmed, quarantine, topology};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::transport::lanes::{Lanes, MAX_PRIORITY};
+use crate::transport::topology::Topology;
 use crate::transport::window::Window;
 use crate::transport::{BoxFuture, Delivery, DeliveryStream, QueueSpec};
 use async_nats::jetstream::consumer::PullConsumer;
@@ -85,7 +86,12 @@ struct ConsumerState {
 pub(crate) fn consume(shared: Arc<Shared>, spec: QueueSpec, prefetch: usize) -> DeliveryStream {
     let stop = CancellationToken::new();
     let closed = CancellationToken::new();
-    tokio::spawn(move_deferred(shared.clone(), spec.name.clone(), stop.clone()));
+    tokio::spawn(move_deferred(
+        shared.clone(),
+        spec.name.clone(),
+        spec.topology,
+        stop.clone(),
+    ));
     let keep = Arc::new(Keep::default());
     tokio::spawn(keepalive::keep_alive(
         shared.clone(),
@@ -343,7 +349,7 @@ async fn open(
     keep: Option<Arc<Keep>>,
 ) -> Result<Opened, BrokerError> {
     topology::declare(&shared, &spec).await?;
-    let stream = topology::work_stream(&shared, &spec.name).await?;
+    let stream = topology::work_stream(&shared, &spec.name, &spec.topology).await?;
     // Highest lane first, so its pull request is the first served.
     let names: Vec<String> = if spec.priority {
         (0..=MAX_PRIORITY as u8)
@@ -370,9 +376,9 @@ async fn open(
 
 /// Moves deferred copies whose time has come from the delay stream back to
 /// their queue, until `stop`.
-async fn move_deferred(shared: Arc<Shared>, queue: String, stop: CancellationToken) {
+async fn move_deferred(shared: Arc<Shared>, queue: String, layout: Topology, stop: CancellationToken) {
     while !stop.is_cancelled() {
-        if let Err(error) = move_due(&shared, &queue, &stop).await {
+        if let Err(error) = move_due(&shared, &queue, &layout, &stop).await {
             tracing::debug!(%queue, error = %crate::error::Chain(&error), "delay mover stopped; restarting");
         }
         tokio::select! {
@@ -385,9 +391,14 @@ async fn move_deferred(shared: Arc<Shared>, queue: String, stop: CancellationTok
 /// Moves due copies until `stop`; then gives back (naks) what its
 /// subscription received and did not look at, so that another worker's
 /// mover takes it at once.
-async fn move_due(shared: &Arc<Shared>, queue: &str, stop: &CancellationToken) -> Result<(), BrokerError> {
+async fn move_due(
+    shared: &Arc<Shared>,
+    queue: &str,
+    layout: &Topology,
+    stop: &CancellationToken,
+) -> Result<(), BrokerError> {
     let opening = async {
-        let stream = topology::delay_stream(shared, queue).await?;
+        let stream = topology::delay_stream(shared, queue, layout).await?;
         let consumer: PullConsumer = stream
             .get_consumer(DELAY_CONSUMER)
             .await

@@ -24,7 +24,7 @@ mod quarantine;
 mod reply;
 mod request_form;
 mod service;
-mod topology;
+pub(crate) mod topology;
 
 use crate::app::broker_options::BrokerOptions;
 use crate::error::{BrokerError, BrokerErrorKind};

@@ -1,11 +1,16 @@
 //! Declaring and deleting what a queue needs on JetStream: its stream (all
 //! priority lanes), its dead-letter queue's stream, its delay stream and
 //! their durable pull consumers. Declaring is idempotent.
+//!
+//! The three streams get the route's replicas and storage
+//! ([`Topology`]). A stream that exists with other ones is an error naming
+//! both and the way out; a setting nobody chose is not checked.
 
 use super::Shared;
 use super::naming::{self, CONSUMER, DELAY_CONSUMER};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::transport::lanes::MAX_PRIORITY;
+use crate::transport::topology::{StreamStorage, Topology};
 use crate::transport::{QueueSpec, dead_letter_queue};
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
@@ -26,13 +31,17 @@ pub(crate) fn declare_error(what: &str, e: impl std::fmt::Display) -> BrokerErro
 /// Declares `spec`'s stream, consumers, dead-letter queue and delay stream.
 pub(crate) async fn declare(shared: &Shared, spec: &QueueSpec) -> Result<(), BrokerError> {
     naming::check_queue(&spec.name)?;
+    spec.topology
+        .check()
+        .map_err(|e| BrokerError::new(BrokerErrorKind::Config, format!("queue {:?}: {e}", spec.name)))?;
+    let topology = &spec.topology;
     if !spec.persistent {
         // A core NATS service: no stream may capture its subjects.
-        let dead = work_stream(shared, &dead_letter_queue(&spec.name)).await?;
+        let dead = work_stream(shared, &dead_letter_queue(&spec.name), topology).await?;
         consumer(&dead, CONSUMER, String::new(), &[], INTERNAL_ACK_WAIT).await?;
         return Ok(());
     }
-    let work = work_stream(shared, &spec.name).await?;
+    let work = work_stream(shared, &spec.name, topology).await?;
     if spec.priority {
         for lane in 0..=MAX_PRIORITY as u8 {
             consumer(
@@ -49,43 +58,165 @@ pub(crate) async fn declare(shared: &Shared, spec: &QueueSpec) -> Result<(), Bro
         let lanes: Vec<&str> = lanes.iter().map(String::as_str).collect();
         consumer(&work, CONSUMER, String::new(), &lanes, spec.lease).await?;
     }
-    let dead = work_stream(shared, &dead_letter_queue(&spec.name)).await?;
+    let dead = work_stream(shared, &dead_letter_queue(&spec.name), topology).await?;
     consumer(&dead, CONSUMER, String::new(), &[], INTERNAL_ACK_WAIT).await?;
-    let delay = delay_stream(shared, &spec.name).await?;
+    let delay = delay_stream(shared, &spec.name, topology).await?;
     consumer(&delay, DELAY_CONSUMER, String::new(), &[], INTERNAL_ACK_WAIT).await?;
     Ok(())
 }
 
-/// The stream holding `queue`, created when missing.
-pub(crate) async fn work_stream(shared: &Shared, queue: &str) -> Result<stream::Stream, BrokerError> {
+/// The stream holding `queue`, created when missing, as `topology` asks.
+pub(crate) async fn work_stream(
+    shared: &Shared,
+    queue: &str,
+    topology: &Topology,
+) -> Result<stream::Stream, BrokerError> {
     let name = naming::stream(queue);
-    create_stream(shared, name, naming::subjects(queue)).await
+    let what = format!("stream {name} (queue {queue:?})");
+    create_stream(shared, name, what, naming::subjects(queue), topology).await
 }
 
-/// The delay stream of `queue`, created when missing.
-pub(crate) async fn delay_stream(shared: &Shared, queue: &str) -> Result<stream::Stream, BrokerError> {
+/// The delay stream of `queue`, created when missing, as `topology` asks.
+pub(crate) async fn delay_stream(
+    shared: &Shared,
+    queue: &str,
+    topology: &Topology,
+) -> Result<stream::Stream, BrokerError> {
     let name = naming::delay_stream(queue);
-    create_stream(shared, name, vec![naming::delay_subject(queue)]).await
+    let what = format!("delay stream {name} (queue {queue:?})");
+    create_stream(shared, name, what, vec![naming::delay_subject(queue)], topology).await
+}
+
+/// JetStream's storage type for `storage`.
+pub(crate) fn storage_type(storage: StreamStorage) -> StorageType {
+    match storage {
+        StreamStorage::File => StorageType::File,
+        StreamStorage::Memory => StorageType::Memory,
+    }
+}
+
+/// `file` or `memory`, as wharf names JetStream's storage types.
+pub(crate) fn storage_name(storage: StorageType) -> &'static str {
+    match storage {
+        StorageType::File => "file",
+        StorageType::Memory => "memory",
+    }
+}
+
+/// Replicas as a stream's configuration holds them (0 is the server's
+/// default, one).
+pub(crate) fn replicas(configured: usize) -> usize {
+    configured.max(1)
 }
 
 async fn create_stream(
     shared: &Shared,
     name: String,
+    what: String,
     subjects: Vec<String>,
+    topology: &Topology,
 ) -> Result<stream::Stream, BrokerError> {
     let config = stream::Config {
         name: name.clone(),
         subjects,
         retention: RetentionPolicy::WorkQueue,
-        storage: StorageType::File,
+        storage: storage_type(topology.stream_storage.unwrap_or(StreamStorage::File)),
+        num_replicas: topology.stream_replicas.unwrap_or(1),
         duplicate_window: DUPLICATE_WINDOW,
         ..Default::default()
     };
-    shared
+    let stream = shared
         .jetstream
-        .get_or_create_stream(config)
+        .get_or_create_stream(config.clone())
         .await
-        .map_err(|e| declare_error(&format!("stream {name}"), e))
+        .map_err(|e| creation_error(&what, config.num_replicas, e))?;
+    let exists = &stream.cached_info().config;
+    match diverges(
+        exists.num_replicas,
+        exists.storage,
+        topology.stream_replicas,
+        topology.stream_storage,
+    ) {
+        Some(difference) => Err(diverged(&what, &difference, &how_to_fix_stream(&name))),
+        None => Ok(stream),
+    }
+}
+
+/// How a stream that exists differs from what was asked (`None` for a
+/// setting nobody chose): `"1 replica and file storage, and this asks
+/// for 3 replicas"`; `None` when it does not.
+pub(crate) fn diverges(
+    replicas_now: usize,
+    storage_now: StorageType,
+    replicas: Option<usize>,
+    storage: Option<StreamStorage>,
+) -> Option<String> {
+    let replicas_now = self::replicas(replicas_now);
+    let mut asked = Vec::new();
+    if let Some(replicas) = replicas.filter(|r| *r != replicas_now) {
+        asked.push(plural(replicas, "replica"));
+    }
+    if let Some(storage) = storage.filter(|s| storage_type(*s) != storage_now) {
+        asked.push(format!("{storage} storage"));
+    }
+    if asked.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} and {} storage, and this asks for {}",
+        plural(replicas_now, "replica"),
+        storage_name(storage_now),
+        asked.join(" and ")
+    ))
+}
+
+fn plural(count: usize, what: &str) -> String {
+    if count == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{count} {what}s")
+    }
+}
+
+/// The [`Config`](BrokerErrorKind::Config) error of a stream (or KV
+/// bucket) that exists otherwise than asked.
+pub(crate) fn diverged(what: &str, difference: &str, fix: &str) -> BrokerError {
+    BrokerError::new(
+        BrokerErrorKind::Config,
+        format!("{what} exists with {difference}. {fix}"),
+    )
+}
+
+/// The way out for a route's stream `name`.
+fn how_to_fix_stream(name: &str) -> String {
+    format!(
+        "Either ask for what exists (RouteOptions::stream_replicas / stream_storage, App::stream_replicas \
+         / stream_storage, WHARF_STREAM_REPLICAS / WHARF_STREAM_STORAGE), or change the stream: replicas \
+         can be changed in place on a cluster (`nats stream edit {name} --replicas N`; the queue's \
+         dead-letter and delay streams too), storage cannot: drain the queue and delete its streams \
+         (Broker::delete_queue, `nats stream rm {name}`), or move the messages to a new queue, and \
+         start again"
+    )
+}
+
+/// A stream or bucket that could not be created, with the likely reason
+/// when JetStream has too few servers for its replicas: a server outside
+/// a cluster says "replicas > 1 not supported in non-clustered mode"
+/// (error code 10074), a cluster with too few JetStream servers (or too
+/// little room on them) "insufficient resources" (10023).
+pub(crate) fn creation_error(what: &str, replicas: usize, error: impl std::fmt::Display) -> BrokerError {
+    let error = error.to_string();
+    let too_few = ["insufficient resources", "not supported in non-clustered mode"];
+    if replicas > 1 && too_few.iter().any(|reason| error.contains(reason)) {
+        return BrokerError::new(
+            BrokerErrorKind::Config,
+            format!(
+                "declaring {what} failed: {error}: {replicas} replicas need a JetStream cluster of at least \
+                 {replicas} servers with room for them; on a single server ask for 1 replica"
+            ),
+        );
+    }
+    declare_error(what, error)
 }
 
 /// A durable pull consumer that redelivers after `ack_wait` (an existing
@@ -190,4 +321,55 @@ pub(crate) async fn delete(shared: &Shared, queue: &str) -> Result<(), BrokerErr
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_was_asked_for_is_compared() {
+        use StreamStorage::{File, Memory};
+        assert_eq!(diverges(1, StorageType::File, None, None), None);
+        assert_eq!(
+            diverges(0, StorageType::File, Some(1), Some(File)),
+            None,
+            "0 is one"
+        );
+        assert_eq!(diverges(3, StorageType::Memory, None, Some(Memory)), None);
+        assert_eq!(
+            diverges(1, StorageType::File, Some(3), None).as_deref(),
+            Some("1 replica and file storage, and this asks for 3 replicas")
+        );
+        assert_eq!(
+            diverges(3, StorageType::File, Some(3), Some(Memory)).as_deref(),
+            Some("3 replicas and file storage, and this asks for memory storage")
+        );
+        assert_eq!(
+            diverges(1, StorageType::Memory, Some(5), Some(File)).as_deref(),
+            Some("1 replica and memory storage, and this asks for 5 replicas and file storage")
+        );
+    }
+
+    #[test]
+    fn too_few_servers_for_the_replicas_is_said_so() {
+        let error = creation_error(
+            "stream S",
+            3,
+            "jetstream error: insufficient resources (code 503, error code 10023)",
+        );
+        assert_eq!(error.kind(), BrokerErrorKind::Config);
+        assert!(
+            error
+                .to_string()
+                .contains("3 replicas need a JetStream cluster of at least 3 servers"),
+            "{error}"
+        );
+        let other = creation_error("stream S", 1, "jetstream error: something else");
+        assert_eq!(other.kind(), BrokerErrorKind::Declare);
+        assert_eq!(
+            other.to_string(),
+            "declaring stream S failed: jetstream error: something else"
+        );
+    }
 }
