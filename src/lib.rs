@@ -24,9 +24,9 @@ pub use wire::{codec, headers};
 
 pub use app::App;
 pub use app::broker::{BROKER_URL_ENV, Broker};
-pub use app::broker_options::BrokerOptions;
 /// The environment variables of [`BrokerOptions::from_env`].
 pub use app::broker_options as broker_env;
+pub use app::broker_options::BrokerOptions;
 pub use app::config::{
     Config, HTTP_ADDR_ENV, HttpListener, QUEUE_TYPE_ENV, SHUTDOWN_GRACE_ENV, STORE_REPLICAS_ENV,
     STREAM_REPLICAS_ENV, STREAM_STORAGE_ENV,

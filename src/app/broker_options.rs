@@ -98,6 +98,8 @@ pub(crate) struct TlsFiles {
     pub(crate) server_name: Option<String>,
 }
 
+// Read only by the broker transports; a build without both keeps the type.
+#[cfg_attr(not(any(feature = "amqp", feature = "nats")), allow(dead_code))]
 impl TlsFiles {
     /// Whether any TLS option is set (which turns TLS on).
     pub(crate) fn any(&self) -> bool {
@@ -112,6 +114,7 @@ pub(crate) enum Secret {
     File(PathBuf),
 }
 
+#[cfg_attr(not(any(feature = "amqp", feature = "nats")), allow(dead_code))]
 impl Secret {
     /// The secret; a file's content without its trailing line break.
     pub(crate) fn read(&self, what: &str) -> Result<String, BrokerError> {
@@ -151,6 +154,7 @@ impl Credentials {
 }
 
 /// Reads `path` whole; a config error naming `what` and the path.
+#[cfg_attr(not(any(feature = "amqp", feature = "nats")), allow(dead_code))]
 pub(crate) fn read_file(path: &Path, what: &str) -> Result<String, BrokerError> {
     std::fs::read_to_string(path)
         .map_err(|e| config(format!("cannot read the {what} file {}", path.display())).with_source(e))
@@ -426,6 +430,7 @@ impl BrokerOptions {
     }
 
     /// An error when an option of the other broker is set.
+    #[cfg_attr(not(any(feature = "amqp", feature = "nats")), allow(dead_code))]
     pub(crate) fn check_for(&self, broker: &str) -> Result<(), BrokerError> {
         let wrong = |what: &str| {
             Err(config(format!(
