@@ -28,7 +28,7 @@
 //! | `WHARF_BACKOFF_MS` | `1000` | first retry delay (doubling, capped at 60 s, jittered) |
 //! | `WHARF_SHUTDOWN_GRACE_SECONDS` | `25` | drain time after SIGTERM, whole seconds up to 86400; keep the pod's `terminationGracePeriodSeconds` above it (read by `App::config_from_env`) |
 //! | `WHARF_HTTP_ADDR` | `0.0.0.0:8080` | `/healthz`, `/readyz`, `/metrics`; `off` disables (read by `App::config_from_env`) |
-//! | `WHARF_STORE_URL` | in-memory | `redis://[user:password@]host:6379[/db]` or `rediss://…` (feature `redis`) or a NATS URL as for the broker (feature `nats`): idempotency and sessions shared by all pods; credentials never printed (another scheme is reported by its scheme only). Unset, each process keeps its own: several pods need a shared store |
+//! | `WHARF_STORE_URL` | in-memory | `redis://[user:password@]host:6379[/db]` or `rediss://…` (feature `redis`) or a NATS URL as for the broker (feature `nats`; on a NATS broker it takes the broker's TLS files and credentials): idempotency and sessions shared by all pods; credentials never printed (another scheme is reported by its scheme only). Unset, each process keeps its own: several pods need a shared store |
 //! | `WHARF_STORE_REPLICAS` | `1` (an existing bucket as it is) | replicas of the NATS KV store's buckets, 1 to 5 (a `nats://` store only; read by `Config::from_env`) |
 //! | `WHARF_QUEUE_TYPE` | URL's `?queue_type=`, else `classic` | RabbitMQ work-queue type, `classic` or `quorum` (read by `App::config_from_env`) |
 //! | `WHARF_STREAM_REPLICAS` | `1` (an existing stream as it is) | JetStream replicas of the work, delay and dead-letter streams, 1 to 5 (read by `App::config_from_env`) |
@@ -138,7 +138,20 @@ async fn store(app: App, url: Option<String>) -> Result<App, Box<dyn std::error:
     }
     #[cfg(feature = "nats")]
     if url.starts_with("nats://") || url.starts_with("tls://") {
-        let mut store = wharf::store::NatsKvStore::connect(&url).await?;
+        // On a NATS broker, the store takes the broker's TLS files and
+        // credentials (WHARF_BROKER_TLS_*, WHARF_NATS_CREDS_FILE, …).
+        let options = match wharf::BrokerOptions::from_env()? {
+            Some(broker)
+                if broker
+                    .urls()
+                    .iter()
+                    .all(|u| u.starts_with("nats://") || u.starts_with("tls://")) =>
+            {
+                broker.with_url(url.as_str())
+            }
+            _ => wharf::BrokerOptions::new(url.as_str()),
+        };
+        let mut store = wharf::store::NatsKvStore::connect_with(&options).await?;
         if let Some(replicas) = wharf::Config::from_env()?.store_replicas {
             store = store.with_replicas(replicas);
         }

@@ -319,6 +319,32 @@ fn a_nats_token_is_never_printed() {
 }
 
 #[test]
+fn a_password_file_is_never_printed_and_reaches_the_store_too() {
+    let test = "a_password_file_is_never_printed_and_reaches_the_store_too";
+    let Some(nats) = nats_server(test, &["--user", NATS_USER, "--pass", NATS_PASSWORD]) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(unique_queue("secrets-files"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let password = dir.join("password");
+    std::fs::write(&password, format!("{NATS_PASSWORD}\n")).unwrap();
+    // No credentials in either URL: the NATS KV store takes the broker's
+    // user and password file.
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let queue = unique_queue("secrets");
+    let output = run_worker(&[
+        ("WHARF_BROKER_URL", &url),
+        ("WHARF_BROKER_USER", NATS_USER),
+        ("WHARF_BROKER_PASSWORD_FILE", &password.display().to_string()),
+        ("WHARF_STORE_URL", &url),
+        ("WHARF_QUEUE", &queue),
+    ]);
+    assert!(output.contains("attempting connection"), "{output}");
+    assert_no_secret("the worker on NATS with a password file", &output);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn wrong_nats_and_redis_credentials_fail_without_printing_them() {
     let test = "wrong_nats_and_redis_credentials_fail_without_printing_them";
     let Some(nats) = nats_server(test, &["--auth", "the-right-token"]) else {

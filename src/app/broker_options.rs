@@ -187,6 +187,14 @@ impl BrokerOptions {
         }
     }
 
+    /// The same options for other servers (`url`, one or several
+    /// comma-separated): e.g. for a NATS KV store on the broker's cluster,
+    /// with the broker's TLS files and credentials.
+    pub fn with_url(mut self, url: impl Into<String>) -> Self {
+        self.urls = BrokerOptions::new(url).urls;
+        self
+    }
+
     /// Trusts the CA (PEM, one or more certificates) in `path` for the
     /// broker's certificate, besides the system's roots; turns TLS on.
     pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
@@ -563,6 +571,17 @@ mod tests {
             .check_for("NATS")
             .unwrap_err();
         assert!(vhost.to_string().contains("applies to RabbitMQ only"), "{vhost}");
+    }
+
+    #[test]
+    fn with_url_keeps_everything_but_the_servers() {
+        let broker = BrokerOptions::new("tls://a:4222")
+            .tls_ca_file("/ca.pem")
+            .token_file("/token");
+        let store = broker.clone().with_url("tls://b:4222, tls://c:4222");
+        assert_eq!(store.urls(), ["tls://b:4222", "tls://c:4222"]);
+        assert_eq!(store.tls, broker.tls);
+        assert!(store.credentials == broker.credentials);
     }
 
     #[test]
