@@ -19,7 +19,7 @@
 //! | `WHARF_NATS_CREDS_FILE` | none | NATS: credentials file (JWT and NKey seed) |
 //! | `WHARF_NATS_NKEY_FILE` | none | NATS: file holding an NKey seed |
 //! | `WHARF_AMQP_VHOST` | the URL's | RabbitMQ virtual host |
-//! | `WHARF_AMQP_HEARTBEAT_SECONDS` | `10` | RabbitMQ heartbeat; 0 turns it off |
+//! | `WHARF_AMQP_HEARTBEAT_SECONDS` | `10` | RabbitMQ heartbeat; 0 takes the server's (60 s unless configured) |
 //! | `WHARF_BROKER_CONNECTION_NAME` | `wharf` | the connection's name on the broker (the chart sets the pod's name) |
 //! | `WHARF_QUEUE` | `orders` | the queue the handler consumes |
 //! | `WHARF_CONCURRENCY` | `16` | handlers at once |

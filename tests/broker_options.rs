@@ -75,14 +75,40 @@ async fn amqp_goes_to_the_next_server_and_reads_the_password_file() {
         return;
     }
     let password = secret_file("password", "guest\n");
-    let options = BrokerOptions::servers([AMQP_DOWN, AMQP])
+    // A server that takes the connection and says nothing (a frozen
+    // node): the kernel completes the TCP handshake, nobody answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("amqp://127.0.0.1:{}/%2f", silent.local_addr().unwrap().port());
+    let options = BrokerOptions::servers([AMQP_DOWN, silent_url.as_str(), AMQP])
         .user_and_password_file("guest", &password)
         .heartbeat(Duration::from_secs(5))
         .connection_name("wharf-options-test");
-    let broker = Broker::connect_with(&options)
+    let started = std::time::Instant::now();
+    let broker = tokio::time::timeout(Duration::from_secs(30), Broker::connect_with(&options))
         .await
-        .expect("the second server takes it");
-    assert_eq!(broker.url(), "amqp://127.0.0.1:1/%2f,amqp://127.0.0.1:5672/%2f");
+        .expect("the silent server held the connect up for 30 s")
+        .expect("the third server takes it");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(20),
+        "the silent server held the connect up for {took:?}"
+    );
+    assert_eq!(
+        broker.url(),
+        format!("amqp://127.0.0.1:1/%2f,{silent_url},amqp://127.0.0.1:5672/%2f")
+    );
+    // The heartbeat asked for is the one RabbitMQ agreed on.
+    let listed = std::process::Command::new("rabbitmqctl")
+        .args(["list_connections", "-q", "timeout", "client_properties"])
+        .output()
+        .expect("rabbitmqctl runs");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed
+            .lines()
+            .any(|line| line.contains("wharf-options-test") && line.starts_with("5\t")),
+        "no connection named wharf-options-test with a 5 s heartbeat:\n{listed}"
+    );
     round_trip(&broker).await;
     broker.close().await;
 
@@ -91,6 +117,7 @@ async fn amqp_goes_to_the_next_server_and_reads_the_password_file() {
     let error = Broker::connect_with(&options).await.unwrap_err();
     let shown = chain(&error);
     assert_eq!(error.kind(), BrokerErrorKind::Connection, "{shown}");
+    assert!(shown.contains("finished no AMQP handshake"), "{shown}");
     assert!(
         shown.contains("127.0.0.1:1") && shown.contains("127.0.0.1:5672"),
         "{shown}"

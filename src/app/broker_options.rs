@@ -33,7 +33,8 @@ pub const NATS_CREDS_FILE_ENV: &str = "WHARF_NATS_CREDS_FILE";
 pub const NATS_NKEY_FILE_ENV: &str = "WHARF_NATS_NKEY_FILE";
 /// RabbitMQ: the virtual host, instead of the URL's.
 pub const AMQP_VHOST_ENV: &str = "WHARF_AMQP_VHOST";
-/// RabbitMQ: the heartbeat in whole seconds (default 10; 0 turns it off).
+/// RabbitMQ: the heartbeat in whole seconds (default 10; 0 takes the
+/// server's, 60 s unless configured).
 pub const AMQP_HEARTBEAT_ENV: &str = "WHARF_AMQP_HEARTBEAT_SECONDS";
 /// The connection's name, as the broker shows it (default `wharf`).
 pub const CONNECTION_NAME_ENV: &str = "WHARF_BROKER_CONNECTION_NAME";
@@ -170,7 +171,18 @@ impl BrokerOptions {
     /// with its scheme.
     pub fn new(url: impl Into<String>) -> Self {
         let url = url.into();
-        let urls = url.split(',').map(|u| u.trim().to_owned()).collect();
+        // A piece without a scheme continues the one before: a comma in a
+        // password (`amqp://u:pa,ss@h`) does not start a server.
+        let mut urls: Vec<String> = Vec::new();
+        for piece in url.split(',') {
+            match urls.last_mut() {
+                Some(last) if !piece.contains("://") && !piece.trim().is_empty() => {
+                    last.push(',');
+                    last.push_str(piece);
+                }
+                _ => urls.push(piece.trim().to_owned()),
+            }
+        }
         BrokerOptions {
             urls,
             ..BrokerOptions::default()
@@ -196,7 +208,7 @@ impl BrokerOptions {
     }
 
     /// Trusts the CA (PEM, one or more certificates) in `path` for the
-    /// broker's certificate, besides the system's roots; turns TLS on.
+    /// broker's certificate, instead of the system's roots; turns TLS on.
     pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.tls.ca_file = Some(path.into());
         self
@@ -273,8 +285,9 @@ impl BrokerOptions {
         self
     }
 
-    /// RabbitMQ: the heartbeat interval (whole seconds; zero turns
-    /// heartbeats off). Default 10 s, so a dead peer is noticed in about 20.
+    /// RabbitMQ: the heartbeat interval, in whole seconds (part of a second
+    /// counts as a whole one; zero takes the server's, 60 s unless
+    /// configured). Default 10 s, so a dead peer is noticed in about 20.
     pub fn heartbeat(mut self, interval: Duration) -> Self {
         self.heartbeat = Some(interval);
         self
@@ -571,6 +584,13 @@ mod tests {
             .check_for("NATS")
             .unwrap_err();
         assert!(vhost.to_string().contains("applies to RabbitMQ only"), "{vhost}");
+    }
+
+    #[test]
+    fn a_comma_in_a_password_does_not_start_a_server() {
+        let options = BrokerOptions::new("amqp://u:pa,ss@a/%2f,amqp://b/%2f");
+        assert_eq!(options.urls, ["amqp://u:pa,ss@a/%2f", "amqp://b/%2f"]);
+        assert_eq!(BrokerOptions::new("nats://a,").urls, ["nats://a", ""]);
     }
 
     #[test]

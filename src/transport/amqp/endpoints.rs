@@ -12,6 +12,12 @@ use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{Connection, ConnectionProperties};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// How long a TCP connection (and TLS handshake) to one server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one server may take to finish the AMQP handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// wharf's own URL parameter, removed before the URL goes to lapin.
 const QUEUE_TYPE_PARAM: &str = "queue_type";
@@ -37,15 +43,37 @@ impl Endpoints {
         options.check_for("RabbitMQ")?;
         let mut uris = Vec::new();
         let mut queue_types = Vec::new();
-        let mut url_credentials = false;
-        for url in &options.urls {
+        // Credentials written on any server are used for all of them, as
+        // for NATS; servers that carry different ones are an error.
+        let mut url_login: Option<(usize, String, String)> = None;
+        let mut without_login = Vec::new();
+        for (index, url) in options.urls.iter().enumerate() {
             let (lapin_url, queue_type) = split_url(url)?;
             let mut uri: AMQPUri = lapin_url.parse().map_err(|e: String| {
                 // Some of lapin's parse errors quote the whole URL.
                 let why = e.replace(&lapin_url, &redact(&lapin_url));
                 config(format!("invalid AMQP URL {}: {why}", redact(url)))
             })?;
-            url_credentials |= url.contains('@');
+            if has_userinfo(url) {
+                let login = (
+                    uri.authority.userinfo.username.clone(),
+                    uri.authority.userinfo.password.clone(),
+                );
+                match &url_login {
+                    Some((first, user, password)) if (user, password) != (&login.0, &login.1) => {
+                        return Err(config(format!(
+                            "servers {} and {} of {} carry different credentials (write them on one server, or the same on every one)",
+                            first + 1,
+                            index + 1,
+                            options.shown()
+                        )));
+                    }
+                    Some(_) => {}
+                    None => url_login = Some((index, login.0, login.1)),
+                }
+            } else {
+                without_login.push(index);
+            }
             if options.tls.any() && uri.scheme != AMQPScheme::AMQPS {
                 return Err(config(format!(
                     "TLS files are given but {} is not amqps:// (write amqps://host:5671)",
@@ -55,16 +83,18 @@ impl Endpoints {
             if let Some(vhost) = &options.vhost {
                 uri.vhost.clone_from(vhost);
             }
-            // Notice a dead peer within seconds, and give up connecting in time.
+            // Notice a dead peer within seconds. A heartbeat of 0 asks for
+            // the server's (RabbitMQ's default: 60 s); part of a second
+            // counts as a whole one.
             match options.heartbeat {
                 Some(interval) => {
-                    uri.query.heartbeat = Some(u16::try_from(interval.as_secs()).unwrap_or(u16::MAX))
+                    let seconds = interval.as_secs() + u64::from(interval.subsec_nanos() > 0);
+                    uri.query.heartbeat = Some(u16::try_from(seconds).unwrap_or(u16::MAX));
                 }
                 None => {
                     uri.query.heartbeat.get_or_insert(10);
                 }
             }
-            uri.query.connection_timeout.get_or_insert(5_000);
             uris.push(uri);
             queue_types.push(queue_type);
         }
@@ -74,9 +104,15 @@ impl Endpoints {
                 options.shown()
             )));
         }
+        if let Some((_, user, password)) = &url_login {
+            for index in without_login {
+                uris[index].authority.userinfo.username.clone_from(user);
+                uris[index].authority.userinfo.password.clone_from(password);
+            }
+        }
         let password = match &options.credentials {
             None => None,
-            Some(_) if url_credentials => {
+            Some(_) if url_login.is_some() => {
                 return Err(config(format!(
                     "the AMQP URL {} carries credentials and a user name and password are given too: give them once",
                     options.shown()
@@ -129,7 +165,8 @@ impl Endpoints {
                 uri.authority.userinfo.password.clone_from(password);
             }
             let host = format!("{}:{}", uri.authority.host, uri.authority.port);
-            match self.connect_one(uri, tls.clone()).await {
+            let tls = tls.clone().filter(|_| uri.scheme == AMQPScheme::AMQPS);
+            match self.connect_one(uri, tls).await {
                 Ok(connection) => {
                     self.next.store(index, Ordering::Relaxed);
                     return Ok(connection);
@@ -156,38 +193,57 @@ impl Endpoints {
         self.next.store(next, Ordering::Relaxed);
     }
 
+    /// One server: TCP (and TLS for `amqps://`) within [`CONNECT_TIMEOUT`],
+    /// the AMQP handshake within [`HANDSHAKE_TIMEOUT`], so that a server
+    /// that takes the connection and then says nothing (a frozen node)
+    /// cannot hold up the others. lapin's own `connection_timeout` is not
+    /// applied on its async path.
     async fn connect_one(
         &self,
         uri: AMQPUri,
         tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<Connection, BrokerError> {
         let properties = ConnectionProperties::default().with_connection_name(self.name.as_str().into());
-        let connected = match tls {
-            None => Connection::connect_uri(uri, properties).await,
-            Some(tls) => {
-                let domain = self
-                    .tls
-                    .as_ref()
-                    .and_then(|t| t.server_name.clone())
-                    .unwrap_or_else(|| uri.authority.host.clone());
-                let connector = Arc::new(RustlsConnector::from(tls));
-                let runtime = lapin::runtime::default_runtime().map_err(connection_error)?;
-                Connection::connector(
-                    uri,
-                    runtime,
-                    async move |uri, runtime| {
-                        let addrs: Vec<std::net::SocketAddr> =
-                            tokio::net::lookup_host((uri.authority.host.as_str(), uri.authority.port))
-                                .await?
-                                .collect();
-                        let stream = AsyncTcpStream::connect(&runtime, addrs).await?;
-                        Ok(stream.into_rustls(&connector, &domain).await?)
-                    },
-                    properties,
-                )
-                .await
-            }
-        };
+        let host = format!("{}:{}", uri.authority.host, uri.authority.port);
+        let domain = self
+            .tls
+            .as_ref()
+            .and_then(|t| t.server_name.clone())
+            .unwrap_or_else(|| uri.authority.host.clone());
+        let connector = tls.map(|config| Arc::new(RustlsConnector::from(config)));
+        let runtime = lapin::runtime::default_runtime().map_err(connection_error)?;
+        let connecting = Connection::connector(
+            uri,
+            runtime,
+            async move |uri, runtime| {
+                let open = async {
+                    let addrs: Vec<std::net::SocketAddr> =
+                        tokio::net::lookup_host((uri.authority.host.as_str(), uri.authority.port))
+                            .await?
+                            .collect();
+                    let stream = AsyncTcpStream::connect(&runtime, addrs).await?;
+                    match &connector {
+                        Some(connector) => stream.into_rustls(connector, &domain).await,
+                        None => Ok(stream),
+                    }
+                };
+                match tokio::time::timeout(CONNECT_TIMEOUT, open).await {
+                    Ok(opened) => Ok(opened?),
+                    Err(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no connection within {CONNECT_TIMEOUT:?}"),
+                    )
+                    .into()),
+                }
+            },
+            properties,
+        );
+        let connected = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await.map_err(|_| {
+            BrokerError::new(
+                BrokerErrorKind::Connection,
+                format!("{host} took the connection but finished no AMQP handshake within {HANDSHAKE_TIMEOUT:?}"),
+            )
+        })?;
         connected.map_err(|e| {
             let hint = crate::transport::tls::hint(&format!("{e} {e:?}"), self.tls.as_ref());
             let error = connection_error(e);
@@ -201,6 +257,11 @@ impl Endpoints {
             }
         })
     }
+}
+
+/// Whether `url` names a user (or password) in its authority.
+fn has_userinfo(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|parsed| !parsed.username().is_empty() || parsed.password().is_some())
 }
 
 /// Takes wharf's parameters out of the URL's query string.

@@ -230,6 +230,9 @@ impl Link {
                 match self.open_connection().await {
                     Ok(conn) => break conn,
                     Err(error) => {
+                        // Next time start with another server, also when
+                        // this one took the connection but failed after.
+                        self.endpoints.rotate();
                         tracing::warn!(error = %crate::error::Chain(&error), ?delay, "reconnecting to RabbitMQ")
                     }
                 }

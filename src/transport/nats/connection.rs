@@ -76,7 +76,8 @@ pub(crate) async fn open(options: &BrokerOptions, suffix: &str) -> Result<Connec
             }
         });
     let client = connect.connect(servers).await.map_err(|e| {
-        let hint = crate::transport::tls::hint(&format!("{e} {e:?}"), Some(&options.tls));
+        let hint =
+            crate::transport::tls::hint(&format!("{e} {e:?}"), options.tls.any().then_some(&options.tls));
         BrokerError::new(
             BrokerErrorKind::Connection,
             match hint {
