@@ -16,7 +16,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
-use wharf::{App, Broker, Running};
+use wharf::{App, Broker, QueueType, Running};
 
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
@@ -40,7 +40,7 @@ impl Bench {
         }
         let server = match server {
             Side::Raw => {
-                self.declare(&queue);
+                self.declare(&self.shared, &queue, QueueType::Classic);
                 let connection = self.runtime.block_on(connect(&self.config.url));
                 let channel = self
                     .runtime
@@ -68,7 +68,7 @@ impl Bench {
                 Server::Wharf { broker, running }
             }
         };
-        self.wait_for_consumer(&queue);
+        self.wait_for_consumer(&self.shared, &queue);
 
         let outcome = match client {
             Side::Raw => {
@@ -135,7 +135,7 @@ impl Bench {
                 self.runtime.block_on(broker.close());
             }
         }
-        self.assert_empty(&queue, &name);
+        self.assert_empty(&self.shared, &queue, &name);
         let (spent, mut latencies) = outcome;
         latencies.sort_unstable();
         Measured {
@@ -143,6 +143,7 @@ impl Bench {
             spent,
             latencies,
             startup: None,
+            fill: None,
         }
     }
 }
