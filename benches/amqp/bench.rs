@@ -14,8 +14,8 @@ use crate::support::local_cluster::RabbitCluster;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 use wharf::QueueType;
@@ -80,8 +80,11 @@ pub struct Node {
     /// What wharf connects to: `url`, or every node of the cluster
     /// (comma-separated; wharf tries them in turn, so node 1 first).
     pub wharf_url: String,
-    connection: Connection,
-    pub publisher: Channel,
+    /// The bench's own connection, made again when it was closed: other
+    /// checkouts' tests close every connection of the shared node now and
+    /// then (`rabbitmqctl close_all_connections`), and the bench may wait
+    /// half a minute for the cluster after connecting.
+    link: Mutex<Link>,
     /// The queues made on it so far (deleted after each round).
     queues: Mutex<Vec<String>>,
     /// The RabbitMQ processes whose CPU time the clock reads for runs
@@ -89,31 +92,65 @@ pub struct Node {
     broker: Vec<u32>,
 }
 
+/// The bench's own connection to a node, and its channel in confirm mode.
+#[derive(Clone)]
+pub struct Link {
+    pub connection: Arc<Connection>,
+    pub publisher: Channel,
+}
+
+impl Link {
+    /// Connects to `url`; `Err` if RabbitMQ does not answer within 5 s.
+    async fn connect(url: &str) -> Result<Link, String> {
+        let connect = Connection::connect(url, ConnectionProperties::default());
+        let connection = tokio::time::timeout(Duration::from_secs(5), connect)
+            .await
+            .map_err(|_| "no answer within 5 s".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let publisher = connection.create_channel().await.map_err(|e| e.to_string())?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Link {
+            connection: Arc::new(connection),
+            publisher,
+        })
+    }
+
+    fn usable(&self) -> bool {
+        self.connection.status().connected() && self.publisher.status().connected()
+    }
+}
+
 impl Node {
     /// Connects the bench's own connection to `url` on `runtime`; `Err` if
     /// RabbitMQ is unreachable.
     pub fn connect(runtime: &Runtime, url: &str, wharf_url: &str, broker: Vec<u32>) -> Result<Node, String> {
-        let (connection, publisher) = runtime.block_on(async {
-            let connect = Connection::connect(url, ConnectionProperties::default());
-            let connection = tokio::time::timeout(Duration::from_secs(5), connect)
-                .await
-                .map_err(|_| "no answer within 5 s".to_owned())?
-                .map_err(|e| e.to_string())?;
-            let publisher = connection.create_channel().await.map_err(|e| e.to_string())?;
-            publisher
-                .confirm_select(ConfirmSelectOptions::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>((connection, publisher))
-        })?;
+        let link = runtime.block_on(Link::connect(url))?;
         Ok(Node {
             url: url.to_owned(),
             wharf_url: wharf_url.to_owned(),
-            connection,
-            publisher,
+            link: Mutex::new(link),
             queues: Mutex::new(Vec::new()),
             broker,
         })
+    }
+
+    /// The bench's own connection, connected again (from `runtime`'s
+    /// thread) if it was closed.
+    pub fn link(&self, runtime: &Runtime) -> Link {
+        let mut link = self.link.lock().unwrap();
+        if !link.usable() {
+            eprintln!(
+                "amqp bench: the bench's own connection to {} was closed; connecting again",
+                redacted(&self.url)
+            );
+            *link = runtime
+                .block_on(Link::connect(&self.url))
+                .unwrap_or_else(|e| panic!("cannot connect to {} again: {e}", redacted(&self.url)));
+        }
+        link.clone()
     }
 }
 
@@ -215,8 +252,9 @@ impl Bench {
     /// Declares `queue` on `node` as wharf declares a work queue of
     /// `queue_type` (so that wharf's own declaration agrees with it).
     pub fn declare(&self, node: &Node, queue: &str, queue_type: QueueType) {
+        let link = node.link(&self.control);
         self.control.block_on(async {
-            node.publisher
+            link.publisher
                 .queue_declare(queue.into(), durable(), work_queue_arguments(queue_type))
                 .await
                 .unwrap_or_else(|e| panic!("declare {queue}: {e}"));
@@ -226,8 +264,9 @@ impl Bench {
     /// Ready messages and consumers of `queue` (a passive declare, on a
     /// channel of its own: it would close the channel of a missing queue).
     pub fn depth(&self, node: &Node, queue: &str) -> (u32, u32) {
+        let link = node.link(&self.control);
         self.control.block_on(async {
-            let channel = node.connection.create_channel().await.expect("channel");
+            let channel = link.connection.create_channel().await.expect("channel");
             let options = QueueDeclareOptions {
                 passive: true,
                 ..QueueDeclareOptions::default()
@@ -268,10 +307,14 @@ impl Bench {
         let cluster = self.cluster.as_ref().map(|c| &c.node);
         for node in std::iter::once(&self.shared).chain(cluster) {
             let queues = std::mem::take(&mut *node.queues.lock().unwrap());
+            if queues.is_empty() {
+                continue;
+            }
+            let link = node.link(&self.control);
             self.control.block_on(async {
                 for queue in queues {
                     for name in [queue.clone(), format!("{queue}.dlq")] {
-                        let Ok(channel) = node.connection.create_channel().await else {
+                        let Ok(channel) = link.connection.create_channel().await else {
                             eprintln!("could not delete {name}: no channel");
                             continue;
                         };
@@ -290,7 +333,7 @@ impl Bench {
     /// 1,000; how long publishing took.
     pub fn prefill(&self, node: &Node, queue: &str, queue_type: QueueType, count: u64) -> Fill {
         self.declare(node, queue, queue_type);
-        let publisher = &node.publisher;
+        let publisher = &node.link(&self.control).publisher;
         let started = Instant::now();
         self.control.block_on(async {
             let mut id = 0;
@@ -331,7 +374,7 @@ impl Bench {
     /// configured rate, from the control runtime; each carries its publish
     /// time.
     pub fn publish_paced(&self, queue: &str, count: u64) -> tokio::task::JoinHandle<()> {
-        let publisher = self.shared.publisher.clone();
+        let publisher = self.shared.link(&self.control).publisher;
         let queue = queue.to_owned();
         let interval = Duration::from_secs_f64(1.0 / self.config.rate as f64);
         self.control.spawn(async move {
@@ -370,7 +413,9 @@ impl Bench {
             Scenario::Paced(consumer) => {
                 self.consume(scenario, consumer, Layout::Classic, sizes.paced_messages, true)
             }
-            Scenario::Rpc(client, server) => self.request_reply(scenario, client, server, sizes),
+            Scenario::Rpc(client, server, queue_type) => {
+                self.request_reply(scenario, client, server, queue_type, sizes)
+            }
         }
     }
 }

@@ -67,6 +67,12 @@
 //! `Client::request`, the wharf server a route returning a value. CPU per
 //! request covers client *and* server (one process).
 //!
+//! **Request/reply on a quorum queue** (`rr-quorum/raw-raw`,
+//! `rr-quorum/wharf-wharf`): the same, with the request queue declared
+//! quorum (the raw server's by the bench as wharf would; wharf's route with
+//! `RouteOptions::queue_type`), shown beside `rr/raw-raw` and
+//! `rr/wharf-wharf` in a table of its own.
+//!
 //! Every scenario runs `WHARF_BENCH_RUNS` (5) times, interleaved, after one
 //! smaller unmeasured round, and the table shows medians (min–max for
 //! throughput and request/reply p50), then the ratios the
@@ -89,10 +95,12 @@
 //!
 //! `WHARF_BENCH_ONLY=<items>` (comma-separated) runs only the scenarios
 //! whose name is an item, starts with `<item>/`, or ends with `/<item>`:
-//! `wharf` = every wharf consumer; `rr` = all request/reply; `quorum` =
-//! both quorum consumers; and `topology` = the topology table's scenarios
-//! (`consume/raw-ack-64`, `consume/wharf`, `quorum/…`, and `cluster-…` when
-//! `WHARF_BENCH_RABBIT_CLUSTER=1`).
+//! `wharf` = every wharf consumer; `rr` = request/reply on a classic
+//! queue; `quorum` = both quorum consumers; `rr-quorum` = both quorum
+//! request/reply runs; and `topology` = the topology tables' scenarios
+//! (`consume/raw-ack-64`, `consume/wharf`, `quorum/…`, `cluster-…` when
+//! `WHARF_BENCH_RABBIT_CLUSTER=1`, `rr/raw-raw`, `rr/wharf-wharf` and
+//! `rr-quorum/…`).
 //! `WHARF_BENCH_WORKERS` changes the number of tokio workers (2).
 //!
 //! RabbitMQ's own speed varies from run to run on a busy machine (the same

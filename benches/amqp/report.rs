@@ -8,6 +8,7 @@ use crate::common::report::{Goal, Ratio, print_ratios, ratio, redacted, thousand
 use crate::common::rounds::{PAIRS, Side};
 use crate::config::Config;
 use crate::scenario::{Consumer, Layout, Scenario};
+use wharf::QueueType;
 
 pub fn report(config: &Config, results: &[(Scenario, Vec<Measured>)]) {
     let find = |scenario: Scenario| {
@@ -101,7 +102,7 @@ pub fn report(config: &Config, results: &[(Scenario, Vec<Measured>)]) {
 
     let rpc: Vec<_> = PAIRS
         .into_iter()
-        .filter_map(|(c, s)| find(Scenario::Rpc(c, s)).map(|runs| ((c, s), runs)))
+        .filter_map(|(c, s)| find(Scenario::Rpc(c, s, QueueType::Classic)).map(|runs| ((c, s), runs)))
         .collect();
     if !rpc.is_empty() {
         println!();
@@ -140,7 +141,11 @@ pub fn report(config: &Config, results: &[(Scenario, Vec<Measured>)]) {
     };
     let rate = |c| median_of(Scenario::Consume(c, Layout::Classic), &Measured::rate);
     let cpu = |c| median_of(Scenario::Consume(c, Layout::Classic), &Measured::cpu_per);
-    let p50 = |c, s| median_of(Scenario::Rpc(c, s), &|m: &Measured| m.percentile(50.0));
+    let p50 = |c, s| {
+        median_of(Scenario::Rpc(c, s, QueueType::Classic), &|m: &Measured| {
+            m.percentile(50.0)
+        })
+    };
     let paced_p50 = |c| median_of(Scenario::Paced(c), &|m: &Measured| m.percentile(50.0));
     let lines: [Ratio<'_>; 8] = [
         (

@@ -97,9 +97,13 @@ pub enum Scenario {
     Consume(Consumer, Layout),
     /// Published at a fixed rate while consuming.
     Paced(Consumer),
-    /// Sequential requests: client, server.
-    Rpc(Side, Side),
+    /// Sequential requests on the shared node: client, server, and the
+    /// type of the request queue.
+    Rpc(Side, Side, QueueType),
 }
+
+/// The request/reply pairings also run on a quorum request queue.
+pub const QUORUM_PAIRS: [(Side, Side); 2] = [(Side::Raw, Side::Raw), (Side::Wharf, Side::Wharf)];
 
 impl Scenario {
     /// Every scenario; those on the three-node cluster only with `cluster`.
@@ -118,7 +122,12 @@ impl Scenario {
         all.extend(
             PAIRS
                 .into_iter()
-                .map(|(client, server)| Scenario::Rpc(client, server)),
+                .map(|(client, server)| Scenario::Rpc(client, server, QueueType::Classic)),
+        );
+        all.extend(
+            QUORUM_PAIRS
+                .into_iter()
+                .map(|(client, server)| Scenario::Rpc(client, server, QueueType::Quorum)),
         );
         all
     }
@@ -127,20 +136,31 @@ impl Scenario {
         match self {
             Scenario::Consume(c, layout) => format!("{}/{}", layout.name(), c.name()),
             Scenario::Paced(c) => format!("paced/{}", c.name()),
-            Scenario::Rpc(client, server) => format!("rr/{}-{}", client.name(), server.name()),
+            Scenario::Rpc(client, server, queue_type) => {
+                let kind = match queue_type {
+                    QueueType::Classic => "rr",
+                    QueueType::Quorum => "rr-quorum",
+                };
+                format!("{kind}/{}-{}", client.name(), server.name())
+            }
         }
     }
 
     /// Whether `WHARF_BENCH_ONLY`'s items select it: by name (see
     /// [`selected`]), or the item `topology` for the topology table's
-    /// scenarios (raw `multiple` ack and wharf in every layout).
+    /// scenarios (raw `multiple` ack and wharf in every layout; raw → raw
+    /// and wharf → wharf request/reply on either queue type).
     pub fn selected(self, only: &[String]) -> bool {
         selected(&self.name(), only) || (only.iter().any(|i| i == "topology") && self.in_topology_table())
     }
 
-    /// Whether the topology table shows it.
+    /// Whether the topology tables show it.
     pub fn in_topology_table(self) -> bool {
-        matches!(self, Scenario::Consume(c, _) if TOPOLOGY_CONSUMERS.contains(&c))
+        match self {
+            Scenario::Consume(c, _) => TOPOLOGY_CONSUMERS.contains(&c),
+            Scenario::Rpc(c, s, _) => QUORUM_PAIRS.contains(&(c, s)),
+            Scenario::Paced(_) => false,
+        }
     }
 
     /// Whether it runs on the three-node cluster.

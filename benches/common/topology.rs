@@ -3,7 +3,7 @@
 //! (RabbitMQ classic or quorum, JetStream R1 or R3), wharf/raw for each,
 //! and each variant against its base, for raw and for wharf.
 
-use super::measured::{Measured, spread};
+use super::measured::{Measured, median as median_of, spread};
 use super::report::{Ratio, print_ratios, ratio, thousands};
 
 /// One layout's row: its label and the runs of both consumers (`None`
@@ -17,6 +17,23 @@ pub struct Row<'a> {
 impl Row<'_> {
     fn ran(&self) -> bool {
         self.raw.is_some() || self.wharf.is_some()
+    }
+
+    /// Median pre-fill rate over the runs of both consumers (NaN if none
+    /// had one).
+    fn fill_rate(&self) -> f64 {
+        let rates: Vec<f64> = [self.raw, self.wharf]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(Measured::fill_rate)
+            .filter(|r| r.is_finite())
+            .collect();
+        if rates.is_empty() {
+            f64::NAN
+        } else {
+            median_of(rates)
+        }
     }
 }
 
@@ -72,7 +89,6 @@ pub fn print(title: &str, what: &str, broker: &str, rows: &[Row<'_>], against: &
         "fill msg/s"
     );
     for row in rows.iter().filter(|r| r.ran()) {
-        let fill = row.raw.or(row.wharf);
         println!(
             "  {:<36} {:>27} {:>27} {:>9} {:>15} {:>15} {:>10}",
             row.label,
@@ -92,7 +108,7 @@ pub fn print(title: &str, what: &str, broker: &str, rows: &[Row<'_>], against: &
                 optional(median(row.raw, Measured::broker_per), 1),
                 optional(median(row.wharf, Measured::broker_per), 1)
             ),
-            thousands(median(fill, Measured::fill_rate)),
+            thousands(row.fill_rate()),
         );
     }
     println!(
@@ -101,7 +117,7 @@ pub fn print(title: &str, what: &str, broker: &str, rows: &[Row<'_>], against: &
     );
     println!(
         "   fill = the bench's own raw publisher pre-filling the queue before the clock, \
-         acks awaited per 1,000, median of all its runs)"
+         acks awaited per 1,000, median over both consumers' runs)"
     );
 
     let found = |index: usize, wharf: bool, metric: fn(&Measured) -> f64| {
@@ -109,10 +125,7 @@ pub fn print(title: &str, what: &str, broker: &str, rows: &[Row<'_>], against: &
         let runs = if wharf { row.wharf } else { row.raw }?;
         Some(spread(runs, metric).0)
     };
-    let fill_of = |index: usize| {
-        let row = rows.get(index)?;
-        Some(spread(row.raw.or(row.wharf)?, Measured::fill_rate).0)
-    };
+    let fill_of = |index: usize| rows.get(index).map(Row::fill_rate);
     let labels: Vec<[String; 4]> = against
         .iter()
         .map(|a| {
