@@ -1,6 +1,6 @@
 //! The RabbitMQ bench's settings, from its arguments and environment.
 
-use crate::common::config::{env_number, only, quick};
+use crate::common::config::{env_flag, env_number, only, quick};
 
 const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -14,6 +14,9 @@ pub struct Config {
     pub runs: usize,
     pub workers: usize,
     pub only: Vec<String>,
+    /// `WHARF_BENCH_RABBIT_CLUSTER`: also the `cluster-…` scenarios, on a
+    /// three-node cluster the bench starts (about 25 s) and stops.
+    pub rabbit_cluster: bool,
 }
 
 impl Config {
@@ -34,6 +37,7 @@ impl Config {
             runs: env_number("WHARF_BENCH_RUNS", runs) as usize,
             workers: env_number("WHARF_BENCH_WORKERS", 2) as usize,
             only: only(),
+            rabbit_cluster: env_flag("WHARF_BENCH_RABBIT_CLUSTER"),
         }
     }
 

@@ -1,5 +1,6 @@
 //! The consume scenarios (pre-filled and paced): raw lapin, acking each
-//! delivery or every 64, against a wharf route.
+//! delivery or every 64, against a wharf route; pre-filled ones on a
+//! classic or quorum queue, on the shared node or the cluster.
 
 use crate::PREFETCH;
 use crate::bench::{Bench, connect, start_clock};
@@ -7,7 +8,7 @@ use crate::common::measured::Measured;
 use crate::common::payload::Order;
 use crate::common::route::{RUN_DEADLINE, check_stats, wait_until_acked};
 use crate::recorder::{recorder, take_order};
-use crate::scenario::{Consumer, Scenario};
+use crate::scenario::{Consumer, Layout, Scenario};
 use futures_util::StreamExt;
 use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
@@ -18,16 +19,27 @@ use wharf::{App, Broker, RouteOptions};
 const ACK_EVERY: u64 = 64;
 
 impl Bench {
-    /// A consume scenario, pre-filled or paced, of `count` messages.
-    pub fn consume(&self, scenario: Scenario, consumer: Consumer, count: u64, paced: bool) -> Measured {
+    /// A consume scenario, pre-filled or paced, of `count` messages, on a
+    /// queue of `layout` (paced: always [`Layout::Classic`]).
+    pub fn consume(
+        &self,
+        scenario: Scenario,
+        consumer: Consumer,
+        layout: Layout,
+        count: u64,
+        paced: bool,
+    ) -> Measured {
         let name = scenario.name();
         let queue = self.queue(scenario);
+        let node = self.node(scenario);
+        let queue_type = layout.queue_type();
         recorder().reset(count);
-        if paced {
-            self.declare(&queue);
+        let fill = if paced {
+            self.declare(node, &queue, queue_type);
+            None
         } else {
-            self.prefill(&queue, count);
-        }
+            Some(self.prefill(node, &queue, queue_type, count))
+        };
         let spent = match consumer {
             Consumer::RawAckEach | Consumer::RawAck64 => {
                 let ack_every = if consumer == Consumer::RawAck64 {
@@ -35,7 +47,7 @@ impl Bench {
                 } else {
                     1
                 };
-                let connection = self.runtime.block_on(connect(&self.config.url));
+                let connection = self.runtime.block_on(connect(&node.url));
                 let channel = self
                     .runtime
                     .block_on(connection.create_channel())
@@ -45,7 +57,7 @@ impl Bench {
                     .runtime
                     .spawn(raw_consume(channel.clone(), queue.clone(), count, ack_every));
                 let publishing = paced.then(|| {
-                    self.wait_for_consumer(&queue);
+                    self.wait_for_consumer(node, &queue);
                     self.publish_paced(&queue, count)
                 });
                 self.runtime
@@ -55,7 +67,7 @@ impl Bench {
                     .unwrap_or_else(|e| panic!("{name}: lapin failed: {e}"));
                 let measured = clock.stop();
                 if let Some(publishing) = publishing {
-                    self.control.runtime.block_on(publishing).expect("publisher");
+                    self.control.block_on(publishing).expect("publisher");
                 }
                 self.runtime.block_on(async {
                     let _ = channel.close(200, "bench: done".into()).await;
@@ -66,11 +78,12 @@ impl Bench {
             Consumer::Wharf => {
                 let broker = self
                     .runtime
-                    .block_on(Broker::connect(&self.config.url))
+                    .block_on(Broker::connect(&node.wharf_url))
                     .expect("wharf connects");
                 let options = RouteOptions::new()
                     .prefetch(usize::from(PREFETCH))
-                    .concurrency(usize::from(PREFETCH));
+                    .concurrency(usize::from(PREFETCH))
+                    .queue_type(queue_type);
                 let clock = start_clock();
                 let running = self
                     .runtime
@@ -81,7 +94,7 @@ impl Bench {
                     )
                     .expect("wharf app starts");
                 let publishing = paced.then(|| {
-                    self.wait_for_consumer(&queue);
+                    self.wait_for_consumer(node, &queue);
                     self.publish_paced(&queue, count)
                 });
                 wait_until_acked(&running, &queue, count, &name, |t| recorder().wait(t));
@@ -89,7 +102,7 @@ impl Bench {
                 self.runtime.block_on(broker.transport().flush());
                 let measured = clock.stop();
                 if let Some(publishing) = publishing {
-                    self.control.runtime.block_on(publishing).expect("publisher");
+                    self.control.block_on(publishing).expect("publisher");
                 }
                 let stats = running.stats(&queue);
                 check_stats(&stats, count, 0, &name);
@@ -105,13 +118,14 @@ impl Bench {
             }
         };
         let mut latencies = recorder().check(count, &name);
-        self.assert_empty(&queue, &name);
+        self.assert_empty(node, &queue, &name);
         latencies.sort_unstable();
         Measured {
             count,
             spent,
             latencies: if paced { latencies } else { Vec::new() },
             startup: None,
+            fill,
         }
     }
 }

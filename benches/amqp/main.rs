@@ -31,6 +31,25 @@
 //! threads, `getrusage`): a thread that sleeps until another wakes it
 //! switches once.
 //!
+//! **Queue types** (`quorum/raw-ack-64`, `quorum/wharf`): the same
+//! pre-filled consume as `consume/raw-ack-64` and `consume/wharf` on a
+//! quorum work queue (`x-queue-type: quorum`, and wharf's
+//! `x-delivery-limit`, declared alike for both; wharf's route has
+//! `RouteOptions::queue_type(QueueType::Quorum)`), on the same shared node:
+//! a quorum queue of one member is still a Raft log, written and fsynced
+//! before a publish is confirmed, and its acks go through the log too.
+//! With `WHARF_BENCH_RABBIT_CLUSTER=1` also `cluster-classic/…` and
+//! `cluster-quorum/…`: a three-node cluster started for the run with
+//! `scripts/local-cluster.sh rabbit-up` (about 25 s; `rabbit-down` at the
+//! end, also after a panic), raw lapin and the bench's own connection on
+//! node 1, wharf given all three URLs (it connects to the first), so every
+//! queue and quorum leader is on node 1 and a quorum queue has members on
+//! all three. The topology table shows both consumers per queue type,
+//! wharf/raw, quorum/classic, RabbitMQ's CPU per message (the shared
+//! node's process, found by its listening port; the cluster's three nodes)
+//! and the pre-fill's publish rate (the bench's own confirmed publishes,
+//! before the clock).
+//!
 //! **Paced** (`paced/…`): the same three consumers on an empty queue while
 //! a publisher (own connection, own runtime thread) publishes
 //! `WHARF_BENCH_PACED_MESSAGES` (4,000) at `WHARF_BENCH_RATE` (2,000) msg/s;
@@ -48,6 +67,12 @@
 //! `Client::request`, the wharf server a route returning a value. CPU per
 //! request covers client *and* server (one process).
 //!
+//! **Request/reply on a quorum queue** (`rr-quorum/raw-raw`,
+//! `rr-quorum/wharf-wharf`): the same, with the request queue declared
+//! quorum (the raw server's by the bench as wharf would; wharf's route with
+//! `RouteOptions::queue_type`), shown beside `rr/raw-raw` and
+//! `rr/wharf-wharf` in a table of its own.
+//!
 //! Every scenario runs `WHARF_BENCH_RUNS` (5) times, interleaved, after one
 //! smaller unmeasured round, and the table shows medians (min–max for
 //! throughput and request/reply p50), then the ratios the
@@ -59,6 +84,8 @@
 //! ```text
 //! cargo bench --features amqp --bench amqp              # full run, about 2 minutes
 //! cargo bench --features amqp --bench amqp -- --test    # smoke run (or WHARF_BENCH_QUICK=1)
+//! WHARF_BENCH_RABBIT_CLUSTER=1 WHARF_BENCH_ONLY=topology \
+//!   cargo bench --features amqp --bench amqp             # queue types, with the cluster
 //! ```
 //!
 //! RabbitMQ at `WHARF_TEST_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`);
@@ -68,7 +95,12 @@
 //!
 //! `WHARF_BENCH_ONLY=<items>` (comma-separated) runs only the scenarios
 //! whose name is an item, starts with `<item>/`, or ends with `/<item>`:
-//! `wharf` = `consume/wharf` and `paced/wharf`; `rr` = all request/reply.
+//! `wharf` = every wharf consumer; `rr` = request/reply on a classic
+//! queue; `quorum` = both quorum consumers; `rr-quorum` = both quorum
+//! request/reply runs; and `topology` = the topology tables' scenarios
+//! (`consume/raw-ack-64`, `consume/wharf`, `quorum/…`, `cluster-…` when
+//! `WHARF_BENCH_RABBIT_CLUSTER=1`, `rr/raw-raw`, `rr/wharf-wharf` and
+//! `rr-quorum/…`).
 //! `WHARF_BENCH_WORKERS` changes the number of tokio workers (2).
 //!
 //! RabbitMQ's own speed varies from run to run on a busy machine (the same
@@ -86,6 +118,10 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+// The local clusters of the tests (`scripts/local-cluster.sh`), for the
+// `cluster-…` scenarios.
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 mod bench;
 mod config;
@@ -94,8 +130,9 @@ mod recorder;
 mod report;
 mod request_reply;
 mod scenario;
+mod topology_report;
 
-use bench::Bench;
+use bench::{Bench, Cluster};
 use common::measured::Measured;
 use common::report::{redacted, thousands};
 use common::rounds::Rounds;
@@ -109,18 +146,21 @@ const PREFETCH: u16 = 256;
 
 fn main() {
     let config = Config::from_env();
-    let scenarios: Vec<Scenario> = Scenario::all()
-        .into_iter()
-        .filter(|s| s.selected(&config.only))
-        .collect();
+    let all = Scenario::all(config.rabbit_cluster);
+    let mut scenarios: Vec<Scenario> = all.iter().copied().filter(|s| s.selected(&config.only)).collect();
     assert!(
         !scenarios.is_empty(),
-        "WHARF_BENCH_ONLY={:?} selects no scenario; names: {:?}",
+        "WHARF_BENCH_ONLY={:?} selects no scenario; names: {:?}{}",
         config.only,
-        Scenario::all().iter().map(|s| s.name()).collect::<Vec<_>>()
+        all.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        if config.rabbit_cluster {
+            ""
+        } else {
+            " (and cluster-classic/… and cluster-quorum/… with WHARF_BENCH_RABBIT_CLUSTER=1)"
+        }
     );
     let url = redacted(&config.url);
-    let bench = match Bench::new(config) {
+    let mut bench = match Bench::new(config) {
         Ok(bench) => bench,
         Err(error) => {
             broker_unusable(
@@ -133,6 +173,15 @@ fn main() {
             return;
         }
     };
+    if scenarios.iter().any(|s| s.on_cluster()) {
+        bench.cluster = Cluster::start(&bench.control);
+        if bench.cluster.is_none() {
+            scenarios.retain(|s| !s.on_cluster());
+            if scenarios.is_empty() {
+                return;
+            }
+        }
+    }
     Recorder::install(bench.config.messages.max(bench.config.paced_messages));
     let config = &bench.config;
     eprintln!(
@@ -164,7 +213,8 @@ fn main() {
                 )
             };
             eprintln!(
-                "  run {}/{} {:<22} {:>7} /s {:>8.2} CPU µs (tokio {:.2}, lapin {:.2}) {:>6.2} cswch each{latency}",
+                "  run {}/{} {:<26} {:>7} /s {:>8.2} CPU µs (tokio {:.2}, lapin {:.2}) {:>6.2} cswch each, \
+                 RabbitMQ {:.2} µs{latency}",
                 round + 1,
                 config.runs,
                 scenario.name(),
@@ -173,9 +223,11 @@ fn main() {
                 measured.workers_per(),
                 measured.helpers_per(),
                 measured.switches_per(),
+                measured.broker_per(),
             );
         },
         || bench.delete_all(),
     );
     report::report(config, &results);
+    topology_report::report(config, &results);
 }

@@ -7,7 +7,8 @@ use crate::common::payload::PAYLOAD_BYTES;
 use crate::common::report::{Goal, Ratio, print_ratios, ratio, redacted, thousands};
 use crate::common::rounds::{PAIRS, Side};
 use crate::config::Config;
-use crate::scenario::{Consumer, Scenario};
+use crate::scenario::{Consumer, Layout, Scenario};
+use wharf::QueueType;
 
 pub fn report(config: &Config, results: &[(Scenario, Vec<Measured>)]) {
     let find = |scenario: Scenario| {
@@ -30,7 +31,7 @@ pub fn report(config: &Config, results: &[(Scenario, Vec<Measured>)]) {
 
     let consume: Vec<_> = Consumer::ALL
         .into_iter()
-        .filter_map(|c| find(Scenario::Consume(c)).map(|runs| (c, runs)))
+        .filter_map(|c| find(Scenario::Consume(c, Layout::Classic)).map(|runs| (c, runs)))
         .collect();
     if !consume.is_empty() {
         println!();
@@ -101,7 +102,7 @@ pub fn report(config: &Config, results: &[(Scenario, Vec<Measured>)]) {
 
     let rpc: Vec<_> = PAIRS
         .into_iter()
-        .filter_map(|(c, s)| find(Scenario::Rpc(c, s)).map(|runs| ((c, s), runs)))
+        .filter_map(|(c, s)| find(Scenario::Rpc(c, s, QueueType::Classic)).map(|runs| ((c, s), runs)))
         .collect();
     if !rpc.is_empty() {
         println!();
@@ -138,9 +139,13 @@ pub fn report(config: &Config, results: &[(Scenario, Vec<Measured>)]) {
     let median_of = |scenario: Scenario, metric: &dyn Fn(&Measured) -> f64| {
         find(scenario).map(|runs| spread(runs, metric).0)
     };
-    let rate = |c| median_of(Scenario::Consume(c), &Measured::rate);
-    let cpu = |c| median_of(Scenario::Consume(c), &Measured::cpu_per);
-    let p50 = |c, s| median_of(Scenario::Rpc(c, s), &|m: &Measured| m.percentile(50.0));
+    let rate = |c| median_of(Scenario::Consume(c, Layout::Classic), &Measured::rate);
+    let cpu = |c| median_of(Scenario::Consume(c, Layout::Classic), &Measured::cpu_per);
+    let p50 = |c, s| {
+        median_of(Scenario::Rpc(c, s, QueueType::Classic), &|m: &Measured| {
+            m.percentile(50.0)
+        })
+    };
     let paced_p50 = |c| median_of(Scenario::Paced(c), &|m: &Measured| m.percentile(50.0));
     let lines: [Ratio<'_>; 8] = [
         (

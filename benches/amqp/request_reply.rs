@@ -1,5 +1,6 @@
 //! The request/reply scenarios: every pairing of a raw lapin or wharf
-//! client with a raw lapin or wharf server, sequential requests.
+//! client with a raw lapin or wharf server, sequential requests, on a
+//! classic request queue (and two pairings on a quorum one).
 
 use crate::PREFETCH;
 use crate::bench::{Bench, JSON, connect, persistent_json, start_clock};
@@ -16,12 +17,19 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
-use wharf::{App, Broker, Running};
+use wharf::{App, Broker, QueueType, RouteOptions, Running};
 
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 impl Bench {
-    pub fn request_reply(&self, scenario: Scenario, client: Side, server: Side, sizes: Sizes) -> Measured {
+    pub fn request_reply(
+        &self,
+        scenario: Scenario,
+        client: Side,
+        server: Side,
+        queue_type: QueueType,
+        sizes: Sizes,
+    ) -> Measured {
         let name = scenario.name();
         let queue = self.queue(scenario);
         let warmup = sizes.warmup_requests();
@@ -40,7 +48,7 @@ impl Bench {
         }
         let server = match server {
             Side::Raw => {
-                self.declare(&queue);
+                self.declare(&self.shared, &queue, queue_type);
                 let connection = self.runtime.block_on(connect(&self.config.url));
                 let channel = self
                     .runtime
@@ -63,12 +71,16 @@ impl Bench {
                     .expect("wharf connects");
                 let running = self
                     .runtime
-                    .block_on(App::new(broker.clone()).route(&queue, answer).start())
+                    .block_on(
+                        App::new(broker.clone())
+                            .route_with(&queue, answer, RouteOptions::new().queue_type(queue_type))
+                            .start(),
+                    )
                     .expect("wharf app starts");
                 Server::Wharf { broker, running }
             }
         };
-        self.wait_for_consumer(&queue);
+        self.wait_for_consumer(&self.shared, &queue);
 
         let outcome = match client {
             Side::Raw => {
@@ -135,7 +147,7 @@ impl Bench {
                 self.runtime.block_on(broker.close());
             }
         }
-        self.assert_empty(&queue, &name);
+        self.assert_empty(&self.shared, &queue, &name);
         let (spent, mut latencies) = outcome;
         latencies.sort_unstable();
         Measured {
@@ -143,6 +155,7 @@ impl Bench {
             spent,
             latencies,
             startup: None,
+            fill: None,
         }
     }
 }

@@ -14,6 +14,17 @@ pub struct Measured {
     pub latencies: Vec<u64>,
     /// Consume (NATS): from starting the consumer to the first message.
     pub startup: Option<Duration>,
+    /// Consume on a pre-filled queue: how long the bench's own publisher
+    /// took to fill it (before the clock).
+    pub fill: Option<Fill>,
+}
+
+/// The pre-fill of a consume run: the bench's own publisher (raw client,
+/// publish acks or confirms awaited per window), before the clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Fill {
+    pub messages: u64,
+    pub took: Duration,
 }
 
 impl Measured {
@@ -56,6 +67,12 @@ impl Measured {
     /// Context switches per message or request.
     pub fn switches_per(&self) -> f64 {
         self.spent.switches as f64 / self.count as f64
+    }
+
+    /// Messages/s of the pre-fill (NaN if none).
+    pub fn fill_rate(&self) -> f64 {
+        self.fill
+            .map_or(f64::NAN, |f| f.messages as f64 / f.took.as_secs_f64())
     }
 
     pub fn startup_ms(&self) -> f64 {

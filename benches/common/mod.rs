@@ -5,6 +5,7 @@
 //! bench of its own (`Cargo.toml` declares the benches by path).
 #![allow(dead_code)]
 
+pub mod broker_cpu;
 pub mod clock;
 pub mod completion;
 pub mod config;
@@ -15,3 +16,4 @@ pub mod report;
 pub mod rounds;
 pub mod route;
 pub mod setup;
+pub mod topology;

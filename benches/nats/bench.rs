@@ -1,14 +1,16 @@
-//! The NATS bench's own connection, its streams, pre-filling, and the
-//! dispatch of a run to its scenario.
+//! The NATS bench's servers (the shared one, and the cluster it starts for
+//! the replica scenarios) with its own connection to each, its streams,
+//! pre-filling, and the dispatch of a run to its scenario.
 
+use crate::common::broker_cpu::{self, listening_pid, local_port, pid_file};
 use crate::common::clock::{Accounting, Clock};
-use crate::common::measured::Measured;
+use crate::common::measured::{Fill, Measured};
 use crate::common::payload::order_json;
 use crate::common::setup::{new_runtime, run_id};
 use crate::config::{Config, Sizes};
-use crate::nats_server;
 use crate::scenario::Scenario;
 use crate::streams::{CONSUMER, enc, stream_name, subject};
+use crate::support::local_cluster::NatsCluster;
 use async_nats::jetstream;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -25,10 +27,11 @@ const WORKER_THREAD: &str = "bench-worker";
 const SERVER_THREAD: &str = "bench-server";
 
 /// The clock accounts the measured runtime's workers (the client side), the
-/// servers' runtime's and the local nats-server process apart.
+/// servers' runtime's and the nats-server processes of the run (chosen per
+/// run: [`Bench::run`]) apart.
 static ACCOUNTING: Accounting = Accounting {
     threads: [WORKER_THREAD, SERVER_THREAD],
-    broker: nats_server::cpu_time,
+    broker: broker_cpu::cpu_time,
 };
 
 /// Starts measuring: see [`Clock::start`].
@@ -41,41 +44,33 @@ pub fn order_body(id: u64) -> Bytes {
     Bytes::from(order_json(id, 0))
 }
 
+/// A raw async-nats connection to `url`: one server, or several
+/// comma-separated (async-nats picks one at random, as wharf's does).
 pub async fn connect(url: &str) -> async_nats::Client {
-    async_nats::connect(url)
+    async_nats::connect(url.split(',').map(str::trim).collect::<Vec<_>>())
         .await
         .unwrap_or_else(|e| panic!("cannot connect to NATS: {e}"))
 }
 
-/// The bench's own connection for pre-filling and stream administration,
-/// on a runtime of its own (one worker), so that it does not share the
-/// measured runtime.
-pub struct Control {
-    pub runtime: Runtime,
+/// A NATS deployment the bench runs on: the shared server, or the cluster
+/// it started; with the bench's own JetStream context on it, on the
+/// control runtime.
+pub struct Target {
+    /// Its client URLs, comma-separated (raw async-nats and wharf alike).
+    pub url: String,
     pub js: jetstream::Context,
+    /// The nats-server processes whose CPU time the clock reads for runs
+    /// here (none when unknown: the server does not run here).
+    broker: Vec<u32>,
 }
 
-/// The bench.
-pub struct Bench {
-    pub config: Config,
-    /// The measured runtime: consumers and clients.
-    pub runtime: Runtime,
-    /// Request/reply servers, raw and wharf.
-    pub servers: Runtime,
-    pub control: Control,
-    run_id: String,
-    next_queue: AtomicU64,
-}
-
-impl Bench {
-    /// Connects the control connection; `Err` if NATS with JetStream is not
-    /// reachable.
-    pub fn new(config: Config) -> Result<Self, String> {
-        let runtime = new_runtime(config.workers, WORKER_THREAD);
-        let servers = new_runtime(config.server_workers, SERVER_THREAD);
-        let control_runtime = new_runtime(1, "bench-control");
-        let js = control_runtime.block_on(async {
-            let connect = async_nats::connect(&config.url);
+impl Target {
+    /// Connects to `url` on `runtime` and checks that JetStream answers;
+    /// `Err` if it does not.
+    fn connect(runtime: &Runtime, url: &str, broker: Vec<u32>) -> Result<Target, String> {
+        let js = runtime.block_on(async {
+            let servers: Vec<&str> = url.split(',').map(str::trim).collect();
+            let connect = async_nats::connect(servers);
             let client = tokio::time::timeout(Duration::from_secs(5), connect)
                 .await
                 .map_err(|_| "no answer within 5 s".to_owned())?
@@ -91,17 +86,95 @@ impl Bench {
             }
             Ok::<_, String>(js)
         })?;
+        Ok(Target {
+            url: url.to_owned(),
+            js,
+            broker,
+        })
+    }
+}
+
+/// The three-server cluster of the `r1/…` and `r3/…` scenarios and the
+/// guard that stops it when dropped (after the bench's connection to it,
+/// declared first).
+pub struct Cluster {
+    pub target: Target,
+    _guard: NatsCluster,
+}
+
+impl Cluster {
+    /// Starts three nats-servers with JetStream in one cluster with
+    /// `scripts/local-cluster.sh` (about a second); `None` after a loud
+    /// skip when nats-server is not installed.
+    pub fn start(control: &Runtime) -> Option<Cluster> {
+        let guard = NatsCluster::start("nats bench, r1 and r3 scenarios")?;
+        let broker = (1..=3)
+            .filter_map(|n| pid_file(&guard.dir().join(format!("n{n}.pid"))))
+            .collect();
+        let target = Target::connect(control, &guard.url(), broker)
+            .unwrap_or_else(|e| panic!("cannot use the cluster at {}: {e}", guard.url()));
+        eprintln!("nats bench: cluster up: {}", guard.url());
+        Some(Cluster {
+            target,
+            _guard: guard,
+        })
+    }
+}
+
+/// The bench.
+pub struct Bench {
+    pub config: Config,
+    /// The measured runtime: consumers and clients.
+    pub runtime: Runtime,
+    /// Request/reply servers, raw and wharf.
+    pub servers: Runtime,
+    /// The bench's own connections' runtime (one worker: pre-filling and
+    /// stream administration), so that they do not share the measured
+    /// runtime.
+    pub control: Runtime,
+    /// The shared server (`WHARF_TEST_NATS_URL`).
+    pub shared: Target,
+    /// The cluster, when a selected scenario runs on it.
+    pub cluster: Option<Cluster>,
+    run_id: String,
+    next_queue: AtomicU64,
+}
+
+impl Bench {
+    /// Connects to the shared server; `Err` if NATS with JetStream is not
+    /// reachable.
+    pub fn new(config: Config) -> Result<Self, String> {
+        let runtime = new_runtime(config.workers, WORKER_THREAD);
+        let servers = new_runtime(config.server_workers, SERVER_THREAD);
+        let control = new_runtime(1, "bench-control");
+        let broker = local_port(&config.url, 4222)
+            .and_then(listening_pid)
+            .into_iter()
+            .collect();
+        let shared = Target::connect(&control, &config.url, broker)?;
         Ok(Bench {
             config,
             runtime,
             servers,
-            control: Control {
-                runtime: control_runtime,
-                js,
-            },
+            control,
+            shared,
+            cluster: None,
             run_id: run_id(),
             next_queue: AtomicU64::new(0),
         })
+    }
+
+    /// Where `scenario` runs.
+    pub fn target(&self, scenario: Scenario) -> &Target {
+        if scenario.on_cluster() {
+            &self
+                .cluster
+                .as_ref()
+                .expect("the cluster is up for its scenarios")
+                .target
+        } else {
+            &self.shared
+        }
     }
 
     /// The prefix of this run's queue names.
@@ -116,10 +189,14 @@ impl Bench {
     }
 
     /// Deletes every stream whose name holds this run's queue prefix:
-    /// the bench's own and whatever wharf made for its queues.
+    /// the bench's own and whatever wharf made for its queues, on the
+    /// shared server and the cluster.
     pub fn delete_all(&self) {
         let marker = enc(&self.queue_prefix());
-        self.delete_streams(|name| name.contains(&marker));
+        let cluster = self.cluster.as_ref().map(|c| &c.target);
+        for target in std::iter::once(&self.shared).chain(cluster) {
+            self.delete_streams(target, |name| name.contains(&marker));
+        }
     }
 
     /// Deletes the streams earlier bench processes that are gone left
@@ -127,7 +204,7 @@ impl Bench {
     pub fn sweep_leftovers(&self) {
         let bench_queues = enc("wharf-test.bench.");
         let separator = enc(".");
-        self.delete_streams(|name| {
+        self.delete_streams(&self.shared, |name| {
             let Some((_, rest)) = name.split_once(&bench_queues) else {
                 return false;
             };
@@ -137,14 +214,14 @@ impl Bench {
         });
     }
 
-    /// Deletes the streams whose name `doomed` selects; tries for 10 s
-    /// while NATS does not answer (a server restarting).
-    fn delete_streams(&self, doomed: impl Fn(&str) -> bool) {
+    /// Deletes the streams of `target` whose name `doomed` selects; tries
+    /// for 10 s while NATS does not answer (a server restarting).
+    fn delete_streams(&self, target: &Target, doomed: impl Fn(&str) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        self.control.runtime.block_on(async {
+        self.control.block_on(async {
             loop {
                 let mut failed = None;
-                let mut names = self.control.js.stream_names();
+                let mut names = target.js.stream_names();
                 let mut selected = Vec::new();
                 while let Some(name) = names.next().await {
                     match name {
@@ -157,7 +234,7 @@ impl Bench {
                     }
                 }
                 for name in selected {
-                    if let Err(e) = self.control.js.delete_stream(&name).await {
+                    if let Err(e) = target.js.delete_stream(&name).await {
                         failed = Some(format!("could not delete stream {name}: {e}"));
                     }
                 }
@@ -171,11 +248,10 @@ impl Bench {
         });
     }
 
-    /// Messages in `queue`'s stream.
-    fn stream_messages(&self, queue: &str) -> u64 {
-        self.control.runtime.block_on(async {
-            let stream = self
-                .control
+    /// Messages in `queue`'s stream on `target`.
+    fn stream_messages(&self, target: &Target, queue: &str) -> u64 {
+        self.control.block_on(async {
+            let stream = target
                 .js
                 .get_stream(stream_name(queue))
                 .await
@@ -187,10 +263,10 @@ impl Bench {
     /// Panics unless `queue`'s stream empties within 5 s (acks are sent
     /// without confirmation, so the last ones may still be on their way),
     /// and, if its consumer is there, nothing is pending or unacked.
-    pub fn assert_empty(&self, queue: &str, scenario: &str) {
+    pub fn assert_empty(&self, target: &Target, queue: &str, scenario: &str) {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let left = self.stream_messages(queue);
+            let left = self.stream_messages(target, queue);
             if left == 0 {
                 break;
             }
@@ -200,8 +276,8 @@ impl Bench {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        let consumer = self.control.runtime.block_on(async {
-            let stream = self.control.js.get_stream(stream_name(queue)).await.ok()?;
+        let consumer = self.control.block_on(async {
+            let stream = target.js.get_stream(stream_name(queue)).await.ok()?;
             stream.consumer_info(CONSUMER).await.ok()
         });
         if let Some(info) = consumer {
@@ -215,12 +291,14 @@ impl Bench {
         }
     }
 
-    /// Publishes `count` orders to `queue`'s priority-0 subject with
-    /// JetStream publish acks; its stream must exist.
-    pub fn prefill(&self, queue: &str, count: u64) {
+    /// Publishes `count` orders to `queue`'s priority-0 subject on
+    /// `target` with JetStream publish acks, awaited per 1,000; its stream
+    /// must exist. How long it took.
+    pub fn prefill(&self, target: &Target, queue: &str, count: u64) -> Fill {
         let subject = subject(queue);
-        let js = &self.control.js;
-        self.control.runtime.block_on(async {
+        let js = &target.js;
+        let started = Instant::now();
+        self.control.block_on(async {
             let mut id = 0;
             while id < count {
                 let end = (id + PREFILL_WINDOW).min(count);
@@ -239,12 +317,23 @@ impl Bench {
                 id = end;
             }
         });
-        assert_eq!(self.stream_messages(queue), count, "pre-filled {queue}");
+        let took = started.elapsed();
+        assert_eq!(self.stream_messages(target, queue), count, "pre-filled {queue}");
+        Fill {
+            messages: count,
+            took,
+        }
     }
 
+    /// One run of `scenario`; the clock reads the CPU time of the
+    /// nats-server(s) it runs on.
     pub fn run(&self, scenario: Scenario, sizes: Sizes) -> Measured {
+        broker_cpu::measure(&self.target(scenario).broker);
         match scenario {
-            Scenario::Consume(side) => self.consume(scenario, side, sizes.messages),
+            Scenario::Consume(side) => self.consume(scenario, side, None, sizes.messages),
+            Scenario::Replicated(replicas, side) => {
+                self.consume(scenario, side, Some(replicas.count()), sizes.messages)
+            }
             Scenario::Rpc(client, server) => self.request_reply(
                 scenario,
                 client,

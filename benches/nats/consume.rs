@@ -1,5 +1,6 @@
-//! The consume scenario: a raw async-nats pull consumer against a wharf
-//! route, on a pre-filled JetStream stream.
+//! The consume scenarios: a raw async-nats pull consumer against a wharf
+//! route, on a pre-filled JetStream stream: on the shared server, or of
+//! one or three replicas on the cluster.
 
 use crate::BATCH;
 use crate::bench::{Bench, connect};
@@ -18,33 +19,44 @@ use wharf::transport::QueueSpec;
 use wharf::{App, Broker, RouteOptions};
 
 impl Bench {
-    /// The consume scenario: `count` messages pre-filled.
-    pub fn consume(&self, scenario: Scenario, side: Side, count: u64) -> Measured {
+    /// A consume scenario: `count` messages pre-filled in a stream of
+    /// `replicas` (`None`: the server's default, one; nothing chosen, as
+    /// wharf's defaults do) where `scenario` runs.
+    pub fn consume(&self, scenario: Scenario, side: Side, replicas: Option<usize>, count: u64) -> Measured {
         let name = scenario.name();
         let queue = self.queue(scenario);
+        let target = self.target(scenario);
         recorder().reset(count);
-        let (spent, startup) = match side {
+        let (spent, startup, fill) = match side {
             Side::Raw => {
-                self.control.runtime.block_on(async {
-                    self.control
+                let mut config = stream_config(&queue);
+                config.num_replicas = replicas.unwrap_or(1);
+                self.control.block_on(async {
+                    target
                         .js
-                        .create_stream(stream_config(&queue))
+                        .create_stream(config)
                         .await
                         .unwrap_or_else(|e| panic!("create stream for {queue}: {e}"));
                 });
-                self.prefill(&queue, count);
-                self.raw_consume_measured(&name, &queue, count)
+                let fill = self.prefill(target, &queue, count);
+                let (spent, startup) = self.raw_consume_measured(&target.url, &name, &queue, count);
+                (spent, startup, fill)
             }
             Side::Wharf => {
                 let broker = self
                     .runtime
-                    .block_on(Broker::connect(&self.config.url))
+                    .block_on(Broker::connect(&target.url))
                     .expect("wharf connects");
+                let mut spec = QueueSpec::new(&queue);
+                let mut options = RouteOptions::new().prefetch(BATCH).concurrency(BATCH);
+                if let Some(replicas) = replicas {
+                    spec.topology = spec.topology.stream_replicas(replicas);
+                    options = options.stream_replicas(replicas);
+                }
                 self.runtime
-                    .block_on(broker.declare(&QueueSpec::new(&queue)))
+                    .block_on(broker.declare(&spec))
                     .unwrap_or_else(|e| panic!("{name}: Broker::declare({queue}): {e}"));
-                self.prefill(&queue, count);
-                let options = RouteOptions::new().prefetch(BATCH).concurrency(BATCH);
+                let fill = self.prefill(target, &queue, count);
                 let started = Instant::now();
                 let running = self
                     .runtime
@@ -71,25 +83,26 @@ impl Bench {
                     .expect("queue depth");
                 assert_eq!(waiting, 0, "{name}: messages waiting in {queue} after shutdown");
                 self.runtime.block_on(broker.close());
-                (measured, startup)
+                (measured, startup, fill)
             }
         };
         recorder().check(count, &name);
-        self.assert_empty(&queue, &name);
+        self.assert_empty(target, &queue, &name);
         Measured {
             // The clock starts at the first message.
             count: count - 1,
             spent,
             latencies: Vec::new(),
             startup: Some(startup),
+            fill: Some(fill),
         }
     }
 
-    /// Consumes the `count` messages pre-filled in `queue`'s stream with
-    /// [`raw_consume`] on the measured runtime (`recorder()` reset for
-    /// them); the clock and the start-up time.
-    pub fn raw_consume_measured(&self, name: &str, queue: &str, count: u64) -> (Spent, Duration) {
-        let client = self.runtime.block_on(connect(&self.config.url));
+    /// Consumes the `count` messages pre-filled in `queue`'s stream at
+    /// `url` with [`raw_consume`] on the measured runtime (`recorder()`
+    /// reset for them); the clock and the start-up time.
+    pub fn raw_consume_measured(&self, url: &str, name: &str, queue: &str, count: u64) -> (Spent, Duration) {
+        let client = self.runtime.block_on(connect(url));
         let started = Instant::now();
         let task = self
             .runtime

@@ -23,6 +23,22 @@
 //! throughput; it is shown apart, as `start ms`: from starting the consumer
 //! to the first message.
 //!
+//! **Stream replicas** (`r1/raw`, `r1/wharf`, `r3/raw`, `r3/wharf`): the
+//! same consume on a three-server JetStream cluster started for the run
+//! with `scripts/local-cluster.sh nats-up` (about a second; `nats-down` at
+//! the end, also after a panic), on a stream of one or three replicas:
+//! the raw stream made with `num_replicas`, wharf's declared with
+//! `Topology::stream_replicas` and its route given
+//! `RouteOptions::stream_replicas`. R1 and R3 both run on the cluster, so
+//! they compare on the same servers; raw async-nats and wharf both connect
+//! with the three URLs (each picks one at random, and JetStream places the
+//! stream on servers of its choosing, so a run's route to the stream
+//! leader varies). The topology table shows both consumers per replica
+//! count (and on the shared server, when `consume/…` ran), wharf/raw,
+//! R3/R1, the cluster's nats-server CPU per message (all three) and the
+//! pre-fill's publish rate (publish acks, before the clock). They run in
+//! the smoke run too (1,000 messages).
+//!
 //! **Retention study** (`retention/workqueue`, `retention/interest`,
 //! `retention/limits`; raw async-nats only, see `retention.rs`):
 //! `consume/raw` on a stream made as wharf's but for its retention policy,
@@ -56,7 +72,9 @@
 //! Figures: messages (requests)/s; p50/p99 round trips; CPU µs per message
 //! of the client side (the measured runtime's worker threads: the consumer
 //! or the requesting client, with its NATS connection task), of the server
-//! side (rr), of the whole process (kernel share apart), and of nats-server;
+//! side (rr), of the whole process (kernel share apart), and of nats-server
+//! (the process listening on the URL's port; the cluster's three servers
+//! for `r1/…` and `r3/…`);
 //! context switches per message (process, `getrusage`).
 //!
 //! Every scenario runs `WHARF_BENCH_RUNS` (5) times, interleaved (each round
@@ -72,6 +90,7 @@
 //! ```text
 //! cargo bench --features nats --bench nats              # full run, about 2 minutes
 //! cargo bench --features nats --bench nats -- --test    # smoke run (or WHARF_BENCH_QUICK=1)
+//! WHARF_BENCH_ONLY=topology cargo bench --features nats --bench nats   # stream replicas
 //! ```
 //!
 //! NATS (with JetStream, `nats-server -js`) at `WHARF_TEST_NATS_URL`
@@ -83,18 +102,23 @@
 //!
 //! `WHARF_BENCH_ONLY=<items>` (comma-separated) runs only the scenarios
 //! whose name is an item, starts with `<item>/`, or ends with `/<item>`:
-//! `consume` = both consumers; `retention` = the three policies; `rr64` = all request/reply with 64 in
-//! flight. `WHARF_BENCH_WORKERS` changes the number of tokio workers of the
+//! `consume` = both consumers on the shared server; `r3` = both on an R3
+//! stream; `topology` = `consume/…`, `r1/…` and `r3/…`; `retention` = the
+//! three policies; `rr64` = all request/reply with 64 in flight. The
+//! cluster starts only when a selected scenario needs it. `WHARF_BENCH_WORKERS` changes the number of tokio workers of the
 //! measured runtime (2), `WHARF_BENCH_SERVER_WORKERS` those of the servers'
 //! runtime (2), `WHARF_BENCH_IN_FLIGHT` the requests in flight (64).
 
 #[path = "../common/mod.rs"]
 mod common;
+// The local clusters of the tests (`scripts/local-cluster.sh`), for the
+// `r1/…` and `r3/…` scenarios.
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 mod bench;
 mod config;
 mod consume;
-mod nats_server;
 mod recorder;
 mod report;
 mod request_reply;
@@ -102,8 +126,9 @@ mod retention;
 mod retention_report;
 mod scenario;
 mod streams;
+mod topology_report;
 
-use bench::Bench;
+use bench::{Bench, Cluster};
 use common::measured::Measured;
 use common::report::{redacted, thousands};
 use common::rounds::Rounds;
@@ -117,7 +142,7 @@ const BATCH: usize = 256;
 
 fn main() {
     let config = Config::from_env();
-    let scenarios: Vec<Scenario> = Scenario::all()
+    let mut scenarios: Vec<Scenario> = Scenario::all()
         .into_iter()
         .filter(|s| s.selected(&config.only))
         .collect();
@@ -128,7 +153,7 @@ fn main() {
         Scenario::all().iter().map(|s| s.name()).collect::<Vec<_>>()
     );
     let url = redacted(&config.url);
-    let bench = match Bench::new(config) {
+    let mut bench = match Bench::new(config) {
         Ok(bench) => bench,
         Err(error) => {
             broker_unusable(
@@ -142,6 +167,15 @@ fn main() {
         }
     };
     bench.sweep_leftovers();
+    if scenarios.iter().any(|s| s.on_cluster()) {
+        bench.cluster = Cluster::start(&bench.control);
+        if bench.cluster.is_none() {
+            scenarios.retain(|s| !s.on_cluster());
+            if scenarios.is_empty() {
+                return;
+            }
+        }
+    }
     Recorder::install(bench.config.messages.max(bench.config.warm_up_sizes().messages));
     let config = &bench.config;
     eprintln!(
@@ -191,5 +225,6 @@ fn main() {
         || bench.delete_all(),
     );
     report::report(config, &results);
+    topology_report::report(config, &results);
     retention_report::report(config, &results);
 }

@@ -155,6 +155,7 @@ impl Bench {
             spent,
             latencies,
             startup: None,
+            fill: None,
         }
     }
 }

@@ -25,8 +25,8 @@
 //! with the acks. Limits left all 100,000 messages (35.2 MB) behind.
 
 use crate::bench::Bench;
+use crate::common::broker_cpu;
 use crate::common::measured::Measured;
-use crate::nats_server;
 use crate::recorder::recorder;
 use crate::scenario::Scenario;
 use crate::streams::{CONSUMER, consumer_config, stream_config, stream_name};
@@ -111,8 +111,8 @@ impl Bench {
     pub fn retention(&self, scenario: Scenario, retention: Retention, count: u64) -> Measured {
         let name = scenario.name();
         let queue = self.queue(scenario);
-        let js = &self.control.js;
-        self.control.runtime.block_on(async {
+        let js = &self.shared.js;
+        self.control.block_on(async {
             let mut config = stream_config(&queue);
             config.retention = retention.policy();
             let stream = js
@@ -124,9 +124,9 @@ impl Bench {
                 .await
                 .unwrap_or_else(|e| panic!("{name}: create consumer of {queue}: {e}"));
         });
-        self.prefill(&queue, count);
+        let fill = self.prefill(&self.shared, &queue, count);
         recorder().reset(count);
-        let (spent, startup) = self.raw_consume_measured(&name, &queue, count);
+        let (spent, startup) = self.raw_consume_measured(&self.shared.url, &name, &queue, count);
         recorder().check(count, &name);
         let leftover = self.settle(&name, &queue, retention, count);
         if retention.keeps_acked() {
@@ -141,6 +141,7 @@ impl Bench {
             spent,
             latencies: Vec::new(),
             startup: Some(startup),
+            fill: Some(fill),
         }
     }
 
@@ -150,10 +151,10 @@ impl Bench {
     fn settle(&self, name: &str, queue: &str, retention: Retention, count: u64) -> Leftover {
         let kept = if retention.keeps_acked() { count } else { 0 };
         let started = Instant::now();
-        let broker_before = nats_server::cpu_time();
-        let (state, max_ack_pending) = self.control.runtime.block_on(async {
+        let broker_before = broker_cpu::cpu_time();
+        let (state, max_ack_pending) = self.control.block_on(async {
             let mut stream = self
-                .control
+                .shared
                 .js
                 .get_stream(stream_name(queue))
                 .await
@@ -180,7 +181,7 @@ impl Bench {
             }
         });
         let settle = started.elapsed();
-        let settle_broker = nats_server::cpu_time()
+        let settle_broker = broker_cpu::cpu_time()
             .zip(broker_before)
             .map(|(now, then)| now.saturating_sub(then));
         Leftover {

@@ -3,6 +3,7 @@
 //! after the last ack; and the cleaning up of the queues, the stores' keys
 //! and buckets.
 
+use crate::common::broker_cpu::{self, listening_pid, local_port};
 use crate::common::clock::{Accounting, Clock};
 use crate::common::completion::Completion;
 use crate::common::measured::Measured;
@@ -32,10 +33,10 @@ const LAPIN_THREAD: &str = "lapin-io-loop";
 
 /// The clock accounts the measured runtime's workers, lapin's I/O threads
 /// (RabbitMQ: the app's connection; the bench's own is idle meanwhile) and
-/// the local nats-server.
+/// the nats-server listening on the NATS URL's port, when it runs here.
 static ACCOUNTING: Accounting = Accounting {
     threads: [WORKERS, LAPIN_THREAD],
-    broker: crate::nats_server::cpu_time,
+    broker: broker_cpu::cpu_time,
 };
 
 static HANDLED: AtomicU64 = AtomicU64::new(0);
@@ -90,6 +91,11 @@ impl Bench {
         let kv = runtime.block_on(Kv::connect(&urls.nats));
         let run_id = run_id();
         let brokers = Brokers::connect(transports, &urls.amqp, &urls.nats, &run_id);
+        let nats_server: Vec<u32> = local_port(&urls.nats, 4222)
+            .and_then(listening_pid)
+            .into_iter()
+            .collect();
+        broker_cpu::measure(&nats_server);
         Bench {
             runtime,
             body: Bytes::from(order_json(1, 0)),
@@ -228,6 +234,7 @@ impl Bench {
             spent,
             latencies: Vec::new(),
             startup: None,
+            fill: None,
         };
         (measured, figures)
     }

@@ -77,8 +77,6 @@
 
 #[path = "../common/mod.rs"]
 mod common;
-#[path = "../nats/nats_server.rs"]
-mod nats_server;
 
 mod bench;
 mod kv;
