@@ -24,9 +24,6 @@ pub use wire::{codec, headers};
 
 pub use app::App;
 pub use app::broker::{BROKER_URL_ENV, Broker};
-/// The environment variables of [`BrokerOptions::from_env`].
-pub use app::broker_options as broker_env;
-pub use app::broker_options::BrokerOptions;
 pub use app::config::{
     Config, HTTP_ADDR_ENV, HttpListener, QUEUE_TYPE_ENV, SHUTDOWN_GRACE_ENV, STORE_REPLICAS_ENV,
     STREAM_REPLICAS_ENV, STREAM_STORAGE_ENV,
@@ -44,6 +41,9 @@ pub use ops::health::{Health, Phase};
 pub use ops::stats::RouteStats;
 pub use pipeline::backoff::Backoff;
 pub use pipeline::route_options::{GapPolicy, RouteOptions};
+/// The environment variables of [`BrokerOptions::from_env`].
+pub use transport::broker_options as broker_env;
+pub use transport::broker_options::BrokerOptions;
 pub use transport::topology::{MAX_STREAM_REPLICAS, QueueType, StreamStorage, Topology};
 pub use wire::codec::{Codec, CodecError};
 pub use wire::dead_letter_reason::DeadLetterReason;

@@ -1,17 +1,16 @@
 //! Choosing and connecting a broker by URL.
 
-use crate::app::broker_options::BrokerOptions;
 use crate::client::Client;
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::ops::dead_letters::DeadLetters;
+use crate::transport::broker_options::BrokerOptions;
 use crate::transport::memory::MemoryTransport;
 use crate::transport::{QueueSpec, Transport};
 use crate::util::redact::redact;
 use std::fmt;
 use std::sync::Arc;
 
-/// Environment variable holding the broker URL.
-pub const BROKER_URL_ENV: &str = "WHARF_BROKER_URL";
+pub use crate::transport::broker_options::BROKER_URL_ENV;
 
 /// A connection to a broker: the in-memory one, RabbitMQ (`amqp://`) or NATS
 /// (`nats://`). Cheap to clone; clones share the connection.

@@ -1,7 +1,6 @@
 //! The app builder: routes, state, store, shutdown grace.
 
 pub(crate) mod broker;
-pub mod broker_options;
 pub(crate) mod config;
 pub(crate) mod running;
 pub mod shutdown;

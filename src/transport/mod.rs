@@ -26,6 +26,7 @@
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
+pub mod broker_options;
 pub(crate) mod lanes;
 pub(crate) mod memory;
 #[cfg(feature = "nats")]

@@ -9,8 +9,10 @@
 //! - A server name to check the broker's certificate against instead of
 //!   the host of the URL.
 
-use crate::app::broker_options::{TLS_CA_FILE_ENV, TLS_CERT_FILE_ENV, TLS_KEY_FILE_ENV, TlsFiles, config};
 use crate::error::BrokerError;
+use crate::transport::broker_options::{
+    TLS_CA_FILE_ENV, TLS_CERT_FILE_ENV, TLS_KEY_FILE_ENV, TlsFiles, config,
+};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;

@@ -4,8 +4,8 @@
 //! are given.
 
 use super::topology::{QueueType, connection_error};
-use crate::app::broker_options::{BrokerOptions, Credentials, Secret, TlsFiles, config};
 use crate::error::{BrokerError, BrokerErrorKind};
+use crate::transport::broker_options::{BrokerOptions, Credentials, Secret, TlsFiles, config};
 use crate::util::redact::redact;
 use lapin::tcp::{AsyncTcpStream, RustlsConnector};
 use lapin::uri::{AMQPScheme, AMQPUri};

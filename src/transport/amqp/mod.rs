@@ -12,8 +12,8 @@ mod link;
 mod reply;
 pub mod topology;
 
-use crate::app::broker_options::BrokerOptions;
 use crate::error::BrokerError;
+use crate::transport::broker_options::BrokerOptions;
 use crate::transport::{BoxFuture, Delivery, DeliveryStream, QueueSpec, ReplyInbox, Transport};
 use crate::wire::message::Message;
 use endpoints::Endpoints;

@@ -19,8 +19,8 @@
 //! user_and_password` or `token` instead, they are sent, and async-nats
 //! masks them in its own `Debug` output.
 
-use crate::app::broker_options::{self as options, BrokerOptions, config};
 use crate::error::{BrokerError, BrokerErrorKind};
+use crate::transport::broker_options::{self as options, BrokerOptions, config};
 use crate::util::redact::redact;
 use async_nats::{ConnectOptions, ServerAddr};
 use percent_encoding::percent_decode_str;

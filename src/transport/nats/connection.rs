@@ -11,8 +11,8 @@
 //! once; the acks and publishes of every other message in flight go on
 //! undisturbed on the other connection (see `quarantine`).
 
-use crate::app::broker_options::BrokerOptions;
 use crate::error::{BrokerError, BrokerErrorKind};
+use crate::transport::broker_options::BrokerOptions;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

@@ -26,8 +26,8 @@ mod request_form;
 mod service;
 pub(crate) mod topology;
 
-use crate::app::broker_options::BrokerOptions;
 use crate::error::{BrokerError, BrokerErrorKind};
+use crate::transport::broker_options::BrokerOptions;
 use crate::transport::{BoxFuture, Delivery, DeliveryStream, QueueSpec, ReplyInbox, Transport};
 use crate::wire::message::Message;
 use async_nats::jetstream;

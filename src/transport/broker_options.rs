@@ -12,6 +12,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Environment variable holding the broker URL.
+pub const BROKER_URL_ENV: &str = "WHARF_BROKER_URL";
+
 /// PEM file of the CA (or CAs) that signed the broker's certificate.
 pub const TLS_CA_FILE_ENV: &str = "WHARF_BROKER_TLS_CA_FILE";
 /// PEM file of the client certificate (chain), for mutual TLS.
@@ -333,7 +336,7 @@ impl BrokerOptions {
         mut var: impl FnMut(&str) -> Option<String>,
     ) -> Result<Option<BrokerOptions>, BrokerError> {
         let mut get = |name: &str| var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let url = get(crate::app::broker::BROKER_URL_ENV);
+        let url = get(BROKER_URL_ENV);
         let values: Vec<(&str, String)> = OPTION_ENVS
             .iter()
             .filter_map(|name| get(name).map(|value| (*name, value)))
@@ -342,7 +345,7 @@ impl BrokerOptions {
             if let Some((name, _)) = values.first() {
                 return Err(config(format!(
                     "{name} is set but {} is not: set the broker URL too",
-                    crate::app::broker::BROKER_URL_ENV
+                    BROKER_URL_ENV
                 )));
             }
             return Ok(None);
