@@ -43,7 +43,7 @@ pub const AMQP_HEARTBEAT_ENV: &str = "WHARF_AMQP_HEARTBEAT_SECONDS";
 pub const CONNECTION_NAME_ENV: &str = "WHARF_BROKER_CONNECTION_NAME";
 
 /// Every variable [`BrokerOptions::from_env`] reads, besides
-/// [`BROKER_URL_ENV`](crate::BROKER_URL_ENV).
+/// [`BROKER_URL_ENV`].
 pub const OPTION_ENVS: [&str; 12] = [
     TLS_CA_FILE_ENV,
     TLS_CERT_FILE_ENV,
