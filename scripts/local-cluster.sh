@@ -8,11 +8,14 @@
 # process tracked by a pid file in DIR. One DIR per `-up`; its `-down`
 # stops what it started and removes DIR (only a DIR this script made).
 #
-#   nats-up DIR [BASE]          three nats-servers n1..n3, one cluster with
+#   nats-up DIR [BASE] [SERVER] three nats-servers n1..n3, one cluster with
 #                               JetStream; client ports BASE..BASE+2, route
 #                               ports BASE+3..BASE+5, monitoring BASE+6..BASE+8
 #                               (default BASE 14221). Waits until every server's
 #                               /healthz is ok and /jsz names a meta leader.
+#                               SERVER: another nats-server binary (default
+#                               $NATS_SERVER, else Debian's); nats-start uses
+#                               the same one (scripts/nats-server-bin.sh)
 #   nats-down DIR               TERM (then KILL) by pid, removes DIR
 #   nats-kill DIR N             SIGKILL server N (1..3), waits until it is gone
 #   nats-start DIR N            starts server N again with its config and
@@ -287,6 +290,9 @@ nats_up() {
   [ -n "${1:-}" ] || die "usage: nats-up DIR [BASE_PORT]"
   dir=$(made_dir "$1")
   base=$(base_of "$dir" nats.base "${2:-}" 14221)
+  # The binary, for nats-start to restart a server with the same one.
+  [ -z "${3:-}" ] || NATS_SERVER=$3
+  echo "$NATS_SERVER" >"$dir/nats.server"
   nats_write_configs "$dir" "$base"
   for i in 1 2 3; do nats_start_conf "$dir" "n$i"; done
   for i in 1 2 3; do
@@ -334,6 +340,7 @@ nats_start() {
   number "${2:-}"
   dir=$(our_dir "$1") || die "$1 holds no cluster; run nats-up first"
   base=$(stored_base "$dir" nats.base)
+  [ ! -s "$dir/nats.server" ] || NATS_SERVER=$(cat "$dir/nats.server")
   nats_start_conf "$dir" "n$2"
   within "nats-server n$2 healthy with a JetStream meta leader" nats_current "$dir" "$base" "$2"
   nats_urls "$base"

