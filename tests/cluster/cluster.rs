@@ -4,6 +4,7 @@
 
 use crate::keys::Keys;
 use crate::pairs::{Pair, StoreKind};
+use crate::topology;
 use crate::{LEASE, NATS_URL, REDIS_URL, WORKERS, default_lease, support};
 use futures_util::future::join_all;
 use redis::AsyncCommands;
@@ -90,11 +91,14 @@ impl Cluster {
         // `+` is not allowed in NATS subjects.
         let queue = support::unique_queue(&format!("cluster-{what}-{}", pair.name().replace('+', "-")));
         let run = queue.trim_start_matches("wharf-test.").to_owned();
-        let broker = Broker::connect(pair.broker_url()).await.unwrap();
+        let url =
+            topology::lookup_in(&env)(topology::BROKER_URL).unwrap_or_else(|| pair.broker_url().to_owned());
+        let broker = Broker::connect(&url).await.unwrap();
         // Declared before publishing, with the workers' lease (it is
-        // the NATS consumer's ack wait).
+        // the NATS consumer's ack wait) and topology.
         let spec = QueueSpec {
             lease,
+            topology: topology::topology(topology::lookup_in(&env)),
             ..QueueSpec::new(queue.clone())
         };
         broker.declare(&spec).await.unwrap();

@@ -38,6 +38,7 @@ mod keys;
 mod pairs;
 mod payload;
 mod runner;
+mod topology;
 mod worker;
 
 use std::process::ExitCode;

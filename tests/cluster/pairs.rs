@@ -76,3 +76,17 @@ pub const QUORUM_PAIRS: [Pair; 2] = [
         store: StoreKind::NatsKv,
     },
 ];
+
+/// The failover cases: each broker on a local three-node cluster (the
+/// case's own, not the shared broker), NATS with its R3 KV store, RabbitMQ
+/// (quorum queues) with Redis.
+pub const FAILOVER_PAIRS: [Pair; 2] = [
+    Pair {
+        broker: BrokerKind::Nats,
+        store: StoreKind::NatsKv,
+    },
+    Pair {
+        broker: BrokerKind::AmqpQuorum,
+        store: StoreKind::Redis,
+    },
+];

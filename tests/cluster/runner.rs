@@ -2,12 +2,13 @@
 
 use crate::cases::checkpoint::checkpoint;
 use crate::cases::early_arrivals::early_arrivals;
+use crate::cases::failover::failover;
 use crate::cases::gap::{gap, retry_not_gap};
 use crate::cases::idempotency::idempotency;
 use crate::cases::recovery::{Stop, recovery};
 use crate::cases::sessions::sessions;
 use crate::cases::sessions_with_defaults::sessions_with_defaults;
-use crate::pairs::{BrokerKind, PAIRS, Pair, QUORUM_PAIRS, StoreKind};
+use crate::pairs::{BrokerKind, FAILOVER_PAIRS, PAIRS, Pair, QUORUM_PAIRS, StoreKind};
 use crate::{AMQP_URL, NATS_URL, REDIS_URL, WORKERS, support};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -78,6 +79,13 @@ pub fn main() -> ExitCode {
             pair,
             |p| Box::pin(idempotency(p, true)),
         ));
+    }
+    // A node of a three-node cluster fails: NATS with R3 streams and the
+    // R3 NATS KV store, RabbitMQ with quorum queues and the Redis store.
+    for pair in FAILOVER_PAIRS {
+        cases.push((format!("cluster::{}::failover", pair.name()), pair, |p| {
+            Box::pin(failover(p))
+        }));
     }
     if args.iter().any(|a| a == "--list") {
         for (name, ..) in &cases {

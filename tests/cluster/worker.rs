@@ -3,6 +3,7 @@
 
 use crate::keys::Keys;
 use crate::payload::{Effect, Job, Step, micros_now};
+use crate::topology;
 use crate::{CONCURRENCY, LEASE, NATS_URL, REDIS_URL, TIMEOUT, WORK};
 use redis::AsyncCommands;
 use std::process::ExitCode;
@@ -162,6 +163,16 @@ async fn run() {
             .gap_timeout(gap_timeout)
             .gap_policy(gap_policy)
     };
+    // The failover cases' cluster: replicated queues or streams.
+    let wanted = topology::topology(|name| std::env::var(name).ok());
+    let options = match wanted.queue_type {
+        Some(queue_type) => options.queue_type(queue_type),
+        None => options,
+    };
+    let options = match wanted.stream_replicas {
+        Some(replicas) => options.stream_replicas(replicas),
+        None => options,
+    };
     let app = App::with_state(broker.clone(), recorder);
     let app = match env("WHARF_CLUSTER_STORE").as_str() {
         "redis" => app.store(
@@ -170,12 +181,17 @@ async fn run() {
                 .unwrap()
                 .with_prefix(keys.store_prefix()),
         ),
-        _ => app.store(
-            NatsKvStore::connect(NATS_URL)
+        _ => {
+            let url = std::env::var(topology::STORE_URL).unwrap_or_else(|_| NATS_URL.to_owned());
+            let store = NatsKvStore::connect(&url)
                 .await
                 .unwrap()
-                .with_bucket_prefix(keys.bucket_prefix()),
-        ),
+                .with_bucket_prefix(keys.bucket_prefix());
+            app.store(match std::env::var(topology::STORE_REPLICAS) {
+                Ok(replicas) => store.with_replicas(replicas.parse().expect("store replicas are a number")),
+                Err(_) => store,
+            })
+        }
     };
     let app = match mode.as_str() {
         "effects" => app.route_with(&queue, effect, options),

@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod early_arrivals;
+pub mod failover;
 pub mod gap;
 pub mod idempotency;
 pub mod recovery;
