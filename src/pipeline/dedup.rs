@@ -2,6 +2,7 @@
 //! duplicate request gets the original reply; concurrent duplicates wait.
 
 use super::lease::Held;
+use super::store_retry::record_within_lease;
 use super::{Handled, Job, Pipeline, TurnEnd, reply};
 use crate::store::{Claim, StoredReply};
 use crate::transport::Settlement;
@@ -80,7 +81,14 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
             body,
             content_type: job.codec.content_type().into(),
         });
-        if let Err(error) = self.shared.store.complete(key, token, stored, self.window).await {
+        // The run happened: recorded even while the store fails over.
+        let recorded = record_within_lease(self.lease, "idempotency record", || {
+            self.shared
+                .store
+                .complete(key, token, stored.clone(), self.window)
+        })
+        .await;
+        if let Err(error) = recorded {
             tracing::warn!(error = %crate::error::Chain(&error), "idempotency record not saved; a duplicate may run again");
         }
     }

@@ -27,6 +27,7 @@ pub(crate) mod retry;
 pub(crate) mod route_options;
 mod session;
 mod settle;
+mod store_retry;
 mod validate;
 
 pub(crate) use observe::Handled;

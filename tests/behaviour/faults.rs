@@ -19,12 +19,20 @@ pub enum Fault {
     SlowSessionNext(Duration),
     /// `claim` panics for keys ending in `/boom` (a bug in a store).
     PanicOnBoomKey,
+    /// Recording a finished run (`complete`, `session_finish`) fails for
+    /// this long from the first time it is asked: a replicated store
+    /// electing a new leader right after a handler ran.
+    FailsOverAfterARun(Duration),
 }
 
 /// The in-memory store with one fault.
 pub struct FaultyStore {
     inner: MemoryStore,
     fault: Fault,
+    /// When the store went away ([`Fault::FailsOverAfterARun`]).
+    away_since: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Writes refused meanwhile.
+    pub refused: Arc<AtomicUsize>,
 }
 
 impl FaultyStore {
@@ -32,7 +40,28 @@ impl FaultyStore {
         FaultyStore {
             inner: MemoryStore::new(),
             fault,
+            away_since: std::sync::Mutex::new(None),
+            refused: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// An error while failing over, else `None`.
+    fn failing_over(&self) -> Option<BrokerError> {
+        let Fault::FailsOverAfterARun(outage) = self.fault else {
+            return None;
+        };
+        let since = *self
+            .away_since
+            .lock()
+            .unwrap()
+            .get_or_insert_with(tokio::time::Instant::now);
+        (since.elapsed() < outage).then(|| {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            BrokerError::new(
+                BrokerErrorKind::Store,
+                "no leader for the store's stream (electing)",
+            )
+        })
     }
 }
 
@@ -51,6 +80,9 @@ impl Store for FaultyStore {
         reply: Option<StoredReply>,
         ttl: Duration,
     ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        if let Some(error) = self.failing_over() {
+            return Box::pin(async move { Err(error) });
+        }
         self.inner.complete(key, token, reply, ttl)
     }
 
@@ -81,6 +113,9 @@ impl Store for FaultyStore {
     }
 
     fn session_finish(&self, s: &str, n: u64) -> BoxFuture<'_, Result<(), BrokerError>> {
+        if let Some(error) = self.failing_over() {
+            return Box::pin(async move { Err(error) });
+        }
         self.inner.session_finish(s, n)
     }
 
@@ -97,7 +132,7 @@ impl Store for FaultyStore {
                     self.inner.session_position(&s).await
                 })
             }
-            Fault::PanicOnBoomKey => self.inner.session_position(s),
+            Fault::PanicOnBoomKey | Fault::FailsOverAfterARun(_) => self.inner.session_position(s),
         }
     }
 

@@ -124,6 +124,7 @@ macro_rules! for_every_case {
                 sequence_beyond_the_limit_is_dead_lettered,
                 a_scheduled_retry_outlives_its_worker,
                 a_panicking_store_does_not_stop_the_consumer,
+                a_store_failing_over_after_a_run_neither_stalls_nor_repeats,
                 // found by outside users (issue 17)
                 a_message_waiting_for_a_claim_keeps_its_attempts,
                 a_redelivered_message_waiting_for_a_claim_keeps_its_count,

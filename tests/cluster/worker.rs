@@ -95,6 +95,14 @@ async fn total(ctx: Context, job: Step) -> Result<(), Error> {
 pub fn main() -> ExitCode {
     // A worker outlives no runner (a runner killed mid-case).
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // `WHARF_CLUSTER_LOG=wharf=debug` in the runner's environment: the
+    // workers' logs on stderr, for a case that needs looking into.
+    if let Ok(filter) = std::env::var("WHARF_CLUSTER_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -152,12 +160,16 @@ async fn run() {
             None => options,
         }
     } else {
+        let lease = std::env::var("WHARF_CLUSTER_LEASE_S")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map_or(LEASE, Duration::from_secs);
         RouteOptions::new()
             .session_buffer(buffer)
             .backoff(Backoff::fixed(backoff))
             .concurrency(CONCURRENCY)
             .timeout(TIMEOUT)
-            .lease(LEASE)
+            .lease(lease)
             .max_attempts(20)
             .defer_delay(Duration::from_millis(100))
             .gap_timeout(gap_timeout)

@@ -4,6 +4,7 @@
 use super::gate::{Arrival, Baton, Evicted, Passed};
 use crate::error::{BrokerError, Failure};
 use crate::pipeline::lease::Held;
+use crate::pipeline::store_retry::record_within_lease;
 use crate::pipeline::{Handled, Job, Pipeline};
 use crate::store::SessionTurn;
 use crate::transport::Settlement;
@@ -240,15 +241,25 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         let mut answered = None;
         let (next, retrying) = match end {
             TurnEnd::Finished => {
-                let finished = match following {
-                    Some(n) => self
-                        .shared
-                        .store
-                        .session_finish_and_begin(key, *sequence, self.lease)
-                        .await
-                        .map(|turn| answered = turn.map(|turn| (n, turn))),
-                    None => self.shared.store.session_finish(key, *sequence).await,
-                };
+                // The run happened: recorded even while the store fails over.
+                let finished = record_within_lease(self.lease, "session finish", || async {
+                    match following {
+                        Some(_) => {
+                            self.shared
+                                .store
+                                .session_finish_and_begin(key, *sequence, self.lease)
+                                .await
+                        }
+                        None => self
+                            .shared
+                            .store
+                            .session_finish(key, *sequence)
+                            .await
+                            .map(|()| None),
+                    }
+                })
+                .await
+                .map(|turn| answered = following.zip(turn));
                 match finished {
                     Ok(()) => (sequence.checked_add(1), Some(false)),
                     Err(error) => {

@@ -2,8 +2,9 @@
 
 use super::{Order, order};
 use crate::faults::{Fault, FaultyStore};
-use crate::harness::{Harness, until};
-use wharf::Message;
+use crate::harness::{Harness, Log, until};
+use std::time::Duration;
+use wharf::{Message, Meta, RouteOptions};
 
 pub async fn a_panicking_store_does_not_stop_the_consumer(h: Harness) {
     let queue = h.queue("store-panics");
@@ -46,5 +47,49 @@ pub async fn a_panicking_store_does_not_stop_the_consumer(h: Harness) {
             "{explanation}"
         );
     }
+    running.shutdown().await;
+}
+
+pub async fn a_store_failing_over_after_a_run_neither_stalls_nor_repeats(h: Harness) {
+    // The store cannot record the first run (its session's move and its
+    // idempotency key) for 1.5 s, as a replicated store does while it
+    // elects a new leader. The session must not wait for its gap timeout
+    // (30 s here), and nothing may run twice.
+    let queue = h.queue("store-fails-over");
+    let store = FaultyStore::new(Fault::FailsOverAfterARun(Duration::from_millis(1500)));
+    let refused = store.refused.clone();
+    let log = Log::new();
+    let handler = {
+        let log = log.clone();
+        move |meta: Meta, _: Order| {
+            let log = log.clone();
+            async move { log.push(meta.sequence().unwrap()) }
+        }
+    };
+    let options = RouteOptions::new().gap_timeout(Duration::from_secs(30));
+    let running = h
+        .app()
+        .store(store)
+        .route_with(&queue, handler, options)
+        .start()
+        .await
+        .unwrap();
+    for n in 1..=4 {
+        let message = Message::json(&order(n))
+            .unwrap()
+            .with_session("f", n)
+            .with_idempotency_key(format!("f-{n}"));
+        h.client().send(&queue, message).await.unwrap();
+    }
+    let stats = until(&running, &queue, |s| s.acked == 4).await;
+    assert!(
+        refused.load(std::sync::atomic::Ordering::SeqCst) > 1,
+        "the store refused, and was asked again"
+    );
+    assert_eq!(log.all(), vec![1, 2, 3, 4], "in order, each once");
+    assert_eq!(
+        (stats.dead_lettered, stats.gap_timeouts, stats.retried),
+        (0, 0, 0)
+    );
     running.shutdown().await;
 }

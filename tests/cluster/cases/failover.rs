@@ -21,6 +21,7 @@
 
 use super::in_session;
 use crate::cluster::Cluster;
+use crate::keys::Keys;
 use crate::pairs::{BrokerKind, Pair};
 use crate::payload::micros_now;
 use crate::support::local_cluster::{NatsCluster, RabbitCluster};
@@ -43,6 +44,8 @@ const OUTAGE: Duration = Duration::from_secs(10);
 /// a producer far ahead fills every worker's session buffer, which is
 /// back-pressure, not failover.
 const AHEAD: u64 = 400;
+/// The workers' lease: the default one.
+const LEASE: Duration = Duration::from_secs(15);
 /// A publish gives up after this long (and fails the case).
 const PUBLISH_PATIENCE: Duration = Duration::from_secs(120);
 
@@ -163,13 +166,23 @@ async fn publish(
     queue: String,
     messages: Vec<Message>,
     mut redis: redis::aio::MultiplexedConnection,
-    spans: String,
+    keys: Keys,
     stats: Arc<Publishing>,
 ) {
     let client = broker.client();
     for chunk in messages.chunks(64) {
         loop {
-            let handled: u64 = redis.llen(&spans).await.unwrap_or(0);
+            // Handled or dead-lettered: a dead letter is not handled, and
+            // counting only handler runs would stop the publisher for good.
+            let mut handled: u64 = redis.llen(keys.spans()).await.unwrap_or(0);
+            let live: Vec<String> = redis
+                .keys(format!("{}live:*", keys.prefix()))
+                .await
+                .unwrap_or_default();
+            for name in live {
+                let dead: Option<u64> = redis.hget(name, "dead_lettered").await.unwrap_or(None);
+                handled += dead.unwrap_or(0);
+            }
             if stats.published.load(Ordering::Relaxed) <= handled + AHEAD {
                 break;
             }
@@ -213,7 +226,12 @@ pub async fn failover(pair: Pair) {
     let Some(nodes) = Nodes::start(pair, &test) else {
         return;
     };
-    let mut cluster = Cluster::start(pair, "failover", "sessions", nodes.env()).await;
+    // The default lease (15 s), not the short one of the crash cases: a
+    // write recording a finished run is retried for up to half a lease
+    // while the store elects a new leader.
+    let mut env = nodes.env();
+    env.push(("WHARF_CLUSTER_LEASE_S", LEASE.as_secs().to_string()));
+    let mut cluster = Cluster::launch(pair, "failover", "sessions", env, WORKERS, LEASE).await;
     let mut messages = Vec::new();
     for seq in 1..=STEPS {
         for s in 0..SESSIONS {
@@ -230,7 +248,7 @@ pub async fn failover(pair: Pair) {
         cluster.queue.clone(),
         messages,
         cluster.redis.clone(),
-        spans.clone(),
+        cluster.keys.clone(),
         stats.clone(),
     ));
 
@@ -308,10 +326,14 @@ pub async fn failover(pair: Pair) {
         .iter()
         .filter_map(|letter| letter.message.idempotency_key().map(str::to_owned))
         .collect();
-    let lost = not_handled
+    let lost: Vec<&String> = not_handled
         .iter()
         .filter(|key| !in_dead_letters.contains(*key))
-        .count();
+        .collect();
+    if !lost.is_empty() {
+        println!("neither handled nor dead-lettered: {lost:?}");
+    }
+    let lost = lost.len();
     let ends: Vec<u64> = cluster
         .redis
         .lrange::<_, Vec<String>>(&spans, 0, -1)
@@ -321,13 +343,25 @@ pub async fn failover(pair: Pair) {
         .map(|span| span.split(' ').nth(2).unwrap().parse().unwrap())
         .collect();
     let (paused, resumed) = pause(ends, failed_at);
+    let paused = if paused < Duration::from_secs(1) {
+        format!(
+            "consumption never paused for a second (longest gap {:.0?})",
+            paused
+        )
+    } else {
+        format!(
+            "consumption paused {:.1} s and resumed {:.1} s after the failure",
+            paused.as_secs_f64(),
+            resumed.as_secs_f64()
+        )
+    };
     let retried: u64 = finals.iter().map(|l| l.get("retried")).sum();
     let stale: u64 = finals.iter().map(|l| l.get("stale")).sum();
     let duplicates: u64 = finals.iter().map(|l| l.get("duplicates")).sum();
     println!(
         "{}: {total} messages in {SESSIONS} sessions, {} ({:.1?} in all): lost {}, order broken {}, \
-         handler runs repeated {repeated}, dead-lettered {dead_lettered}{}; consumption paused {:.1} s \
-         and resumed {:.1} s after the failure; publishes retried {} ({} messages), longest publish {:.1} s; \
+         handler runs repeated {repeated}, dead-lettered {dead_lettered}{}; {paused}; \
+         publishes retried {} ({} messages), longest publish {:.1} s; \
          handler retries {retried}, duplicates skipped {duplicates}, stale copies acked {stale}",
         pair.name(),
         nodes.how(),
@@ -339,8 +373,6 @@ pub async fn failover(pair: Pair) {
         } else {
             format!(" ({kinds})")
         },
-        paused.as_secs_f64(),
-        resumed.as_secs_f64(),
         stats.retried.load(Ordering::Relaxed),
         stats.retried_messages.load(Ordering::Relaxed),
         stats.longest_ms.load(Ordering::Relaxed) as f64 / 1000.0,
@@ -373,7 +405,7 @@ fn pause(mut ends: Vec<u64>, failed_at: u64) -> (Duration, Duration) {
     let (gap, resumed_at) = ends
         .windows(2)
         .map(|pair| (pair[1] - pair[0], pair[1]))
-        .max()
+        .max_by_key(|(gap, _)| *gap)
         .unwrap_or((0, failed_at));
     (
         Duration::from_micros(gap),
