@@ -5,10 +5,13 @@
 //! (a replicated store electing a new leader takes a few seconds) would
 //! otherwise leave the session waiting for its gap timeout (and then
 //! dead-letter what waits) and the key claimed until its lease runs out. So
-//! such a write is tried again, backing off, for up to half the route's
-//! lease: the claim or turn it records stays this worker's for at least
-//! two thirds of a lease after its last renewal, so nobody else takes it
-//! over meanwhile. A permanent error (a configuration) is not retried.
+//! such a write is tried again, backing off, for up to the route's lease
+//! (15 s by default; an election took 4 to 10 s in the failover tests).
+//! The writes are conditional (they end only the turn of that sequence
+//! number, the claim with that token), so a late one cannot undo what
+//! another worker did after taking over a lapsed turn or claim; past the
+//! lease, such a takeover may run the message again (the documented
+//! duplicate window). A permanent error (a configuration) is not retried.
 
 use crate::error::BrokerError;
 use std::future::Future;
@@ -20,7 +23,7 @@ use tokio::time::Instant;
 const FIRST_PAUSE: Duration = Duration::from_millis(50);
 const LONGEST_PAUSE: Duration = Duration::from_secs(1);
 
-/// Runs `write` until it succeeds, fails permanently, or `lease / 2` has
+/// Runs `write` until it succeeds, fails permanently, or `lease` has
 /// passed; the last result.
 pub(super) async fn record_within_lease<T, F, Fut>(
     lease: Duration,
@@ -31,7 +34,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, BrokerError>>,
 {
-    let deadline = Instant::now() + lease / 2;
+    let deadline = Instant::now() + lease;
     let mut pause = FIRST_PAUSE;
     let mut tries = 1u32;
     loop {
@@ -64,7 +67,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_store_back_within_half_a_lease_records() {
+    async fn a_store_back_within_the_lease_records() {
         let calls = AtomicU32::new(0);
         let started = Instant::now();
         let done = record_within_lease(Duration::from_secs(15), "test", || async {
@@ -82,7 +85,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn it_gives_up_after_half_a_lease_or_at_once_when_permanent() {
+    async fn it_gives_up_after_the_lease_or_at_once_when_permanent() {
         let started = Instant::now();
         let failed = record_within_lease(Duration::from_secs(6), "test", || async {
             Err::<(), _>(unavailable())
@@ -91,7 +94,7 @@ mod tests {
         assert!(failed.is_err());
         let took = started.elapsed();
         assert!(
-            took <= Duration::from_secs(3) && took >= Duration::from_secs(2),
+            took <= Duration::from_secs(6) && took >= Duration::from_secs(5),
             "{took:?}"
         );
 
