@@ -6,12 +6,13 @@
 //! otherwise leave the session waiting for its gap timeout (and then
 //! dead-letter what waits) and the key claimed until its lease runs out. So
 //! such a write is tried again, backing off, for up to the route's lease
-//! (15 s by default; an election took 4 to 10 s in the failover tests).
-//! The writes are conditional (they end only the turn of that sequence
-//! number, the claim with that token), so a late one cannot undo what
-//! another worker did after taking over a lapsed turn or claim; past the
-//! lease, such a takeover may run the message again (the documented
-//! duplicate window). A permanent error (a configuration) is not retried.
+//! (15 s by default; an election took 4 to 10 s in the failover tests),
+//! each try within what is left of it. Repeating them is harmless: a
+//! session finish moves the session past that number only, and a
+//! completed idempotency record is the same record written again. Within
+//! the lease nobody else has taken the turn or claim over; past it, a
+//! takeover may run the message again (the documented duplicate window).
+//! A permanent error (a configuration) is not retried.
 
 use crate::error::BrokerError;
 use std::future::Future;
@@ -38,7 +39,14 @@ where
     let mut pause = FIRST_PAUSE;
     let mut tries = 1u32;
     loop {
-        match write().await {
+        let tried = match tokio::time::timeout_at(deadline, write()).await {
+            Ok(tried) => tried,
+            Err(_) => Err(BrokerError::new(
+                crate::error::BrokerErrorKind::Store,
+                format!("{what}: the store did not answer within the lease"),
+            )),
+        };
+        match tried {
             Ok(done) => {
                 if tries > 1 {
                     tracing::info!(what, tries, "recorded after the store came back");

@@ -242,20 +242,28 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
         let (next, retrying) = match end {
             TurnEnd::Finished => {
                 // The run happened: recorded even while the store fails over.
-                let finished = record_within_lease(self.lease, "session finish", || async {
-                    match following {
-                        Some(_) => {
-                            self.shared
+                // Only the first try also asks for the next number's turn: a
+                // try whose answer was lost may have taken it, and asking
+                // again would find it busy; `session_finish` is idempotent,
+                // and the next number then asks for its turn as usual.
+                let mut first = true;
+                let finished = record_within_lease(self.lease, "session finish", || {
+                    let also_begin = std::mem::take(&mut first);
+                    async move {
+                        match following.filter(|_| also_begin) {
+                            Some(_) => {
+                                self.shared
+                                    .store
+                                    .session_finish_and_begin(key, *sequence, self.lease)
+                                    .await
+                            }
+                            None => self
+                                .shared
                                 .store
-                                .session_finish_and_begin(key, *sequence, self.lease)
+                                .session_finish(key, *sequence)
                                 .await
+                                .map(|()| None),
                         }
-                        None => self
-                            .shared
-                            .store
-                            .session_finish(key, *sequence)
-                            .await
-                            .map(|()| None),
                     }
                 })
                 .await

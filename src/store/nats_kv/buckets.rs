@@ -51,6 +51,11 @@ impl NatsKvStore {
                 .map_err(|e| BrokerError::new(BrokerErrorKind::Config, format!("NATS KV store: {e}")))?;
                 self.check_connected()?;
                 let [keys, sessions] = self.bucket_names();
+                // Refused before anything is created, so that the way out
+                // (one replica) is not blocked by a bucket made here.
+                if let Some(replicas) = self.replicas {
+                    self.refuse_unsafe_replicas(&keys, replicas)?;
+                }
                 let keys = self
                     .open_bucket(keys, self.max_window, "wharf idempotency records")
                     .await?;

@@ -227,8 +227,8 @@ pub async fn failover(pair: Pair) {
         return;
     };
     // The default lease (15 s), not the short one of the crash cases: a
-    // write recording a finished run is retried for up to half a lease
-    // while the store elects a new leader.
+    // write recording a finished run is retried for up to a lease while
+    // the store elects a new leader.
     let mut env = nodes.env();
     env.push(("WHARF_CLUSTER_LEASE_S", LEASE.as_secs().to_string()));
     let mut cluster = Cluster::launch(pair, "failover", "sessions", env, WORKERS, LEASE).await;
@@ -399,8 +399,18 @@ pub async fn failover(pair: Pair) {
 /// before the failure to a minute after it, and when (after the failure)
 /// the runs resumed after it.
 fn pause(mut ends: Vec<u64>, failed_at: u64) -> (Duration, Duration) {
-    ends.retain(|&end| end + 1_000_000 >= failed_at && end <= failed_at + 60_000_000);
+    let window_end = failed_at + 60_000_000;
+    // The window ends with the last run, or a minute after the failure:
+    // no run ending after the failure is a pause of that minute, not none.
+    let last = ends.iter().copied().max().unwrap_or(0);
+    let until = if last > failed_at {
+        last.min(window_end)
+    } else {
+        window_end
+    };
+    ends.retain(|&end| end + 1_000_000 >= failed_at && end <= until);
     ends.push(failed_at);
+    ends.push(until);
     ends.sort_unstable();
     let (gap, resumed_at) = ends
         .windows(2)
