@@ -3,8 +3,8 @@
 //! | queue | name | arguments |
 //! |---|---|---|
 //! | work queue of a route | `<queue>` | durable; `x-queue-type`: the route's [`QueueType`]; `x-max-priority: 9` with priority (classic only); `x-delivery-limit:` [`QUORUM_DELIVERY_LIMIT`] when quorum |
-//! | dead-letter queue | `<queue>.dlq` | durable; `x-queue-type: quorum` and `x-delivery-limit:` [`QUORUM_DELIVERY_LIMIT`] when the work queue is quorum |
-//! | delay queue | `<queue>.delay.<ms>ms` | durable; `x-message-ttl: <ms>`; dead-letters to the default exchange with routing key `<queue>`; `x-queue-type: quorum` and `x-delivery-limit:` [`QUORUM_DELIVERY_LIMIT`] when the work queue is quorum |
+//! | dead-letter queue | `<queue>.dlq` | durable; `x-queue-type: quorum` when the work queue is quorum |
+//! | delay queue | `<queue>.delay.<ms>ms` | durable; `x-message-ttl: <ms>`; dead-letters to the default exchange with routing key `<queue>`; `x-queue-type: quorum` when the work queue is quorum |
 //!
 //! Retries and deferrals wait in delay queues. Every message in a delay
 //! queue has the same time to live (the queue's), so they expire strictly in
@@ -211,12 +211,6 @@ async fn declare_beside(
             table.insert(
                 "x-queue-type".into(),
                 AMQPValue::LongString(LongString::from(QueueType::Quorum.as_str())),
-            );
-            // As for work queues: RabbitMQ 4's default limit of 20 would
-            // drop a dead letter inspected (fetched and put back) 20 times.
-            table.insert(
-                "x-delivery-limit".into(),
-                AMQPValue::LongInt(QUORUM_DELIVERY_LIMIT),
             );
         }
         let channel = connection.create_channel().await.map_err(connection_error)?;
