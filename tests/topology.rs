@@ -118,8 +118,8 @@ mod amqp {
         );
         assert_eq!(
             queue_type(&format!("{queue}.dlq")),
-            "quorum",
-            "a quorum route's dead letters are replicated too"
+            "classic",
+            "dead letters stay classic"
         );
 
         broker.client().publish(&queue, &1u32).await.unwrap();
@@ -131,37 +131,7 @@ mod amqp {
             "retried once through a delay queue, then acked: {stats:?}"
         );
         assert_eq!(stats.retried, 1, "{stats:?}");
-        assert_eq!(
-            queue_type(&format!("{queue}.delay.100ms")),
-            "quorum",
-            "the retry waited in a replicated delay queue"
-        );
         delete(&broker, &[&queue]).await;
-    }
-
-    /// A classic dead-letter queue beside a quorum route (as wharf declared
-    /// them before) is used as it is, not refused.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_classic_dead_letter_queue_from_before_is_kept() {
-        let test = "a_classic_dead_letter_queue_from_before_is_kept";
-        let Some(broker) = broker(test, "").await else {
-            return;
-        };
-        let queue = unique_queue("old-dlq");
-        let dead_letters = format!("{queue}.dlq");
-        broker
-            .declare(&wharf::transport::QueueSpec::new(dead_letters.clone()))
-            .await
-            .expect("a classic queue where the dead letters go");
-        let running = App::new(broker.clone())
-            .route_with(&queue, take, RouteOptions::new().queue_type(QueueType::Quorum))
-            .start()
-            .await
-            .expect("the quorum route starts beside the classic dead-letter queue");
-        assert_eq!(queue_type(&queue), "quorum");
-        assert_eq!(queue_type(&dead_letters), "classic", "kept as it is");
-        running.shutdown().await;
-        delete(&broker, &[&queue, &dead_letters]).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

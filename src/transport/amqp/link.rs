@@ -180,7 +180,7 @@ impl Link {
         let publisher = confirm_channel(&connection).await?;
         let specs = lock(&self.routes).clone();
         for spec in &specs {
-            topology::declare_route(&connection, spec, self.queue_type).await?;
+            topology::declare_route(&publisher, spec, self.queue_type).await?;
         }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         Ok(Arc::new(Connected {
@@ -280,7 +280,8 @@ impl Link {
     /// Declares a route's queues now and after every reconnect.
     pub(crate) async fn declare(&self, spec: &QueueSpec) -> Result<(), BrokerError> {
         let conn = self.conn().await?;
-        topology::declare_route(&conn.connection, spec, self.queue_type).await?;
+        let channel = conn.publisher().await?;
+        topology::declare_route(&channel, spec, self.queue_type).await?;
         let mut routes = lock(&self.routes);
         if !routes.contains(spec) {
             routes.push(spec.clone());
@@ -299,13 +300,8 @@ impl Link {
         if lock(&self.delays).contains(&name) {
             return Ok(name);
         }
-        // The work queue's type, when this process declared it.
-        let queue_type = lock(&self.routes)
-            .iter()
-            .find(|spec| spec.name == queue)
-            .and_then(|spec| spec.topology.queue_type)
-            .unwrap_or(self.queue_type);
-        topology::declare_delay(&conn.connection, queue, queue_type, bucket_ms).await?;
+        let channel = conn.publisher().await?;
+        topology::declare_delay(&channel, queue, bucket_ms).await?;
         lock(&self.delays).insert(name.clone());
         Ok(name)
     }

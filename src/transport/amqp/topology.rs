@@ -3,8 +3,8 @@
 //! | queue | name | arguments |
 //! |---|---|---|
 //! | work queue of a route | `<queue>` | durable; `x-queue-type`: the route's [`QueueType`]; `x-max-priority: 9` with priority (classic only); `x-delivery-limit:` [`QUORUM_DELIVERY_LIMIT`] when quorum |
-//! | dead-letter queue | `<queue>.dlq` | durable; `x-queue-type: quorum` when the work queue is quorum |
-//! | delay queue | `<queue>.delay.<ms>ms` | durable; `x-message-ttl: <ms>`; dead-letters to the default exchange with routing key `<queue>`; `x-queue-type: quorum` when the work queue is quorum |
+//! | dead-letter queue | `<queue>.dlq` | durable |
+//! | delay queue | `<queue>.delay.<ms>ms` | durable; `x-message-ttl: <ms>`; dead-letters to the default exchange with routing key `<queue>` |
 //!
 //! Retries and deferrals wait in delay queues. Every message in a delay
 //! queue has the same time to live (the queue's), so they expire strictly in
@@ -21,10 +21,10 @@
 
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::transport::{QueueSpec, dead_letter_queue};
-use lapin::Connection;
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, Connection};
 use std::time::Duration;
 
 /// The delay buckets, in milliseconds: 100 ms to 24 h.
@@ -132,12 +132,10 @@ fn durable() -> QueueDeclareOptions {
     }
 }
 
-/// Declares a route's work queue and dead-letter queue (idempotent), on a
-/// channel of their own (a refused declaration closes its channel). The
-/// work queue's type is the route's, else `default_type` (the broker
-/// URL's); the dead-letter queue has the same type.
+/// Declares a route's work queue and dead-letter queue (idempotent). The
+/// work queue's type is the route's, else `default_type` (the broker URL's).
 pub(crate) async fn declare_route(
-    connection: &Connection,
+    channel: &Channel,
     spec: &QueueSpec,
     default_type: QueueType,
 ) -> Result<(), BrokerError> {
@@ -151,7 +149,6 @@ pub(crate) async fn declare_route(
             ),
         ));
     }
-    let channel = connection.create_channel().await.map_err(connection_error)?;
     channel
         .queue_declare(
             spec.name.as_str().into(),
@@ -160,14 +157,12 @@ pub(crate) async fn declare_route(
         )
         .await
         .map_err(|e| declare_error(&spec.name, e))?;
-    let _ = channel.close(200, "wharf: declared".into()).await;
-    declare_beside(
-        connection,
-        &spec.dead_letter_queue(),
-        queue_type,
-        FieldTable::default,
-    )
-    .await
+    let dead_letters = spec.dead_letter_queue();
+    channel
+        .queue_declare(dead_letters.as_str().into(), durable(), FieldTable::default())
+        .await
+        .map_err(|e| declare_error(&dead_letters, e))?;
+    Ok(())
 }
 
 /// The arguments of a work queue of `queue_type`. The type is always
@@ -191,89 +186,30 @@ fn work_arguments(spec: &QueueSpec, queue_type: QueueType) -> FieldTable {
     arguments
 }
 
-/// Declares a dead-letter or delay queue of a route of `queue_type`, with
-/// `arguments()` besides its type. A quorum route's are quorum queues too:
-/// a classic queue lives on one node, and while that node is down every
-/// client that reconnects (and re-declares the route) is refused with
-/// `NOT_FOUND - home node ... is down`, so the route stops on every node.
-/// Classic routes' keep no `x-queue-type`, as before. One that exists as a
-/// classic queue (declared by an earlier wharf) is used as it is, with a
-/// warning saying how to migrate.
-async fn declare_beside(
-    connection: &Connection,
-    name: &str,
-    queue_type: QueueType,
-    arguments: impl Fn() -> FieldTable,
-) -> Result<(), BrokerError> {
-    let declare = async |typed: bool| {
-        let mut table = arguments();
-        if typed {
-            table.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString(LongString::from(QueueType::Quorum.as_str())),
-            );
-        }
-        let channel = connection.create_channel().await.map_err(connection_error)?;
-        let declared = channel.queue_declare(name.into(), durable(), table).await;
-        if declared.is_ok() {
-            let _ = channel.close(200, "wharf: declared".into()).await;
-        }
-        Ok::<_, BrokerError>(declared.map(drop))
-    };
-    let quorum = queue_type == QueueType::Quorum;
-    match declare(quorum).await? {
-        Ok(()) => Ok(()),
-        Err(error) if quorum && refused_for(&error, "x-queue-type") => {
-            tracing::warn!(
-                queue = %name,
-                "exists as a classic queue beside a quorum route: it lives on one node, and while that \
-                 node is down the route's workers cannot reconnect (they re-declare it). To have wharf \
-                 declare it as a quorum queue, move its messages elsewhere and delete it while the \
-                 workers are stopped (docs/amqp.md, Topology)"
-            );
-            declare(false).await?.map_err(|e| declare_error(name, e))
-        }
-        Err(error) => Err(declare_error(name, error)),
-    }
-}
-
-/// Whether RabbitMQ refused a declaration for an inequivalent `argument`.
-fn refused_for(error: &lapin::Error, argument: &str) -> bool {
-    match error.kind() {
-        lapin::ErrorKind::ProtocolError(amqp) => amqp
-            .get_message()
-            .as_str()
-            .contains(&format!("inequivalent arg '{argument}'")),
-        _ => false,
-    }
-}
-
-/// Declares the delay queue of `queue` for `bucket_ms` (idempotent), of
-/// the queue's type (see [`declare_beside`]).
+/// Declares the delay queue of `queue` for `bucket_ms` (idempotent).
 pub(crate) async fn declare_delay(
-    connection: &Connection,
+    channel: &Channel,
     queue: &str,
-    queue_type: QueueType,
     bucket_ms: u64,
 ) -> Result<String, BrokerError> {
     let name = delay_queue(queue, bucket_ms);
-    let arguments = || {
-        let mut arguments = FieldTable::default();
-        arguments.insert(
-            "x-message-ttl".into(),
-            AMQPValue::LongLongInt(i64::try_from(bucket_ms).unwrap_or(i64::MAX)),
-        );
-        arguments.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString(LongString::from("")),
-        );
-        arguments.insert(
-            "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(LongString::from(queue)),
-        );
-        arguments
-    };
-    declare_beside(connection, &name, queue_type, arguments).await?;
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-message-ttl".into(),
+        AMQPValue::LongLongInt(i64::try_from(bucket_ms).unwrap_or(i64::MAX)),
+    );
+    arguments.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(LongString::from("")),
+    );
+    arguments.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(LongString::from(queue)),
+    );
+    channel
+        .queue_declare(name.as_str().into(), durable(), arguments)
+        .await
+        .map_err(|e| declare_error(&name, e))?;
     Ok(name)
 }
 
