@@ -203,6 +203,11 @@ impl Cluster {
         }
     }
 
+    /// The numbers of `session` in the order its handler runs recorded them.
+    pub async fn order(&mut self, session: &str) -> Vec<u64> {
+        self.redis.lrange(self.keys.order(session), 0, -1).await.unwrap()
+    }
+
     pub async fn live(&mut self) -> Vec<Live> {
         let pattern = format!("{}live:*", self.keys.prefix());
         let names: Vec<String> = self.redis.keys(pattern).await.unwrap();

@@ -293,11 +293,7 @@ pub async fn failover(pair: Pair) {
     let mut out_of_order = Vec::new();
     for s in 0..SESSIONS {
         let session = format!("account-{s}");
-        let order: Vec<u64> = cluster
-            .redis
-            .lrange(cluster.keys.order(&session), 0, -1)
-            .await
-            .unwrap();
+        let order = cluster.order(&session).await;
         let mut seen = BTreeSet::new();
         let mut highest = 0;
         for &seq in &order {

@@ -151,12 +151,7 @@ pub async fn retry_not_gap(pair: Pair) {
     let finals = cluster.stop().await;
     let mut orders = Vec::new();
     for s in 0..sessions {
-        let order: Vec<u64> = cluster
-            .redis
-            .lrange(cluster.keys.order(&format!("r{s}")), 0, -1)
-            .await
-            .unwrap();
-        orders.push(order);
+        orders.push(cluster.order(&format!("r{s}")).await);
     }
     let dead: u64 = finals.iter().map(|l| l.get("dead_lettered")).sum();
     let gaps: u64 = finals.iter().map(|l| l.get("gap_timeouts")).sum();

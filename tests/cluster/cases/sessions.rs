@@ -60,11 +60,7 @@ pub async fn sessions(pair: Pair, kill: bool) {
     let mut problems = Vec::new();
     for s in 0..SESSIONS {
         let session = format!("account-{s}");
-        let order: Vec<u64> = cluster
-            .redis
-            .lrange(cluster.keys.order(&session), 0, -1)
-            .await
-            .unwrap();
+        let order = cluster.order(&session).await;
         let mut distinct = order.clone();
         distinct.dedup();
         repeated += order.len() - distinct.len();

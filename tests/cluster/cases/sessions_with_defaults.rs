@@ -80,7 +80,7 @@ pub async fn sessions_with_defaults(pair: Pair) {
     let mut problems = Vec::new();
     for s in 0..DEFAULT_SESSIONS {
         let session = format!("s{s}");
-        let order: Vec<u64> = cluster.redis.lrange(keys.order(&session), 0, -1).await.unwrap();
+        let order = cluster.order(&session).await;
         let mut distinct = order.clone();
         distinct.dedup();
         repeated += order.len() - distinct.len();
