@@ -55,6 +55,9 @@ impl NatsKvStore {
     }
 
     pub(super) async fn load(&self, bucket: &kv::Store, key: &str) -> Result<Loaded, BrokerError> {
+        if self.leader_reads_always || reads_from_leader(bucket) {
+            return load_from_leader(bucket, key).await;
+        }
         match bucket.entry(key).await {
             Ok(None) => Ok(Loaded {
                 revision: 0,
@@ -176,6 +179,48 @@ impl NatsKvStore {
     }
 }
 
+/// Whether a key of `bucket` is read from its stream's leader rather than
+/// with a direct get. A replicated bucket allows direct gets (as `nats kv
+/// add` makes it), and any replica answers them: a replica still catching
+/// up after its server restarted answers with a record older than the last
+/// write. A session finish read that way saw its number already passed or
+/// not yet reached, wrote nothing, and the session stalled on a lease that
+/// had run out (the NATS failover case of the cluster tests). The leader
+/// answers with every write it acknowledged. One replica is its own leader.
+fn reads_from_leader(bucket: &kv::Store) -> bool {
+    let config = &bucket.stream.cached_info().config;
+    config.allow_direct && config.num_replicas > 1
+}
+
+/// Reads `key` from the leader of `bucket`'s stream, as
+/// [`kv::Store::entry`] does on a bucket without direct gets.
+async fn load_from_leader(bucket: &kv::Store, key: &str) -> Result<Loaded, BrokerError> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let subject = format!("{}{key}", bucket.prefix);
+    match bucket.stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(message) => Ok(Loaded {
+            revision: message.sequence,
+            value: is_put(&message.headers).then_some(message.payload),
+            created: Some(message.time),
+            guessed: false,
+        }),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(Loaded {
+            revision: 0,
+            value: None,
+            created: None,
+            guessed: false,
+        }),
+        Err(e) => Err(op_error("reading", bucket, key, e)),
+    }
+}
+
+/// Whether a KV message holds a value: not a delete or purge marker, by the
+/// `KV-Operation` header or a server's marker (`Nats-Marker-Reason`).
+fn is_put(headers: &async_nats::HeaderMap) -> bool {
+    let operation = headers.get("KV-Operation").map(|op| op.as_str());
+    operation.is_none_or(|op| op == "PUT") && headers.get("Nats-Marker-Reason").is_none()
+}
+
 pub(super) fn op_error(
     what: &str,
     bucket: &kv::Store,
@@ -191,4 +236,27 @@ pub(super) fn op_error(
         ),
     )
     .with_source(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_put;
+    use async_nats::HeaderMap;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, *value);
+        }
+        headers
+    }
+
+    #[test]
+    fn a_value_is_a_put_and_markers_are_not() {
+        assert!(is_put(&headers(&[])));
+        assert!(is_put(&headers(&[("KV-Operation", "PUT")])));
+        assert!(!is_put(&headers(&[("KV-Operation", "DEL")])));
+        assert!(!is_put(&headers(&[("KV-Operation", "PURGE")])));
+        assert!(!is_put(&headers(&[("Nats-Marker-Reason", "MaxAge")])));
+    }
 }

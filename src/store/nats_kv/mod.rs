@@ -146,6 +146,9 @@ pub struct NatsKvStore {
     warned_window: AtomicBool,
     /// What this process last wrote, to write again without reading first.
     known: known::KnownRecords,
+    /// Reads every key from its stream's leader, not only on replicated
+    /// buckets (`kv.rs`): for the tests of that path on one server.
+    leader_reads_always: bool,
     /// Session changes heard on the changes subject, while anyone listens.
     changes: std::sync::Mutex<Option<tokio::sync::broadcast::Sender<std::sync::Arc<str>>>>,
 }
@@ -213,6 +216,7 @@ impl NatsKvStore {
             storage: None,
             buckets: OnceCell::new(),
             known: known::KnownRecords::default(),
+            leader_reads_always: false,
             changes: std::sync::Mutex::new(None),
             warned_window: AtomicBool::new(false),
         }

@@ -126,6 +126,18 @@ async fn conforms() {
     second_instance(&store).await;
 }
 
+/// The reads a replicated bucket takes from its stream's leader (not a
+/// direct get any replica answers) give what a direct get gives.
+#[tokio::test]
+async fn conforms_reading_from_the_stream_leader() {
+    let Some((mut store, _cleanup)) = fresh_store("leader").await else {
+        return;
+    };
+    store.leader_reads_always = true;
+    let ns = format!("natskv-leader-{}-{}", std::process::id(), nanos());
+    crate::store::conformance::all(&store, &ns).await;
+}
+
 #[tokio::test]
 async fn session_changes_reach_other_connections() {
     let Some((writer, _cleanup)) = fresh_store("changes").await else {
