@@ -2,7 +2,7 @@
 //! duplicate request gets the original reply; concurrent duplicates wait.
 
 use super::lease::Held;
-use super::store_retry::record_within_lease;
+use super::store_retry::{record_within, recording_limit};
 use super::{Handled, Job, Pipeline, TurnEnd, reply};
 use crate::store::{Claim, StoredReply};
 use crate::transport::Settlement;
@@ -82,11 +82,15 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
             content_type: job.codec.content_type().into(),
         });
         // The run happened: recorded even while the store fails over.
-        let recorded = record_within_lease(self.lease, "idempotency record", || {
-            self.shared
-                .store
-                .complete(key, token, stored.clone(), self.window)
-        })
+        let recorded = record_within(
+            recording_limit(self.lease, self.gap_timeout),
+            "idempotency record",
+            || {
+                self.shared
+                    .store
+                    .complete(key, token, stored.clone(), self.window)
+            },
+        )
         .await;
         if let Err(error) = recorded {
             tracing::warn!(error = %crate::error::Chain(&error), "idempotency record not saved; a duplicate may run again");

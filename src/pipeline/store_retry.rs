@@ -2,17 +2,22 @@
 //!
 //! Once a handler has run, its session must move on and its idempotency
 //! key must be marked done; a store that cannot be reached at that moment
-//! (a replicated store electing a new leader takes a few seconds) would
-//! otherwise leave the session waiting for its gap timeout (and then
-//! dead-letter what waits) and the key claimed until its lease runs out. So
-//! such a write is tried again, backing off, for up to the route's lease
-//! (15 s by default; an election took 4 to 10 s in the failover tests),
-//! each try within what is left of it. Repeating them is harmless: a
-//! session finish moves the session past that number only, and a
-//! completed idempotency record is the same record written again. Within
-//! the lease nobody else has taken the turn or claim over; past it, a
-//! takeover may run the message again (the documented duplicate window).
-//! A permanent error (a configuration) is not retried.
+//! (a replicated store electing a new leader takes a few seconds, 16 s in
+//! one failover run) would otherwise leave the session waiting for its gap
+//! timeout (and then dead-letter what waits) and the key claimed until its
+//! lease runs out. So such a write is tried again, backing off, for up to
+//! the route's gap timeout and at least its lease (30 s and 15 s by
+//! default), each try within what is left of it.
+//!
+//! Repeating them is harmless, and so is recording after the lease: a
+//! session finish moves the session past that number only, whoever ran it
+//! (a takeover that ran it again finds the session past it), and a
+//! completion under a claim another worker took over changes nothing.
+//! Within the lease nobody else has taken the turn or claim over; past it,
+//! a takeover may run the message again (the documented duplicate window).
+//! Past the gap timeout the other workers' gap policy has moved the session
+//! on, so trying longer gains nothing. A permanent error (a configuration)
+//! is not retried.
 
 use crate::error::BrokerError;
 use std::future::Future;
@@ -24,10 +29,16 @@ use tokio::time::Instant;
 const FIRST_PAUSE: Duration = Duration::from_millis(50);
 const LONGEST_PAUSE: Duration = Duration::from_secs(1);
 
-/// Runs `write` until it succeeds, fails permanently, or `lease` has
+/// How long a route keeps trying to record a run: its gap timeout, and at
+/// least its lease.
+pub(super) fn recording_limit(lease: Duration, gap_timeout: Duration) -> Duration {
+    lease.max(gap_timeout)
+}
+
+/// Runs `write` until it succeeds, fails permanently, or `limit` has
 /// passed; the last result.
-pub(super) async fn record_within_lease<T, F, Fut>(
-    lease: Duration,
+pub(super) async fn record_within<T, F, Fut>(
+    limit: Duration,
     what: &'static str,
     mut write: F,
 ) -> Result<T, BrokerError>
@@ -35,7 +46,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, BrokerError>>,
 {
-    let deadline = Instant::now() + lease;
+    let deadline = Instant::now() + limit;
     let mut pause = FIRST_PAUSE;
     let mut tries = 1u32;
     loop {
@@ -43,7 +54,7 @@ where
             Ok(tried) => tried,
             Err(_) => Err(BrokerError::new(
                 crate::error::BrokerErrorKind::Store,
-                format!("{what}: the store did not answer within the lease"),
+                format!("{what}: the store did not answer within {limit:?}"),
             )),
         };
         match tried {
@@ -78,7 +89,7 @@ mod tests {
     async fn a_store_back_within_the_lease_records() {
         let calls = AtomicU32::new(0);
         let started = Instant::now();
-        let done = record_within_lease(Duration::from_secs(15), "test", || async {
+        let done = record_within(Duration::from_secs(15), "test", || async {
             // Unavailable for about 5 s, as during an election.
             if started.elapsed() < Duration::from_secs(5) {
                 calls.fetch_add(1, Ordering::Relaxed);
@@ -93,9 +104,9 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn it_gives_up_after_the_lease_or_at_once_when_permanent() {
+    async fn it_gives_up_after_its_limit_or_at_once_when_permanent() {
         let started = Instant::now();
-        let failed = record_within_lease(Duration::from_secs(6), "test", || async {
+        let failed = record_within(Duration::from_secs(6), "test", || async {
             Err::<(), _>(unavailable())
         })
         .await;
@@ -107,7 +118,7 @@ mod tests {
         );
 
         let calls = AtomicU32::new(0);
-        let permanent = record_within_lease(Duration::from_secs(6), "test", || async {
+        let permanent = record_within(Duration::from_secs(6), "test", || async {
             calls.fetch_add(1, Ordering::Relaxed);
             Err::<(), _>(BrokerError::new(BrokerErrorKind::Config, "bad"))
         })

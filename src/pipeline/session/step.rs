@@ -4,7 +4,7 @@
 use super::gate::{Arrival, Baton, Evicted, Passed};
 use crate::error::{BrokerError, Failure};
 use crate::pipeline::lease::Held;
-use crate::pipeline::store_retry::record_within_lease;
+use crate::pipeline::store_retry::{record_within, recording_limit};
 use crate::pipeline::{Handled, Job, Pipeline};
 use crate::store::SessionTurn;
 use crate::transport::Settlement;
@@ -247,25 +247,29 @@ impl<S: Send + Sync + 'static> Pipeline<S> {
                 // again would find it busy; `session_finish` is idempotent,
                 // and the next number then asks for its turn as usual.
                 let mut first = true;
-                let finished = record_within_lease(self.lease, "session finish", || {
-                    let also_begin = std::mem::take(&mut first);
-                    async move {
-                        match following.filter(|_| also_begin) {
-                            Some(_) => {
-                                self.shared
+                let finished = record_within(
+                    recording_limit(self.lease, self.gap_timeout),
+                    "session finish",
+                    || {
+                        let also_begin = std::mem::take(&mut first);
+                        async move {
+                            match following.filter(|_| also_begin) {
+                                Some(_) => {
+                                    self.shared
+                                        .store
+                                        .session_finish_and_begin(key, *sequence, self.lease)
+                                        .await
+                                }
+                                None => self
+                                    .shared
                                     .store
-                                    .session_finish_and_begin(key, *sequence, self.lease)
+                                    .session_finish(key, *sequence)
                                     .await
+                                    .map(|()| None),
                             }
-                            None => self
-                                .shared
-                                .store
-                                .session_finish(key, *sequence)
-                                .await
-                                .map(|()| None),
                         }
-                    }
-                })
+                    },
+                )
                 .await
                 .map(|turn| answered = following.zip(turn));
                 match finished {

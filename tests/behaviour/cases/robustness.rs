@@ -52,11 +52,12 @@ pub async fn a_panicking_store_does_not_stop_the_consumer(h: Harness) {
 
 pub async fn a_store_failing_over_after_a_run_neither_stalls_nor_repeats(h: Harness) {
     // The store cannot record the first run (its session's move and its
-    // idempotency key) for 1.5 s, as a replicated store does while it
-    // elects a new leader. The session must not wait for its gap timeout
-    // (30 s here), and nothing may run twice.
+    // idempotency key) for 2.5 s, as a replicated store does while it
+    // elects a new leader: longer than the lease (1 s here), shorter than
+    // the gap timeout (30 s). The session must not wait for its gap
+    // timeout, and nothing may run twice.
     let queue = h.queue("store-fails-over");
-    let store = FaultyStore::new(Fault::FailsOverAfterARun(Duration::from_millis(1500)));
+    let store = FaultyStore::new(Fault::FailsOverAfterARun(Duration::from_millis(2500)));
     let refused = store.refused.clone();
     let log = Log::new();
     let handler = {
@@ -66,7 +67,9 @@ pub async fn a_store_failing_over_after_a_run_neither_stalls_nor_repeats(h: Harn
             async move { log.push(meta.sequence().unwrap()) }
         }
     };
-    let options = RouteOptions::new().gap_timeout(Duration::from_secs(30));
+    let options = RouteOptions::new()
+        .lease(Duration::from_secs(1))
+        .gap_timeout(Duration::from_secs(30));
     let running = h
         .app()
         .store(store)
