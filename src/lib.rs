@@ -41,6 +41,7 @@ pub use ops::health::{Health, Phase};
 pub use ops::stats::RouteStats;
 pub use pipeline::backoff::Backoff;
 pub use pipeline::route_options::{GapPolicy, RouteOptions};
+pub use transport::binding::{Binding, ExchangeKind, HeadersMatch};
 /// The environment variables of [`BrokerOptions::from_env`].
 pub use transport::broker_options as broker_env;
 pub use transport::broker_options::BrokerOptions;

@@ -247,6 +247,21 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
                         format!("queue {:?}: {error}", route.queue),
                     )
                 })?;
+            for binding in &route.options.bindings {
+                binding.check().map_err(|error| {
+                    BrokerError::new(
+                        BrokerErrorKind::Config,
+                        format!("queue {:?}: {error}", route.queue),
+                    )
+                })?;
+                // RabbitMQ's, and the in-memory broker's likeness of it.
+                if self.broker.transport().kind() == "nats" {
+                    return Err(crate::transport::no_exchanges(
+                        self.broker.transport().kind(),
+                        binding.exchange(),
+                    ));
+                }
+            }
         }
         let transport = self.broker.transport().clone();
         let lifecycle = Lifecycle::default();
@@ -265,6 +280,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
                 persistent: route.options.persistent,
                 lease: route.options.effective_lease(),
                 topology: route.options.topology.or(self.topology),
+                bindings: route.options.bindings.clone(),
             };
             transport.declare(&spec).await?;
             let shared = RouteShared {

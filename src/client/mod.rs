@@ -106,6 +106,40 @@ impl Client {
         self.inner.transport.publish(queue, message).await
     }
 
+    /// Publishes `value` as JSON to a RabbitMQ `exchange` with
+    /// `routing_key`, confirmed by the broker: every route bound to the
+    /// exchange with a matching key gets a copy
+    /// ([`RouteOptions::bind`](crate::RouteOptions::bind)). A message no
+    /// queue is bound for is dropped by RabbitMQ and is not an error; one
+    /// to an exchange that does not exist is. The in-memory broker routes
+    /// as RabbitMQ does; NATS refuses with a
+    /// [`Config`](BrokerErrorKind::Config) error.
+    pub async fn publish_to_exchange<T: Serialize + ?Sized>(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        value: &T,
+    ) -> Result<(), BrokerError> {
+        let message = Message::json(value).map_err(|e| {
+            BrokerError::new(BrokerErrorKind::Publish, "cannot encode message").with_source(e)
+        })?;
+        self.send_to_exchange(exchange, routing_key, message).await
+    }
+
+    /// Publishes a message to a RabbitMQ `exchange` with `routing_key`, as
+    /// [`publish_to_exchange`](Client::publish_to_exchange) does.
+    pub async fn send_to_exchange(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: Message,
+    ) -> Result<(), BrokerError> {
+        self.inner
+            .transport
+            .publish_to_exchange(exchange, routing_key, message)
+            .await
+    }
+
     /// Sends `request` as JSON to `queue` and waits for the typed reply, up
     /// to the client's timeout (30 s unless set with [`with_timeout`](Client::with_timeout)).
     pub async fn request<Req, Resp>(&self, queue: &str, request: &Req) -> Result<Resp, RequestError>

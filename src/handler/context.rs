@@ -85,19 +85,50 @@ impl Context {
     /// carries the trace on (with this handling as its parent) unless it
     /// has a `traceparent` of its own.
     pub async fn send(&self, queue: &str, message: Message) -> Result<(), Error> {
-        let mut message = message;
+        let message = self.traced(message);
+        self.route
+            .transport
+            .publish(queue, message)
+            .await
+            .map_err(publish_failure)
+    }
+
+    /// Publishes `value` as JSON to a RabbitMQ `exchange` with
+    /// `routing_key`, confirmed by the broker, as
+    /// [`Client::publish_to_exchange`](crate::Client::publish_to_exchange)
+    /// does; published at once, like [`publish`](Context::publish).
+    pub async fn publish_to_exchange<T: Serialize + ?Sized>(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        value: &T,
+    ) -> Result<(), Error> {
+        let message = Message::json(value).map_err(Error::permanent)?;
+        self.send_to_exchange(exchange, routing_key, message).await
+    }
+
+    /// Publishes a message to a RabbitMQ `exchange` with `routing_key`,
+    /// carrying the trace on as [`send`](Context::send) does.
+    pub async fn send_to_exchange(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: Message,
+    ) -> Result<(), Error> {
+        let message = self.traced(message);
+        self.route
+            .transport
+            .publish_to_exchange(exchange, routing_key, message)
+            .await
+            .map_err(publish_failure)
+    }
+
+    /// `message`, carrying the trace of the message being handled on.
+    fn traced(&self, mut message: Message) -> Message {
         if let Some(trace) = &self.trace {
             trace.stamp(&mut message);
         }
-        // A publish that can never succeed (a priority NATS has no lane
-        // for, say) is a permanent failure: retrying would fail the same way.
-        self.route.transport.publish(queue, message).await.map_err(|e| {
-            if e.is_permanent() {
-                Error::permanent(e)
-            } else {
-                Error::new(e)
-            }
-        })
+        message
     }
 
     /// The checkpoint this session's handler saved last, decoded from JSON.
@@ -141,5 +172,16 @@ impl std::fmt::Debug for Context {
             .field("queue", &self.route.queue)
             .field("attempt", &self.attempt)
             .finish_non_exhaustive()
+    }
+}
+
+/// A failed publish as the handler's failure: one that can never succeed
+/// (a priority NATS has no lane for, an exchange on a broker without
+/// exchanges) is permanent, since retrying would fail the same way.
+fn publish_failure(error: crate::BrokerError) -> Error {
+    if error.is_permanent() {
+        Error::permanent(error)
+    } else {
+        Error::new(error)
     }
 }

@@ -3,6 +3,7 @@
 use crate::handler::middleware::{Layers, Middleware};
 use crate::pipeline::backoff::Backoff;
 use crate::transport::DEFAULT_LEASE;
+use crate::transport::binding::Binding;
 use crate::transport::topology::{QueueType, StreamStorage, Topology};
 use std::time::Duration;
 
@@ -57,6 +58,7 @@ pub struct RouteOptions {
     pub(crate) defer_delay: Duration,
     pub(crate) lease: Option<Duration>,
     pub(crate) topology: Topology,
+    pub(crate) bindings: Vec<Binding>,
     pub(crate) middleware: Layers,
 }
 
@@ -81,6 +83,7 @@ impl Default for RouteOptions {
             defer_delay: Duration::from_millis(500),
             lease: None,
             topology: Topology::default(),
+            bindings: Vec::new(),
             middleware: Layers::default(),
         }
     }
@@ -291,6 +294,22 @@ impl RouteOptions {
     /// (`docs/nats.md`). Other brokers ignore it.
     pub fn stream_storage(mut self, storage: StreamStorage) -> Self {
         self.topology.stream_storage = Some(storage);
+        self
+    }
+
+    /// RabbitMQ: binds this route's queue to an exchange, so that what is
+    /// published there ([`Client::publish_to_exchange`](crate::Client::publish_to_exchange),
+    /// or any publisher) and matches the binding reaches this route too.
+    /// Call it again for more exchanges or keys. The exchange is declared
+    /// (durable) unless the binding is [`existing`](Binding::existing).
+    /// Two routes bound to one exchange each get every matching message;
+    /// retries, dead letters and replays go to this route's queue only.
+    /// Bindings are added, never removed: one dropped from the code stays
+    /// on the queue until removed on the broker (`docs/amqp.md`). The
+    /// in-memory broker routes as RabbitMQ does; NATS refuses a route with
+    /// bindings at the start.
+    pub fn bind(mut self, binding: Binding) -> Self {
+        self.bindings.push(binding);
         self
     }
 

@@ -26,6 +26,7 @@
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
+pub mod binding;
 pub mod broker_options;
 pub(crate) mod lanes;
 pub(crate) mod memory;
@@ -45,6 +46,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use crate::util::future::{BoxFuture, succeeded};
+pub use binding::{Binding, ExchangeKind, HeadersMatch};
 pub use topology::{MAX_STREAM_REPLICAS, QueueType, StreamStorage, Topology};
 
 /// A queue's lease unless its route sets one: how long a delivery (and a
@@ -75,6 +77,9 @@ pub struct QueueSpec {
     /// replicas and storage; the route's settings over the app's defaults.
     /// Unset settings fall to the broker's defaults (see [`Topology`]).
     pub topology: Topology,
+    /// RabbitMQ exchanges the queue is bound to (the route's
+    /// [`bind`](crate::RouteOptions::bind)); NATS refuses any.
+    pub bindings: Vec<Binding>,
 }
 
 impl QueueSpec {
@@ -87,6 +92,7 @@ impl QueueSpec {
             persistent: true,
             lease: crate::transport::DEFAULT_LEASE,
             topology: Topology::default(),
+            bindings: Vec::new(),
         }
     }
 
@@ -94,6 +100,18 @@ impl QueueSpec {
     pub fn dead_letter_queue(&self) -> String {
         dead_letter_queue(&self.name)
     }
+}
+
+/// The refusal of a broker without exchanges to publish to `exchange` or
+/// bind a queue to it.
+pub(crate) fn no_exchanges(kind: &str, exchange: &str) -> BrokerError {
+    BrokerError::new(
+        crate::error::BrokerErrorKind::Config,
+        format!(
+            "exchange {exchange:?}: exchanges are RabbitMQ's, and this broker is {kind}; \
+             publish to a queue, or use RabbitMQ (docs/amqp.md, \"Exchanges and routing keys\")"
+        ),
+    )
 }
 
 /// The dead-letter queue of `queue`: `<queue>.dlq` on every broker.
@@ -272,6 +290,23 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Publishes to a queue and waits for the broker's confirm.
     fn publish(&self, queue: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// Publishes to a RabbitMQ `exchange` with `routing_key`, for the
+    /// queues bound to it ([`Binding`]), and waits for the broker's
+    /// confirm. A message no queue is bound for is dropped by RabbitMQ, as
+    /// an event nobody subscribed to; that is not an error. Brokers without
+    /// exchanges refuse with a [`Config`](crate::BrokerErrorKind::Config)
+    /// error.
+    fn publish_to_exchange(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: Message,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let _ = (routing_key, message);
+        let error = no_exchanges(self.kind(), exchange);
+        Box::pin(std::future::ready(Err(error)))
+    }
 
     /// Publishes a reply to a request's reply address (a queue or a broker
     /// reply address). An address the broker refuses as such (one that

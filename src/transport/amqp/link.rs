@@ -13,7 +13,6 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Connection};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,9 +74,33 @@ impl Connected {
         let channel = self.publisher().await?;
         publish_on(&channel, to, payload, properties, mandatory).await
     }
+
+    /// Publishes to `exchange` with `routing_key` and waits for the
+    /// broker's confirm. Not mandatory: a message no queue is bound for is
+    /// dropped, as an event nobody subscribed to.
+    pub(crate) async fn publish_to_exchange(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        payload: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), BrokerError> {
+        let channel = self.publisher().await?;
+        let target = format!("exchange {exchange:?} with routing key {routing_key:?}");
+        publish_routed(
+            &channel,
+            (exchange, routing_key),
+            &target,
+            payload,
+            properties,
+            false,
+        )
+        .await
+    }
 }
 
-/// Publishes on `channel` (in confirm mode) and waits for the confirm.
+/// Publishes on `channel` (in confirm mode) to the queue `to`, through the
+/// default exchange, and waits for the confirm.
 pub(crate) async fn publish_on(
     channel: &Channel,
     to: &str,
@@ -85,15 +108,37 @@ pub(crate) async fn publish_on(
     properties: BasicProperties,
     mandatory: bool,
 ) -> Result<(), BrokerError> {
+    publish_routed(
+        channel,
+        ("", to),
+        &format!("{to:?}"),
+        payload,
+        properties,
+        mandatory,
+    )
+    .await
+}
+
+/// Publishes on `channel` to `(exchange, routing key)`, named `target` in
+/// errors, and waits for the confirm.
+async fn publish_routed(
+    channel: &Channel,
+    (exchange, routing_key): (&str, &str),
+    target: &str,
+    payload: &[u8],
+    properties: BasicProperties,
+    mandatory: bool,
+) -> Result<(), BrokerError> {
+    let to = target;
     let failed = |e: lapin::Error| {
-        BrokerError::new(BrokerErrorKind::Publish, format!("publish to {to:?} failed")).with_source(e)
+        BrokerError::new(BrokerErrorKind::Publish, format!("publish to {to} failed")).with_source(e)
     };
     let options = BasicPublishOptions {
         mandatory,
         ..BasicPublishOptions::default()
     };
     let confirm = channel
-        .basic_publish(ShortString::from(""), to.into(), options, payload, properties)
+        .basic_publish(exchange.into(), routing_key.into(), options, payload, properties)
         .await
         .map_err(failed)?
         .await
@@ -102,11 +147,11 @@ pub(crate) async fn publish_on(
         Confirmation::Ack(None) => Ok(()),
         Confirmation::Ack(Some(_)) => Err(BrokerError::new(
             BrokerErrorKind::Publish,
-            format!("no queue named {to:?}: the message was not routed"),
+            format!("no queue named {to}: the message was not routed"),
         )),
         Confirmation::Nack(_) => Err(BrokerError::new(
             BrokerErrorKind::Publish,
-            format!("RabbitMQ did not accept the message for {to:?} (nack)"),
+            format!("RabbitMQ did not accept the message for {to} (nack)"),
         )),
         Confirmation::NotRequested => Err(BrokerError::new(
             BrokerErrorKind::Publish,

@@ -7,6 +7,7 @@ mod acks;
 mod consumer;
 mod convert;
 mod endpoints;
+mod exchanges;
 mod fetch;
 mod link;
 mod reply;
@@ -63,6 +64,21 @@ impl Transport for AmqpTransport {
             let conn = self.link.conn().await?;
             let properties = convert::properties(&message);
             conn.publish(&queue, &message.body, properties, true).await
+        })
+    }
+
+    fn publish_to_exchange(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: Message,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let (exchange, routing_key) = (exchange.to_owned(), routing_key.to_owned());
+        Box::pin(async move {
+            let conn = self.link.conn().await?;
+            let properties = convert::properties(&message);
+            conn.publish_to_exchange(&exchange, &routing_key, &message.body, properties)
+                .await
         })
     }
 

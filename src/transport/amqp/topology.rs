@@ -6,6 +6,9 @@
 //! | dead-letter queue | `<queue>.dlq` | durable |
 //! | delay queue | `<queue>.delay.<ms>ms` | durable; `x-message-ttl: <ms>`; dead-letters to the default exchange with routing key `<queue>` |
 //!
+//! A route's queue is also bound to the exchanges of its bindings
+//! (`exchanges.rs`); its dead-letter and delay queues never are.
+//!
 //! Retries and deferrals wait in delay queues. Every message in a delay
 //! queue has the same time to live (the queue's), so they expire strictly in
 //! arrival order and a long delay never holds back a short one — which
@@ -157,6 +160,7 @@ pub(crate) async fn declare_route(
         )
         .await
         .map_err(|e| declare_error(&spec.name, e))?;
+    super::exchanges::bind_queue(channel, &spec.name, &spec.bindings).await?;
     let dead_letters = spec.dead_letter_queue();
     channel
         .queue_declare(dead_letters.as_str().into(), durable(), FieldTable::default())

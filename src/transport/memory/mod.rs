@@ -6,6 +6,7 @@
 //! dead-letter queue per queue, and reply addresses.
 
 mod consumer;
+mod exchanges;
 mod queue;
 
 use crate::error::BrokerError;
@@ -28,6 +29,7 @@ pub(crate) struct MemoryTransport {
 
 struct Inner {
     queues: Mutex<HashMap<String, Arc<Queue>>>,
+    exchanges: Mutex<exchanges::Exchanges>,
     inboxes: Inboxes,
     next_inbox: AtomicU64,
     connected: watch::Sender<bool>,
@@ -44,6 +46,7 @@ impl MemoryTransport {
         MemoryTransport {
             inner: Arc::new(Inner {
                 queues: Mutex::new(HashMap::new()),
+                exchanges: Mutex::default(),
                 inboxes: Arc::new(Mutex::new(HashMap::new())),
                 next_inbox: AtomicU64::new(1),
                 connected: watch::channel(true).0,
@@ -84,6 +87,12 @@ impl Transport for MemoryTransport {
             queue.enable_priority();
         }
         self.queue(&spec.dead_letter_queue());
+        let mut exchanges = self.inner.exchanges.lock().unwrap_or_else(|p| p.into_inner());
+        for binding in &spec.bindings {
+            if let Err(error) = exchanges.bind(&spec.name, binding) {
+                return Box::pin(std::future::ready(Err(error)));
+            }
+        }
         succeeded()
     }
 
@@ -100,6 +109,30 @@ impl Transport for MemoryTransport {
     fn publish(&self, queue: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
         self.queue(queue).push(Arc::new(message), 0);
         succeeded()
+    }
+
+    fn publish_to_exchange(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: Message,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let routed = self
+            .inner
+            .exchanges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .route(exchange, routing_key, &message);
+        match routed {
+            Ok(queues) => {
+                let message = Arc::new(message);
+                for queue in queues {
+                    self.queue(&queue).push(message.clone(), 0);
+                }
+                succeeded()
+            }
+            Err(error) => Box::pin(std::future::ready(Err(error))),
+        }
     }
 
     fn reply(&self, address: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
