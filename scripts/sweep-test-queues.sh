@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Deletes what test runs that failed before their cleanup left behind:
-# RabbitMQ queues (`wharf-test.*`), Redis keys (`wharf-test:*`) and JetStream
+# RabbitMQ queues and exchanges (`wharf-test.*`), Redis keys (`wharf-test:*`) and JetStream
 # streams and KV buckets of test queues and stores. Nothing else is touched.
 # Run before the tests (CI does): a test running meanwhile would lose its own.
 set -euo pipefail
@@ -13,6 +13,13 @@ if command -v rabbitmqctl >/dev/null; then
       [rabbit_amqqueue:delete(Q, false, false, <<"wharf-sweep">>) || Q <- Qs],
       length(Qs).' 2>&1 | tail -n 1)
     echo "sweep: deleted ${deleted} leftover test queues on RabbitMQ"
+    # The exchanges of the binding tests (tests/amqp_bindings.rs).
+    deleted=$(rabbitmqctl eval '
+      Xs = [element(2, X) || X <- rabbit_exchange:list(<<"/">>),
+                             binary:match(element(4, element(2, X)), <<"wharf-test.">>) =:= {0, 11}],
+      [rabbit_exchange:delete(N, false, <<"wharf-sweep">>) || N <- Xs],
+      length(Xs).' 2>&1 | tail -n 1)
+    echo "sweep: deleted ${deleted} leftover test exchanges on RabbitMQ"
 else
     echo "sweep: no rabbitmqctl; RabbitMQ skipped"
 fi
