@@ -45,6 +45,7 @@ pub use transport::binding::{Binding, ExchangeKind, HeadersMatch};
 /// The environment variables of [`BrokerOptions::from_env`].
 pub use transport::broker_options as broker_env;
 pub use transport::broker_options::BrokerOptions;
+pub use transport::subscription::Subscription;
 pub use transport::topology::{MAX_STREAM_REPLICAS, QueueType, StreamStorage, Topology};
 pub use wire::codec::{Codec, CodecError};
 pub use wire::dead_letter_reason::DeadLetterReason;

@@ -262,6 +262,25 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
                     ));
                 }
             }
+            for subscription in &route.options.subscriptions {
+                let refused = |why: String| {
+                    BrokerError::new(BrokerErrorKind::Config, format!("queue {:?}: {why}", route.queue))
+                };
+                subscription.check().map_err(|e| refused(e.to_string()))?;
+                if self.broker.transport().kind() != "nats" {
+                    return Err(crate::transport::no_subjects(
+                        self.broker.transport().kind(),
+                        subscription.subject(),
+                    ));
+                }
+                if route.options.priority || !route.options.persistent {
+                    return Err(refused(format!(
+                        "{subscription}: a route with subscriptions takes events through its own \
+                         stream, so it cannot have priority lanes or be a core NATS service \
+                         (persistent(false))"
+                    )));
+                }
+            }
         }
         let transport = self.broker.transport().clone();
         let lifecycle = Lifecycle::default();
@@ -281,6 +300,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
                 lease: route.options.effective_lease(),
                 topology: route.options.topology.or(self.topology),
                 bindings: route.options.bindings.clone(),
+                subscriptions: route.options.subscriptions.clone(),
             };
             transport.declare(&spec).await?;
             let shared = RouteShared {

@@ -140,6 +140,29 @@ impl Client {
             .await
     }
 
+    /// Publishes `value` as JSON to a NATS `subject`, confirmed by the
+    /// JetStream stream capturing it: every route subscribed to a pattern
+    /// matching it gets a copy
+    /// ([`RouteOptions::subscribe`](crate::RouteOptions::subscribe)). A
+    /// subject no stream captures is an error (`no responders`). Other
+    /// brokers refuse with a [`Config`](BrokerErrorKind::Config) error.
+    pub async fn publish_to_subject<T: Serialize + ?Sized>(
+        &self,
+        subject: &str,
+        value: &T,
+    ) -> Result<(), BrokerError> {
+        let message = Message::json(value).map_err(|e| {
+            BrokerError::new(BrokerErrorKind::Publish, "cannot encode message").with_source(e)
+        })?;
+        self.send_to_subject(subject, message).await
+    }
+
+    /// Publishes a message to a NATS `subject`, as
+    /// [`publish_to_subject`](Client::publish_to_subject) does.
+    pub async fn send_to_subject(&self, subject: &str, message: Message) -> Result<(), BrokerError> {
+        self.inner.transport.publish_to_subject(subject, message).await
+    }
+
     /// Sends `request` as JSON to `queue` and waits for the typed reply, up
     /// to the client's timeout (30 s unless set with [`with_timeout`](Client::with_timeout)).
     pub async fn request<Req, Resp>(&self, queue: &str, request: &Req) -> Result<Resp, RequestError>

@@ -123,6 +123,29 @@ impl Context {
             .map_err(publish_failure)
     }
 
+    /// Publishes `value` as JSON to a NATS `subject`, confirmed, as
+    /// [`Client::publish_to_subject`](crate::Client::publish_to_subject)
+    /// does; published at once, like [`publish`](Context::publish).
+    pub async fn publish_to_subject<T: Serialize + ?Sized>(
+        &self,
+        subject: &str,
+        value: &T,
+    ) -> Result<(), Error> {
+        let message = Message::json(value).map_err(Error::permanent)?;
+        self.send_to_subject(subject, message).await
+    }
+
+    /// Publishes a message to a NATS `subject`, carrying the trace on as
+    /// [`send`](Context::send) does.
+    pub async fn send_to_subject(&self, subject: &str, message: Message) -> Result<(), Error> {
+        let message = self.traced(message);
+        self.route
+            .transport
+            .publish_to_subject(subject, message)
+            .await
+            .map_err(publish_failure)
+    }
+
     /// `message`, carrying the trace of the message being handled on.
     fn traced(&self, mut message: Message) -> Message {
         if let Some(trace) = &self.trace {

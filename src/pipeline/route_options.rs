@@ -4,6 +4,7 @@ use crate::handler::middleware::{Layers, Middleware};
 use crate::pipeline::backoff::Backoff;
 use crate::transport::DEFAULT_LEASE;
 use crate::transport::binding::Binding;
+use crate::transport::subscription::Subscription;
 use crate::transport::topology::{QueueType, StreamStorage, Topology};
 use std::time::Duration;
 
@@ -59,6 +60,7 @@ pub struct RouteOptions {
     pub(crate) lease: Option<Duration>,
     pub(crate) topology: Topology,
     pub(crate) bindings: Vec<Binding>,
+    pub(crate) subscriptions: Vec<Subscription>,
     pub(crate) middleware: Layers,
 }
 
@@ -84,6 +86,7 @@ impl Default for RouteOptions {
             lease: None,
             topology: Topology::default(),
             bindings: Vec::new(),
+            subscriptions: Vec::new(),
             middleware: Layers::default(),
         }
     }
@@ -310,6 +313,22 @@ impl RouteOptions {
     /// bindings at the start.
     pub fn bind(mut self, binding: Binding) -> Self {
         self.bindings.push(binding);
+        self
+    }
+
+    /// NATS: this route also takes the events published on a subject
+    /// pattern (`orders.*.created`, `orders.>`), captured by a JetStream
+    /// stream ([`Subscription`]); core NATS and JetStream publishers alike.
+    /// The route's own stream sources the matching events from that
+    /// stream, from the moment the subscription is first declared: two
+    /// routes (two services) subscribed to one subject each get every
+    /// event; retries, dead letters and replays stay on this route's own
+    /// subjects. Call it again for more subjects. Subscriptions are added,
+    /// never removed (`docs/nats.md`). Not with
+    /// [`priority`](Self::priority) or [`persistent(false)`](Self::persistent):
+    /// the start fails. Other brokers refuse a route with subscriptions.
+    pub fn subscribe(mut self, subscription: Subscription) -> Self {
+        self.subscriptions.push(subscription);
         self
     }
 

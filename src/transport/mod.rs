@@ -32,6 +32,7 @@ pub(crate) mod lanes;
 pub(crate) mod memory;
 #[cfg(feature = "nats")]
 pub(crate) mod nats;
+pub mod subscription;
 #[cfg(any(feature = "amqp", feature = "nats"))]
 pub(crate) mod tls;
 pub mod topology;
@@ -47,6 +48,7 @@ use tokio::sync::watch;
 
 pub use crate::util::future::{BoxFuture, succeeded};
 pub use binding::{Binding, ExchangeKind, HeadersMatch};
+pub use subscription::Subscription;
 pub use topology::{MAX_STREAM_REPLICAS, QueueType, StreamStorage, Topology};
 
 /// A queue's lease unless its route sets one: how long a delivery (and a
@@ -80,6 +82,10 @@ pub struct QueueSpec {
     /// RabbitMQ exchanges the queue is bound to (the route's
     /// [`bind`](crate::RouteOptions::bind)); NATS refuses any.
     pub bindings: Vec<Binding>,
+    /// NATS subjects the queue takes events from (the route's
+    /// [`subscribe`](crate::RouteOptions::subscribe)); other brokers
+    /// refuse any.
+    pub subscriptions: Vec<Subscription>,
 }
 
 impl QueueSpec {
@@ -93,6 +99,7 @@ impl QueueSpec {
             lease: crate::transport::DEFAULT_LEASE,
             topology: Topology::default(),
             bindings: Vec::new(),
+            subscriptions: Vec::new(),
         }
     }
 
@@ -110,6 +117,18 @@ pub(crate) fn no_exchanges(kind: &str, exchange: &str) -> BrokerError {
         format!(
             "exchange {exchange:?}: exchanges are RabbitMQ's, and this broker is {kind}; \
              publish to a queue, or use RabbitMQ (docs/amqp.md, \"Exchanges and routing keys\")"
+        ),
+    )
+}
+
+/// The refusal of a broker without JetStream subjects to publish to
+/// `subject` or subscribe a route to it.
+pub(crate) fn no_subjects(kind: &str, subject: &str) -> BrokerError {
+    BrokerError::new(
+        crate::error::BrokerErrorKind::Config,
+        format!(
+            "subject {subject:?}: event subjects are NATS's, and this broker is {kind}; \
+             on RabbitMQ bind the route to an exchange (docs/nats.md, \"Events on your own subjects\")"
         ),
     )
 }
@@ -305,6 +324,17 @@ pub trait Transport: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<(), BrokerError>> {
         let _ = (routing_key, message);
         let error = no_exchanges(self.kind(), exchange);
+        Box::pin(std::future::ready(Err(error)))
+    }
+
+    /// Publishes to a NATS `subject` (not one of wharf's own), confirmed by
+    /// the JetStream stream that captures it, for the routes subscribed to
+    /// it ([`Subscription`]). A subject no stream captures is an error
+    /// (`no responders`). Brokers without subjects refuse with a
+    /// [`Config`](crate::BrokerErrorKind::Config) error.
+    fn publish_to_subject(&self, subject: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let _ = message;
+        let error = no_subjects(self.kind(), subject);
         Box::pin(std::future::ready(Err(error)))
     }
 

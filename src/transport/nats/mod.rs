@@ -14,6 +14,7 @@ mod connection;
 mod consumer;
 mod convert;
 mod delivery;
+mod events;
 mod fetch;
 mod handback;
 mod keepalive;
@@ -230,6 +231,20 @@ impl Transport for NatsTransport {
             let copy = message.header(crate::wire::headers::names::REPLAYED_AT).is_some();
             let headers = convert::headers(&message, copy);
             let subject = naming::subject(&queue, lane);
+            publish_confirmed(&self.shared, subject, headers, message.body).await
+        })
+    }
+
+    fn publish_to_subject(&self, subject: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let subject = subject.to_owned();
+        Box::pin(async move {
+            if let Some(why) = crate::transport::subscription::subject_problem(&subject, false) {
+                return Err(BrokerError::new(
+                    BrokerErrorKind::Config,
+                    format!("publishing to subject {subject:?}: {why}"),
+                ));
+            }
+            let headers = convert::headers(&message, false);
             publish_confirmed(&self.shared, subject, headers, message.body).await
         })
     }

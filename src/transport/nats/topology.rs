@@ -42,6 +42,9 @@ pub(crate) async fn declare(shared: &Shared, spec: &QueueSpec) -> Result<(), Bro
         return Ok(());
     }
     let work = work_stream(shared, &spec.name, topology).await?;
+    if !spec.subscriptions.is_empty() {
+        super::events::subscribe(shared, &work, &spec.subscriptions, topology).await?;
+    }
     if spec.priority {
         for lane in 0..=MAX_PRIORITY as u8 {
             consumer(

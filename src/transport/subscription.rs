@@ -1,0 +1,203 @@
+//! NATS subjects a route takes events from ([`Subscription`]): what a team
+//! already publishes on `orders.eu.created` reaches a wharf handler.
+//!
+//! A JetStream stream of the team's (or one wharf declares) captures the
+//! subjects; each subscribed route's own stream *sources* the matching
+//! messages from it. So each route (each service) gets every matching
+//! event, the workers of one route compete on its stream as before, and
+//! retries, dead letters and replays stay on the route's own subjects,
+//! never going back through the event stream.
+
+use crate::error::{BrokerError, BrokerErrorKind};
+use std::fmt;
+use std::time::Duration;
+
+/// How long a stream that wharf declares for events keeps them, unless
+/// [`Subscription::max_age`] says otherwise: 7 days.
+pub const DEFAULT_EVENT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// One NATS subject pattern a route subscribes to, added with
+/// [`RouteOptions::subscribe`](crate::RouteOptions::subscribe), and the
+/// JetStream stream that captures it.
+///
+/// The stream is declared when missing (subjects: the pattern; limits
+/// retention for [`max_age`](Subscription::max_age)), unless the
+/// subscription is [`existing`](Subscription::existing). A stream that
+/// exists must capture the pattern and keep its messages for every
+/// reader (not a work queue); otherwise the start fails with a
+/// [`Config`](BrokerErrorKind::Config) error saying what it captures.
+///
+/// ```
+/// use wharf::Subscription;
+/// let created = Subscription::new("ORDERS", "orders.*.created");
+/// let everything = Subscription::new("ORDERS", "orders.>").existing();
+/// # let _ = (created, everything);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Subscription {
+    stream: String,
+    subject: String,
+    existing: bool,
+    max_age: Duration,
+}
+
+impl Subscription {
+    /// Events on `subject` (a pattern: `*` one token, `>` the rest, last),
+    /// captured by the JetStream stream `stream`.
+    pub fn new(stream: impl Into<String>, subject: impl Into<String>) -> Self {
+        Subscription {
+            stream: stream.into(),
+            subject: subject.into(),
+            existing: false,
+            max_age: DEFAULT_EVENT_MAX_AGE,
+        }
+    }
+
+    /// Requires the stream to exist instead of declaring it: for a stream
+    /// another team owns.
+    pub fn existing(mut self) -> Self {
+        self.existing = true;
+        self
+    }
+
+    /// How long the stream keeps events when wharf declares it (default
+    /// [`DEFAULT_EVENT_MAX_AGE`]); an existing stream is left as it is.
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// The stream's name.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The subject pattern.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// Whether the stream is taken as it is (never declared).
+    pub fn takes_existing(&self) -> bool {
+        self.existing
+    }
+
+    /// How long a stream wharf declares keeps events.
+    pub fn event_max_age(&self) -> Duration {
+        self.max_age
+    }
+
+    /// Checks what NATS would refuse, and subjects that are wharf's own,
+    /// before anything is declared.
+    pub(crate) fn check(&self) -> Result<(), BrokerError> {
+        let refuse = |why: String| {
+            Err(BrokerError::new(
+                BrokerErrorKind::Config,
+                format!(
+                    "subscription to {:?} in stream {:?}: {why}",
+                    self.subject, self.stream
+                ),
+            ))
+        };
+        let stream_ok = !self.stream.is_empty()
+            && self
+                .stream
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !stream_ok {
+            return refuse("a stream name is ASCII letters, digits, '_' and '-'".into());
+        }
+        match subject_problem(&self.subject, true) {
+            Some(why) => refuse(why),
+            None => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "subject {:?} in stream {:?}", self.subject, self.stream)
+    }
+}
+
+/// What is wrong with `subject` as an event subject (a pattern when
+/// `wildcards`), or `None`: NATS's token rules, and subjects that are
+/// wharf's or the server's own.
+pub(crate) fn subject_problem(subject: &str, wildcards: bool) -> Option<String> {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    let last = tokens.len() - 1;
+    let token_ok = |(i, token): (usize, &&str)| {
+        !token.is_empty()
+            && ((wildcards && (*token == "*" || (*token == ">" && i == last)))
+                || token
+                    .bytes()
+                    .all(|b| b > b' ' && b != b'*' && b != b'>' && b != 0x7f))
+    };
+    if !tokens.iter().enumerate().all(token_ok) {
+        return Some(if wildcards {
+            "a subject is dot-separated tokens without spaces; '*' is a whole token, '>' the last one".into()
+        } else {
+            "a subject is dot-separated tokens without spaces or wildcards".into()
+        });
+    }
+    let reserved = ["wharf", "wharf-delay", "_INBOX", "$JS", "$KV", "$SYS"];
+    reserved.contains(&tokens[0]).then(|| {
+        format!(
+            "subjects starting with {:?} are wharf's or the server's own",
+            tokens[0]
+        )
+    })
+}
+
+/// Whether a stream capturing `captured` captures every subject `pattern`
+/// matches (NATS wildcards: `*` one token, `>` one or more, last).
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+pub(crate) fn covers(captured: &str, pattern: &str) -> bool {
+    let captured: Vec<&str> = captured.split('.').collect();
+    let pattern: Vec<&str> = pattern.split('.').collect();
+    for (i, token) in captured.iter().enumerate() {
+        let Some(wanted) = pattern.get(i) else {
+            return false;
+        };
+        match *token {
+            ">" => return true,
+            "*" if *wanted != ">" => {}
+            literal if literal == *wanted => {}
+            _ => return false,
+        }
+    }
+    captured.len() == pattern.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_covers_the_subjects_its_own_subjects_match() {
+        assert!(covers("orders.>", "orders.*.created"));
+        assert!(covers("orders.>", "orders.>"));
+        assert!(covers("orders.*.created", "orders.eu.created"));
+        assert!(covers("orders.*.created", "orders.*.created"));
+        assert!(covers(">", "anything.at.all"));
+        assert!(!covers("orders.*.created", "orders.>"));
+        assert!(!covers("orders.eu.created", "orders.*.created"));
+        assert!(!covers("orders.*", "orders.eu.created"));
+        assert!(!covers("orders.*.created", "orders.eu"));
+        assert!(!covers("payments.>", "orders.created"));
+        assert!(!covers("orders.>", "orders"));
+    }
+
+    #[test]
+    fn what_nats_would_refuse_is_refused_first() {
+        assert!(Subscription::new("ORDERS", "orders.*.created").check().is_ok());
+        assert!(Subscription::new("ORDERS", "orders.>").check().is_ok());
+        let refused = |s: Subscription| s.check().unwrap_err().to_string();
+        assert!(refused(Subscription::new("OR.DERS", "orders.>")).contains("stream name"));
+        assert!(refused(Subscription::new("ORDERS", "orders.>.created")).contains("'>' the last"));
+        assert!(refused(Subscription::new("ORDERS", "orders..created")).contains("tokens"));
+        assert!(refused(Subscription::new("ORDERS", "orders.eu created")).contains("tokens"));
+        assert!(refused(Subscription::new("ORDERS", "orders.e*")).contains("tokens"));
+        assert!(refused(Subscription::new("ORDERS", "wharf.p0.q")).contains("wharf's"));
+    }
+}

@@ -1,0 +1,418 @@
+//! Routes subscribed to NATS subjects (`RouteOptions::subscribe`): events
+//! published on the team's own subjects, by core NATS or JetStream
+//! publishers, reach every route subscribed with a matching pattern, once
+//! each; the workers of one route compete; retries, dead letters and
+//! replays stay on the route's own subjects; a stream that is missing,
+//! does not capture the pattern or is a work queue is a clear error, and
+//! so are subscriptions where they cannot work.
+
+#![cfg(feature = "nats")]
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use support::{chain, skip, unique_queue, wait_for, wait_for_async};
+use wharf::{App, Backoff, Broker, BrokerErrorKind, Error, Meta, RouteOptions, Running, Subscription};
+
+const URL: &str = "nats://127.0.0.1:4222";
+const PATIENCE: Duration = Duration::from_secs(20);
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Order {
+    id: u64,
+}
+
+async fn broker(test: &str) -> Option<Broker> {
+    if let Err(why) = support::broker_reachable(URL) {
+        skip(test, &format!("NATS is not reachable: {why}"));
+        return None;
+    }
+    match Broker::connect(URL).await {
+        Ok(broker) => Some(broker),
+        Err(error) => {
+            skip(test, &format!("NATS is not reachable: {error}"));
+            None
+        }
+    }
+}
+
+/// A stream name and a subject prefix no earlier run used.
+fn unique_events(what: &str) -> (String, String) {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let id = format!("{}_{nanos:x}", std::process::id());
+    (format!("WHARFTEST_{what}_{id}"), format!("wharftest-{what}-{id}"))
+}
+
+type Seen = Arc<Mutex<Vec<u64>>>;
+
+fn sorted(seen: &Seen) -> Vec<u64> {
+    let mut ids = seen.lock().unwrap().clone();
+    ids.sort_unstable();
+    ids
+}
+
+async fn start(broker: &Broker, queue: &str, options: RouteOptions, seen: &Seen) -> Running {
+    let seen = seen.clone();
+    App::new(broker.clone())
+        .route_with(
+            queue,
+            move |order: Order| {
+                seen.lock().unwrap().push(order.id);
+                std::future::ready(())
+            },
+            options,
+        )
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("app on {queue} starts: {}", chain(&e)))
+}
+
+async fn clean_up(broker: &Broker, queues: &[&str], streams: &[&str]) {
+    for queue in queues {
+        broker.delete_queue(queue).await.unwrap();
+    }
+    let jetstream = async_nats::jetstream::new(async_nats::connect(URL).await.unwrap());
+    for stream in streams {
+        let _ = jetstream.delete_stream(stream).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_services_subscribed_to_a_subject_each_get_every_event() {
+    let test = "two_services_subscribed_to_a_subject_each_get_every_event";
+    let Some(broker) = broker(test).await else {
+        return;
+    };
+    let (stream, prefix) = unique_events("orders");
+    let (audit, billing) = (unique_queue("audit"), unique_queue("billing"));
+    let audit_seen = [Seen::default(), Seen::default()];
+    let billing_seen = Seen::default();
+    // Audit starts first and declares the stream with its wider pattern.
+    let audit_options =
+        RouteOptions::new().subscribe(Subscription::new(&stream, format!("{prefix}.orders.>")));
+    let audit_apps = [
+        start(&broker, &audit, audit_options.clone(), &audit_seen[0]).await,
+        start(&broker, &audit, audit_options, &audit_seen[1]).await,
+    ];
+    let billing_app = start(
+        &broker,
+        &billing,
+        RouteOptions::new().subscribe(Subscription::new(&stream, format!("{prefix}.orders.*.created"))),
+        &billing_seen,
+    )
+    .await;
+
+    // 1–20 from a core NATS publisher (no JetStream, no wharf), 21–40 from
+    // wharf's client; 41 is paid, for audit only.
+    let raw = async_nats::connect(URL).await.unwrap();
+    for id in 1..=20u64 {
+        let subject = format!("{prefix}.orders.eu.created");
+        let body = serde_json::to_vec(&Order { id }).unwrap();
+        raw.publish(subject, body.into()).await.unwrap();
+    }
+    raw.flush().await.unwrap();
+    let client = broker.client();
+    for id in 21..=40u64 {
+        client
+            .publish_to_subject(&format!("{prefix}.orders.us.created"), &Order { id })
+            .await
+            .unwrap();
+    }
+    client
+        .publish_to_subject(&format!("{prefix}.orders.eu.paid"), &Order { id: 41 })
+        .await
+        .unwrap();
+
+    let audited = || {
+        let mut ids = sorted(&audit_seen[0]);
+        ids.extend(sorted(&audit_seen[1]));
+        ids.sort_unstable();
+        ids
+    };
+    wait_for("both services handled their events", PATIENCE, || {
+        billing_seen.lock().unwrap().len() >= 40 && audited().len() >= 41
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        sorted(&billing_seen),
+        (1..=40).collect::<Vec<_>>(),
+        "billing: each created order once"
+    );
+    assert_eq!(
+        audited(),
+        (1..=41).collect::<Vec<_>>(),
+        "audit: every order event once, across its workers"
+    );
+
+    billing_app.shutdown().await;
+    for app in audit_apps {
+        app.shutdown().await;
+    }
+    clean_up(&broker, &[&audit, &billing], &[&stream]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribed_route_retries_dead_letters_and_replays_on_its_own_subjects() {
+    let test = "a_subscribed_route_retries_dead_letters_and_replays_on_its_own_subjects";
+    let Some(broker) = broker(test).await else {
+        return;
+    };
+    let (stream, prefix) = unique_events("retries");
+    let (flaky, steady) = (unique_queue("flaky"), unique_queue("steady"));
+    let subscription = Subscription::new(&stream, format!("{prefix}.>"));
+    let broken = Arc::new(AtomicBool::new(true));
+    let runs: Arc<Mutex<Vec<(u64, u32)>>> = Arc::default();
+    let handler = {
+        let (broken, runs) = (broken.clone(), runs.clone());
+        move |meta: Meta, order: Order| {
+            let (broken, runs) = (broken.clone(), runs.clone());
+            async move {
+                runs.lock().unwrap().push((order.id, meta.attempt()));
+                match order.id {
+                    1 if meta.attempt() == 1 => Err(Error::new("not yet")),
+                    2 if broken.load(Ordering::SeqCst) => Err(Error::permanent("broken")),
+                    _ => Ok(()),
+                }
+            }
+        }
+    };
+    let flaky_app = App::new(broker.clone())
+        .route_with(
+            &flaky,
+            handler,
+            RouteOptions::new()
+                .subscribe(subscription.clone())
+                .backoff(Backoff::fixed(Duration::from_millis(100))),
+        )
+        .start()
+        .await
+        .unwrap();
+    let steady_seen = Seen::default();
+    let steady_app = start(
+        &broker,
+        &steady,
+        RouteOptions::new().subscribe(subscription),
+        &steady_seen,
+    )
+    .await;
+
+    let client = broker.client();
+    for id in [1, 2] {
+        client
+            .publish_to_subject(&format!("{prefix}.order"), &Order { id })
+            .await
+            .unwrap();
+    }
+    let dead_letters = broker.dead_letters(&flaky);
+    wait_for_async("order 2 dead-lettered", PATIENCE, async || {
+        dead_letters
+            .list(10)
+            .await
+            .is_ok_and(|letters| letters.len() == 1)
+    })
+    .await;
+    wait_for("order 1 retried and handled", PATIENCE, || {
+        runs.lock().unwrap().contains(&(1, 2))
+    })
+    .await;
+    broken.store(false, Ordering::SeqCst);
+    assert_eq!(dead_letters.replay(10).await.unwrap(), 1);
+    wait_for("order 2 replayed and handled", PATIENCE, || {
+        runs.lock().unwrap().iter().filter(|(id, _)| *id == 2).count() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut all = runs.lock().unwrap().clone();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        vec![(1, 1), (1, 2), (2, 1), (2, 1)],
+        "retry and replay came back to the flaky route"
+    );
+    assert_eq!(
+        sorted(&steady_seen),
+        vec![1, 2],
+        "the other service saw each event once: no retry or replay went through the event stream"
+    );
+
+    flaky_app.shutdown().await;
+    steady_app.shutdown().await;
+    clean_up(&broker, &[&flaky, &steady], &[&stream]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_missing_not_capturing_or_a_work_queue_is_a_clear_error() {
+    let test = "a_stream_missing_not_capturing_or_a_work_queue_is_a_clear_error";
+    let Some(broker) = broker(test).await else {
+        return;
+    };
+    let (stream, prefix) = unique_events("errors");
+    let (work_queue, wq_prefix) = unique_events("workq");
+    let (queue, narrow) = (unique_queue("never-subscribed"), unique_queue("narrow"));
+    let refused = async |options: RouteOptions| {
+        let error = App::new(broker.clone())
+            .route_with(&queue, |_: Order| async {}, options)
+            .start()
+            .await
+            .err()
+            .expect("the start is refused");
+        assert_eq!(error.kind(), BrokerErrorKind::Config, "{}", chain(&error));
+        chain(&error)
+    };
+
+    let message =
+        refused(RouteOptions::new().subscribe(Subscription::new(&stream, format!("{prefix}.a")).existing()))
+            .await;
+    assert!(
+        message.contains("does not exist") && message.contains("existing"),
+        "{message}"
+    );
+
+    // Declared for `<prefix>.orders.*`; a wider pattern is not captured.
+    let first = start(
+        &broker,
+        &narrow,
+        RouteOptions::new().subscribe(Subscription::new(&stream, format!("{prefix}.orders.*"))),
+        &Seen::default(),
+    )
+    .await;
+    first.shutdown().await;
+    let message =
+        refused(RouteOptions::new().subscribe(Subscription::new(&stream, format!("{prefix}.orders.>"))))
+            .await;
+    assert!(message.contains("does not cover"), "{message}");
+
+    // A work-queue stream gives each message to one reader only.
+    let jetstream = async_nats::jetstream::new(async_nats::connect(URL).await.unwrap());
+    jetstream
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: work_queue.clone(),
+            subjects: vec![format!("{wq_prefix}.>")],
+            retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let message =
+        refused(RouteOptions::new().subscribe(Subscription::new(&work_queue, format!("{wq_prefix}.>"))))
+            .await;
+    assert!(message.contains("is a work queue"), "{message}");
+
+    let message = refused(
+        RouteOptions::new()
+            .priority(true)
+            .subscribe(Subscription::new(&stream, format!("{prefix}.orders.*"))),
+    )
+    .await;
+    assert!(message.contains("priority"), "{message}");
+    let message = refused(RouteOptions::new().subscribe(Subscription::new(&stream, "wharf.p0.x"))).await;
+    assert!(message.contains("wharf's or the server's own"), "{message}");
+
+    let error = broker
+        .client()
+        .publish_to_subject(&format!("{prefix}.orders.*"), &Order { id: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), BrokerErrorKind::Config, "{}", chain(&error));
+
+    // Subjects are NATS's: the in-memory broker refuses them.
+    let memory = Broker::memory();
+    let error = App::new(memory.clone())
+        .route_with(
+            "q",
+            |_: Order| async {},
+            RouteOptions::new().subscribe(Subscription::new("S", "a.b")),
+        )
+        .start()
+        .await
+        .err()
+        .expect("refused on memory");
+    assert!(
+        chain(&error).contains("event subjects are NATS's"),
+        "{}",
+        chain(&error)
+    );
+    let error = memory
+        .client()
+        .publish_to_subject("a.b", &Order { id: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), BrokerErrorKind::Config);
+
+    clean_up(&broker, &[&queue, &narrow], &[&stream, &work_queue]).await;
+}
+
+/// A Python service (nats-py, no wharf code, `tests/interop/nats_events.py`)
+/// publishes events with core NATS and with JetStream; two Rust services
+/// subscribed to patterns of one stream each handle every event they
+/// subscribed to once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_a_python_publisher_sends_reach_two_rust_services_once_each() {
+    let test = "events_a_python_publisher_sends_reach_two_rust_services_once_each";
+    let Some(broker) = broker(test).await else {
+        return;
+    };
+    let python = match support::provision::python() {
+        Ok(python) => python,
+        Err(why) => return skip(test, &format!("no Python environment: {why}")),
+    };
+    let (stream, prefix) = unique_events("py");
+    let (audit, billing) = (unique_queue("py-audit"), unique_queue("py-billing"));
+    let (audit_seen, billing_seen) = (Seen::default(), Seen::default());
+    let apps = [
+        start(
+            &broker,
+            &audit,
+            RouteOptions::new().subscribe(Subscription::new(&stream, format!("{prefix}.>"))),
+            &audit_seen,
+        )
+        .await,
+        start(
+            &broker,
+            &billing,
+            RouteOptions::new().subscribe(Subscription::new(&stream, format!("{prefix}.orders.created"))),
+            &billing_seen,
+        )
+        .await,
+    ];
+
+    const EVENTS: u64 = 20;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/nats_events.py");
+    let args = [prefix.clone(), EVENTS.to_string(), URL.to_owned()];
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python).arg(script).args(args).output()
+    })
+    .await
+    .unwrap()
+    .expect("the Python publisher runs");
+    assert!(
+        output.status.success(),
+        "the Python publisher failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    wait_for("both services handled the events", PATIENCE, || {
+        billing_seen.lock().unwrap().len() >= EVENTS as usize
+            && audit_seen.lock().unwrap().len() > EVENTS as usize
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        sorted(&billing_seen),
+        (1..=EVENTS).collect::<Vec<_>>(),
+        "billing: each created order once"
+    );
+    assert_eq!(
+        sorted(&audit_seen),
+        (1..=EVENTS + 1).collect::<Vec<_>>(),
+        "audit: every order event once, the cancellation too"
+    );
+    for app in apps {
+        app.shutdown().await;
+    }
+    clean_up(&broker, &[&audit, &billing], &[&stream]).await;
+}
