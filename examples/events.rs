@@ -1,0 +1,110 @@
+//! Events, not only queues: `cargo run --example events`.
+//!
+//! Two services subscribe to one stream of order events: billing to
+//! `orders.*.created`, audit to everything under `orders`. Each gets every
+//! event it subscribed to, once; a publisher only names the event.
+//!
+//! On RabbitMQ (`WHARF_BROKER_URL=amqp://…`) and in memory (the default)
+//! the routes' queues are bound to the topic exchange `events-example`; on
+//! NATS (`WHARF_BROKER_URL=nats://…`) they subscribe to the subjects,
+//! captured by the stream `EVENTS_EXAMPLE` (docs/amqp.md, "Exchanges and
+//! routing keys"; docs/nats.md, "Events on your own subjects").
+
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use wharf::{App, Binding, Broker, RouteOptions, State, Subscription};
+
+const EXCHANGE: &str = "events-example";
+const STREAM: &str = "EVENTS_EXAMPLE";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct OrderEvent {
+    id: u64,
+    region: String,
+}
+
+/// How many events each service handled.
+#[derive(Clone, Default)]
+struct Counts {
+    billing: Arc<AtomicUsize>,
+    audit: Arc<AtomicUsize>,
+}
+
+async fn bill(State(counts): State<Counts>, event: OrderEvent) {
+    counts.billing.fetch_add(1, Ordering::SeqCst);
+    println!("  billing: order {} created in {}", event.id, event.region);
+}
+
+async fn audit(State(counts): State<Counts>, event: OrderEvent) {
+    counts.audit.fetch_add(1, Ordering::SeqCst);
+    println!("  audit:   order {} event seen", event.id);
+}
+
+/// A route taking the events on `pattern`: bound to the exchange, or
+/// subscribed to the subjects on NATS.
+fn events(broker: &Broker, pattern: &str) -> RouteOptions {
+    match broker.kind() {
+        "nats" => RouteOptions::new().subscribe(Subscription::new(STREAM, pattern.replace('#', ">"))),
+        _ => RouteOptions::new().bind(Binding::topic(EXCHANGE, pattern)),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let broker = Broker::from_env().await?;
+    println!("wharf events on the {} broker ({})", broker.kind(), broker.url());
+    for queue in ["events-example.billing", "events-example.audit"] {
+        broker.delete_queue(queue).await?;
+    }
+
+    // Two services; here in one process, usually two deployments. Audit,
+    // with the wider pattern, starts first: on NATS it declares the stream.
+    let counts = Counts::default();
+    let audit_service = App::with_state(broker.clone(), counts.clone())
+        .route_with("events-example.audit", audit, events(&broker, "orders.#"))
+        .start()
+        .await?;
+    let billing_service = App::with_state(broker.clone(), counts.clone())
+        .route_with(
+            "events-example.billing",
+            bill,
+            events(&broker, "orders.*.created"),
+        )
+        .start()
+        .await?;
+
+    let client = broker.client();
+    let published = [
+        ("orders.eu.created", 1),
+        ("orders.us.created", 2),
+        ("orders.eu.paid", 1),
+    ];
+    for (key, id) in published {
+        let event = OrderEvent {
+            id,
+            region: key.split('.').nth(1).unwrap_or_default().to_owned(),
+        };
+        match broker.kind() {
+            "nats" => client.publish_to_subject(key, &event).await?,
+            _ => client.publish_to_exchange(EXCHANGE, key, &event).await?,
+        }
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (
+        counts.billing.load(Ordering::SeqCst),
+        counts.audit.load(Ordering::SeqCst),
+    ) != (2, 3)
+    {
+        if Instant::now() > deadline {
+            return Err("the events did not all arrive within 10 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("billing handled 2 created orders, audit all 3 events");
+    billing_service.shutdown().await;
+    audit_service.shutdown().await;
+    Ok(())
+}
