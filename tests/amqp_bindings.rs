@@ -553,3 +553,52 @@ async fn events_a_python_publisher_sends_reach_two_rust_services_once_each() {
     }
     clean_up(&broker, &[&billing, &audit], &[&exchange]).await;
 }
+
+/// Sessions and idempotency keys hold for events that arrive through an
+/// exchange: a session's events run in sequence order whatever order they
+/// were published in, and a repeated idempotency key runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_and_idempotency_hold_for_events_through_an_exchange() {
+    let test = "sessions_and_idempotency_hold_for_events_through_an_exchange";
+    let Some(broker) = broker(test).await else {
+        return;
+    };
+    let exchange = unique_queue("session-events");
+    let queue = unique_queue("ledger");
+    let seen = Seen::default();
+    let app = start(
+        &broker,
+        &queue,
+        RouteOptions::new().bind(Binding::direct(&exchange, "ledger")),
+        &seen,
+    )
+    .await;
+    let client = broker.client();
+    // Sequence 3, 1, 2 of one session, then order 2's key again.
+    for (id, sequence, key) in [(3, 3, "k3"), (1, 1, "k1"), (2, 2, "k2"), (4, 4, "k2")] {
+        let message = Message::json(&Order { id })
+            .unwrap()
+            .with_session("account-1", sequence)
+            .with_idempotency_key(format!("{exchange}/{key}"));
+        client
+            .send_to_exchange(&exchange, "ledger", message)
+            .await
+            .unwrap();
+    }
+    wait_for("the session's three orders handled", PATIENCE, || {
+        seen.lock().unwrap().len() >= 3
+    })
+    .await;
+    wait_for("the duplicate key settled", PATIENCE, || {
+        app.stats(&queue).duplicates >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        vec![1, 2, 3],
+        "in sequence order; the repeated key (order 4) did not run"
+    );
+    app.shutdown().await;
+    clean_up(&broker, &[&queue], &[&exchange]).await;
+}
