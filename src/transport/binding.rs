@@ -124,8 +124,9 @@ impl Binding {
 
     /// To a headers exchange: messages whose headers hold `headers` (every
     /// one of them, or any one, as `matching` says). The values are
-    /// compared as strings: a message's wharf headers are strings
-    /// (`docs/wire-format.md`).
+    /// compared as strings, as wharf writes headers, except `sequence` and
+    /// `wharf-attempt`, which wharf writes as integers: a binding on them
+    /// never matches a message wharf published.
     pub fn headers<K, V>(
         exchange: impl Into<String>,
         matching: HeadersMatch,
@@ -142,9 +143,10 @@ impl Binding {
     }
 
     /// Requires the exchange to exist instead of declaring it: for an
-    /// exchange another team owns. A missing exchange, or one of another
-    /// kind, fails the start with a [`Config`](BrokerErrorKind::Config)
-    /// error.
+    /// exchange another team owns. A missing exchange fails the start with
+    /// a [`Config`](BrokerErrorKind::Config) error; its kind is not checked
+    /// (RabbitMQ's passive declare only says whether it exists), so bind
+    /// with the kind it has.
     pub fn existing(mut self) -> Self {
         self.existing = true;
         self

@@ -34,6 +34,10 @@ pub(crate) struct Connected {
     publisher: Mutex<Channel>,
     /// The channel (and its acks) for `basic.get`, opened on first use.
     fetcher: tokio::sync::Mutex<Option<Arc<AckBook>>>,
+    /// Confirm-mode channel for publishes to exchanges, opened on first
+    /// use: RabbitMQ closes the channel of a publish to an exchange that
+    /// does not exist, which must not fail the publisher's other confirms.
+    events: tokio::sync::Mutex<Option<Channel>>,
 }
 
 impl Connected {
@@ -85,7 +89,17 @@ impl Connected {
         payload: &[u8],
         properties: BasicProperties,
     ) -> Result<(), BrokerError> {
-        let channel = self.publisher().await?;
+        let channel = {
+            let mut events = self.events.lock().await;
+            match events.as_ref().filter(|c| c.status().connected()) {
+                Some(channel) => channel.clone(),
+                None => {
+                    let channel = confirm_channel(&self.connection).await?;
+                    *events = Some(channel.clone());
+                    channel
+                }
+            }
+        };
         let target = format!("exchange {exchange:?} with routing key {routing_key:?}");
         publish_routed(
             &channel,
@@ -131,7 +145,18 @@ async fn publish_routed(
 ) -> Result<(), BrokerError> {
     let to = target;
     let failed = |e: lapin::Error| {
-        BrokerError::new(BrokerErrorKind::Publish, format!("publish to {to} failed")).with_source(e)
+        // A publish to an exchange that does not exist: RabbitMQ closes the
+        // channel with NOT_FOUND. Trying again would fail the same way.
+        let missing = matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp)
+            if matches!(amqp.kind(), lapin::protocol::AMQPErrorKind::Soft(lapin::protocol::AMQPSoftError::NOTFOUND)));
+        let (kind, why) = match missing {
+            true => (
+                BrokerErrorKind::Config,
+                format!("publish to {to} failed: no such exchange"),
+            ),
+            false => (BrokerErrorKind::Publish, format!("publish to {to} failed")),
+        };
+        BrokerError::new(kind, why).with_source(e)
     };
     let options = BasicPublishOptions {
         mandatory,
@@ -158,6 +183,21 @@ async fn publish_routed(
             "publisher confirms are not enabled on this channel",
         )),
     }
+}
+
+/// Binds `spec`'s queue to its exchanges on a channel of its own: a
+/// refusal closes the channel it happens on, which must not be the
+/// publisher's (in-flight confirms of replies and retries would fail).
+async fn bind_on_own_channel(connection: &Connection, spec: &QueueSpec) -> Result<(), BrokerError> {
+    if spec.bindings.is_empty() {
+        return Ok(());
+    }
+    let channel = connection.create_channel().await.map_err(connection_error)?;
+    let bound = super::exchanges::bind_queue(&channel, &spec.name, &spec.bindings).await;
+    if channel.status().connected() {
+        let _ = channel.close(200, "wharf: bound".into()).await;
+    }
+    bound
 }
 
 pub(crate) async fn confirm_channel(connection: &Connection) -> Result<Channel, BrokerError> {
@@ -227,12 +267,22 @@ impl Link {
         for spec in &specs {
             topology::declare_route(&publisher, spec, self.queue_type).await?;
         }
+        // The bindings were made when the routes started and live on with
+        // their durable queues; made again in case the broker lost them, an
+        // exchange that has gone meanwhile (another team's) is reported,
+        // not a reason to stay disconnected.
+        for spec in specs.iter().filter(|spec| !spec.bindings.is_empty()) {
+            if let Err(error) = bind_on_own_channel(&connection, spec).await {
+                tracing::warn!(queue = %spec.name, error = %crate::error::Chain(&error), "queue bindings not renewed after the reconnect");
+            }
+        }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         Ok(Arc::new(Connected {
             generation,
             connection,
             publisher: Mutex::new(publisher),
             fetcher: tokio::sync::Mutex::new(None),
+            events: tokio::sync::Mutex::new(None),
         }))
     }
 
@@ -324,9 +374,13 @@ impl Link {
 
     /// Declares a route's queues now and after every reconnect.
     pub(crate) async fn declare(&self, spec: &QueueSpec) -> Result<(), BrokerError> {
+        if let Some(subscription) = spec.subscriptions.first() {
+            return Err(crate::transport::no_subjects("amqp", subscription.subject()));
+        }
         let conn = self.conn().await?;
         let channel = conn.publisher().await?;
         topology::declare_route(&channel, spec, self.queue_type).await?;
+        bind_on_own_channel(&conn.connection, spec).await?;
         let mut routes = lock(&self.routes);
         if !routes.contains(spec) {
             routes.push(spec.clone());

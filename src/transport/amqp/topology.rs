@@ -160,7 +160,6 @@ pub(crate) async fn declare_route(
         )
         .await
         .map_err(|e| declare_error(&spec.name, e))?;
-    super::exchanges::bind_queue(channel, &spec.name, &spec.bindings).await?;
     let dead_letters = spec.dead_letter_queue();
     channel
         .queue_declare(dead_letters.as_str().into(), durable(), FieldTable::default())
