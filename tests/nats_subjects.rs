@@ -308,6 +308,13 @@ async fn a_stream_missing_not_capturing_or_a_work_queue_is_a_clear_error() {
     )
     .await;
     assert!(message.contains("priority"), "{message}");
+    let message = refused(
+        RouteOptions::new()
+            .subscribe(Subscription::new(&stream, format!("{prefix}.orders.a")))
+            .subscribe(Subscription::new(&stream, format!("{prefix}.orders.b"))),
+    )
+    .await;
+    assert!(message.contains("once per stream"), "{message}");
     let message = refused(RouteOptions::new().subscribe(Subscription::new(&stream, "wharf.p0.x"))).await;
     assert!(message.contains("wharf's or the server's own"), "{message}");
 

@@ -262,24 +262,19 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
                     ));
                 }
             }
-            for subscription in &route.options.subscriptions {
-                let refused = |why: String| {
-                    BrokerError::new(BrokerErrorKind::Config, format!("queue {:?}: {why}", route.queue))
-                };
-                subscription.check().map_err(|e| refused(e.to_string()))?;
-                if self.broker.transport().kind() != "nats" {
-                    return Err(crate::transport::no_subjects(
-                        self.broker.transport().kind(),
-                        subscription.subject(),
-                    ));
-                }
-                if route.options.priority || !route.options.persistent {
-                    return Err(refused(format!(
-                        "{subscription}: a route with subscriptions takes events through its own \
-                         stream, so it cannot have priority lanes or be a core NATS service \
-                         (persistent(false))"
-                    )));
-                }
+            crate::transport::subscription::check_route(
+                &route.queue,
+                &route.options.subscriptions,
+                route.options.priority,
+                route.options.persistent,
+            )?;
+            if let Some(subscription) = route.options.subscriptions.first()
+                && self.broker.transport().kind() != "nats"
+            {
+                return Err(crate::transport::no_subjects(
+                    self.broker.transport().kind(),
+                    subscription.subject(),
+                ));
             }
         }
         let transport = self.broker.transport().clone();

@@ -114,6 +114,38 @@ impl Subscription {
     }
 }
 
+/// Checks a route's subscriptions together: each one, and that they can
+/// work on the route (not with priority lanes or as a core NATS service;
+/// one per stream, as a stream sources another once per filter and
+/// nats-server before 2.10 keeps only one of them).
+pub(crate) fn check_route(
+    queue: &str,
+    subscriptions: &[Subscription],
+    priority: bool,
+    persistent: bool,
+) -> Result<(), BrokerError> {
+    let refused = |why: String| BrokerError::new(BrokerErrorKind::Config, format!("queue {queue:?}: {why}"));
+    for (i, subscription) in subscriptions.iter().enumerate() {
+        subscription.check().map_err(|e| refused(e.to_string()))?;
+        if priority || !persistent {
+            return Err(refused(format!(
+                "{subscription}: a route with subscriptions takes events through its own stream, so \
+                 it cannot have priority lanes or be a core NATS service (persistent(false))"
+            )));
+        }
+        if let Some(other) = subscriptions[..i]
+            .iter()
+            .find(|o| o.stream == subscription.stream)
+        {
+            return Err(refused(format!(
+                "{other} and {subscription}: a route subscribes once per stream (nats-server before \
+                 2.10 keeps one filter per sourced stream): subscribe to one pattern covering both"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl fmt::Display for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "subject {:?} in stream {:?}", self.subject, self.stream)
@@ -139,6 +171,13 @@ pub(crate) fn subject_problem(subject: &str, wildcards: bool) -> Option<String> 
         } else {
             "a subject is dot-separated tokens without spaces or wildcards".into()
         });
+    }
+    if matches!(tokens[0], "*" | ">") {
+        return Some(
+            "a pattern starting with a wildcard would take wharf's and the server's own subjects too: \
+             start it with a token of your own (orders.>)"
+                .into(),
+        );
     }
     let reserved = ["wharf", "wharf-delay", "_INBOX", "$JS", "$KV", "$SYS"];
     reserved.contains(&tokens[0]).then(|| {
@@ -199,5 +238,7 @@ mod tests {
         assert!(refused(Subscription::new("ORDERS", "orders.eu created")).contains("tokens"));
         assert!(refused(Subscription::new("ORDERS", "orders.e*")).contains("tokens"));
         assert!(refused(Subscription::new("ORDERS", "wharf.p0.q")).contains("wharf's"));
+        assert!(refused(Subscription::new("ORDERS", ">")).contains("wildcard"));
+        assert!(refused(Subscription::new("ORDERS", "*.p0.*")).contains("wildcard"));
     }
 }

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | event stream, when wharf declares it | subjects: the pattern; limits retention, `max_age` of the subscription (7 days by default); the route's replicas and storage; 2 min duplicate window |
 //! | event stream that exists | must capture the pattern and not be a work queue (each message would go to one reader only) |
-//! | the route's work stream | sources the event stream, filtered by the pattern, from when the source was added |
+//! | the route's work stream | sources the event stream, filtered by the pattern, from the event stream's next sequence when the source was added |
 //!
 //! The sourced messages keep their subjects (`orders.eu.created`) in the
 //! route's stream, where its consumer (no filter) reads them with the rest.
@@ -31,13 +31,14 @@ pub(crate) async fn subscribe(
     subscriptions: &[Subscription],
     topology: &Topology,
 ) -> Result<(), BrokerError> {
+    let mut next = Vec::with_capacity(subscriptions.len());
     for subscription in subscriptions {
-        event_stream(shared, subscription, topology).await?;
+        next.push(event_stream(shared, subscription, topology).await?);
     }
     let mut config = work.cached_info().config.clone();
     let mut sources = config.sources.clone().unwrap_or_default();
     let mut added = false;
-    for subscription in subscriptions {
+    for (subscription, next) in subscriptions.iter().zip(next) {
         let present = sources.iter().any(|source| {
             source.name == subscription.stream()
                 && source.filter_subject.as_deref() == Some(subscription.subject())
@@ -47,8 +48,9 @@ pub(crate) async fn subscribe(
                 name: subscription.stream().to_owned(),
                 filter_subject: Some(subscription.subject().to_owned()),
                 // Events from now on, as a new RabbitMQ binding gets them:
-                // not the stream's whole history.
-                start_time: Some(async_nats::datetime::now()),
+                // not the stream's history. By the stream's sequence, not a
+                // time, so that no clock decides.
+                start_sequence: Some(next),
                 ..Default::default()
             });
             added = true;
@@ -68,12 +70,13 @@ pub(crate) async fn subscribe(
 }
 
 /// The stream capturing `subscription`'s subject: checked, or declared
-/// when missing and not [`existing`](Subscription::existing).
+/// when missing and not [`existing`](Subscription::existing). Returns the
+/// sequence its next message will get.
 async fn event_stream(
     shared: &Shared,
     subscription: &Subscription,
     topology: &Topology,
-) -> Result<(), BrokerError> {
+) -> Result<u64, BrokerError> {
     let name = subscription.stream();
     let what = format!("event stream {name}");
     let stream = match shared.jetstream.get_stream(name).await {
@@ -133,7 +136,7 @@ async fn event_stream(
              or consume it as a queue"
         )));
     }
-    Ok(())
+    Ok(stream.cached_info().state.last_sequence.saturating_add(1))
 }
 
 fn config_error(message: String) -> BrokerError {

@@ -245,7 +245,17 @@ impl Transport for NatsTransport {
                 ));
             }
             let headers = convert::headers(&message, false);
-            publish_confirmed(&self.shared, subject, headers, message.body).await
+            if try_publish(&self.shared, subject.clone(), headers, message.body).await? {
+                Ok(())
+            } else {
+                Err(BrokerError::new(
+                    BrokerErrorKind::Publish,
+                    format!(
+                        "no JetStream stream captures subject {subject:?} (no responders): create the \
+                         stream, or start a route subscribed to it first (docs/nats.md)"
+                    ),
+                ))
+            }
         })
     }
 

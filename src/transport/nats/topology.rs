@@ -35,6 +35,15 @@ pub(crate) async fn declare(shared: &Shared, spec: &QueueSpec) -> Result<(), Bro
         .check()
         .map_err(|e| BrokerError::new(BrokerErrorKind::Config, format!("queue {:?}: {e}", spec.name)))?;
     let topology = &spec.topology;
+    if let Some(binding) = spec.bindings.first() {
+        return Err(crate::transport::no_exchanges("nats", binding.exchange()));
+    }
+    crate::transport::subscription::check_route(
+        &spec.name,
+        &spec.subscriptions,
+        spec.priority,
+        spec.persistent,
+    )?;
     if !spec.persistent {
         // A core NATS service: no stream may capture its subjects.
         let dead = work_stream(shared, &dead_letter_queue(&spec.name), topology).await?;
