@@ -1,7 +1,8 @@
 //! Events, not only queues: `cargo run --example events`.
 //!
 //! Two services subscribe to one stream of order events: billing to
-//! `orders.*.created`, audit to everything under `orders`. Each gets every
+//! `events-example.orders.*.created`, audit to everything under
+//! `events-example.orders`. Each gets every
 //! event it subscribed to, once; a publisher only names the event.
 //!
 //! On RabbitMQ (`WHARF_BROKER_URL=amqp://…`) and in memory (the default)
@@ -63,28 +64,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // with the wider pattern, starts first: on NATS it declares the stream.
     let counts = Counts::default();
     let audit_service = App::with_state(broker.clone(), counts.clone())
-        .route_with("events-example.audit", audit, events(&broker, "orders.#"))
+        .route_with(
+            "events-example.audit",
+            audit,
+            events(&broker, "events-example.orders.#"),
+        )
         .start()
         .await?;
     let billing_service = App::with_state(broker.clone(), counts.clone())
         .route_with(
             "events-example.billing",
             bill,
-            events(&broker, "orders.*.created"),
+            events(&broker, "events-example.orders.*.created"),
         )
         .start()
         .await?;
 
     let client = broker.client();
     let published = [
-        ("orders.eu.created", 1),
-        ("orders.us.created", 2),
-        ("orders.eu.paid", 1),
+        ("events-example.orders.eu.created", 1),
+        ("events-example.orders.us.created", 2),
+        ("events-example.orders.eu.paid", 1),
     ];
     for (key, id) in published {
         let event = OrderEvent {
             id,
-            region: key.split('.').nth(1).unwrap_or_default().to_owned(),
+            region: key.split('.').nth(2).unwrap_or_default().to_owned(),
         };
         match broker.kind() {
             "nats" => client.publish_to_subject(key, &event).await?,

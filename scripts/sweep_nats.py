@@ -3,14 +3,15 @@
 their cleanup, and keeps one anchor stream (see `anchor`): the streams of `wharf-test.*` queues (WHARF_wharf-test...,
 WHARFDELAY_wharf-test...) and the KV buckets of test stores
 (KV_wharftest_...), and the event streams of the subject tests
-(WHARFTEST_...). Nothing else is touched. Plain NATS protocol over a
+(WHARFTEST_...) and of examples/events.rs (EVENTS_EXAMPLE). Nothing
+else is touched. Plain NATS protocol over a
 socket, so that it needs no package."""
 import json
 import socket
 import sys
 import time
 
-PREFIXES = ("WHARF_wharf-test", "WHARFDELAY_wharf-test", "KV_wharftest_", "WHARFTEST_")
+PREFIXES = ("WHARF_wharf-test", "WHARFDELAY_wharf-test", "KV_wharftest_", "WHARFTEST_", "EVENTS_EXAMPLE")
 
 
 class Nats:

@@ -510,3 +510,38 @@ async fn several_apps_can_run_on_one_kit() {
     // What one app's handler published, whichever app is asked.
     assert_eq!(shipping.published_as::<Order>("shipments"), [order(1)]);
 }
+
+/// A route bound to an exchange runs under the kit as on RabbitMQ: a
+/// handler's event published to the exchange reaches the bound route, and
+/// the kit lists it under the exchange's name.
+#[tokio::test]
+async fn events_published_to_an_exchange_reach_bound_routes_under_the_kit() {
+    use wharf::Binding;
+    let kit = TestBroker::new();
+    let runs = Runs::default();
+    let shipped = {
+        let runs = runs.clone();
+        move |_: Order| {
+            runs.0.fetch_add(1, Ordering::SeqCst);
+            async {}
+        }
+    };
+    let app = App::new(kit.broker())
+        .route("orders", |ctx: Context, order: Order| async move {
+            ctx.publish_to_exchange("events", "orders.shipped", &order).await
+        })
+        .route_with(
+            "shipping",
+            shipped,
+            RouteOptions::new().bind(Binding::topic("events", "orders.*")),
+        );
+    let app = kit.start(app).await.unwrap();
+    assert!(app.publish("orders", &order(9)).outcome().await.is_acked());
+    let deadline = Instant::now() + QUICK;
+    while runs.0.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the bound route never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(app.published_as::<Order>("events"), [order(9)]);
+    app.shutdown().await;
+}

@@ -74,6 +74,22 @@ impl Transport for Recording {
         self.memory.publish(queue, message)
     }
 
+    /// Recorded under the exchange's name (`published("<exchange>")`),
+    /// then routed to the bound queues as the in-memory broker does.
+    fn publish_to_exchange(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: Message,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.record.publish(exchange, &message);
+        self.memory.publish_to_exchange(exchange, routing_key, message)
+    }
+
+    fn publish_to_subject(&self, subject: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.memory.publish_to_subject(subject, message)
+    }
+
     fn reply(&self, address: &str, message: Message) -> BoxFuture<'_, Result<(), BrokerError>> {
         self.tracker.replied(address, &message);
         lock(&self.record.replies).push((address.to_owned(), message.clone()));

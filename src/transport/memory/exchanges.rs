@@ -76,6 +76,13 @@ impl Exchanges {
         Ok(())
     }
 
+    /// Removes every binding of `queue` (deleted).
+    pub(super) fn unbind_queue(&mut self, queue: &str) {
+        for exchange in self.exchanges.values_mut() {
+            exchange.bound.retain(|(bound, _)| bound != queue);
+        }
+    }
+
     /// The queues a message published to `exchange` with `routing_key`
     /// reaches, each once; an error for an exchange that does not exist
     /// (RabbitMQ closes the channel with `NOT_FOUND`).
@@ -90,7 +97,7 @@ impl Exchanges {
                 return Ok(Vec::new());
             }
             return Err(BrokerError::new(
-                BrokerErrorKind::Publish,
+                BrokerErrorKind::Config,
                 format!("no exchange {exchange:?}: nothing declared it"),
             ));
         };
@@ -125,8 +132,17 @@ fn matches(kind: ExchangeKind, binding: &Binding, routing_key: &str, message: &M
 /// A topic pattern against a routing key: dot-separated words, `*` one
 /// word, `#` zero or more.
 fn topic_matches(pattern: &str, key: &str) -> bool {
-    let pattern: Vec<&str> = pattern.split('.').collect();
-    let key: Vec<&str> = key.split('.').collect();
+    let words = |text: &str| -> Vec<String> {
+        // An empty key is no words, as RabbitMQ reads it.
+        if text.is_empty() {
+            Vec::new()
+        } else {
+            text.split('.').map(str::to_owned).collect()
+        }
+    };
+    let (pattern, key) = (words(pattern), words(key));
+    let pattern: Vec<&str> = pattern.iter().map(String::as_str).collect();
+    let key: Vec<&str> = key.iter().map(String::as_str).collect();
     words_match(&pattern, &key)
 }
 
@@ -154,6 +170,7 @@ mod tests {
         assert!(topic_matches("orders.#", "orders.eu.created"));
         assert!(topic_matches("#.created", "orders.eu.created"));
         assert!(topic_matches("#", ""));
+        assert!(!topic_matches("*", ""));
         assert!(!topic_matches("orders.#", "payments.created"));
         assert!(topic_matches("a.#.z", "a.z"));
         assert!(topic_matches("a.#.z", "a.b.c.z"));

@@ -82,6 +82,10 @@ impl Transport for MemoryTransport {
     }
 
     fn declare(&self, spec: &QueueSpec) -> BoxFuture<'_, Result<(), BrokerError>> {
+        if let Some(subscription) = spec.subscriptions.first() {
+            let error = crate::transport::no_subjects("memory", subscription.subject());
+            return Box::pin(std::future::ready(Err(error)));
+        }
         let queue = self.queue(&spec.name);
         if spec.priority {
             queue.enable_priority();
@@ -197,6 +201,12 @@ impl Transport for MemoryTransport {
         let mut queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
         queues.remove(queue);
         queues.remove(&dead_letter_queue(queue));
+        // RabbitMQ drops a deleted queue's bindings with it.
+        self.inner
+            .exchanges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unbind_queue(queue);
         succeeded()
     }
 
