@@ -51,14 +51,14 @@ impl Harness {
                         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
                 };
                 let url = match other {
-                    "amqp" => amqp(),
+                    "amqp" | "amqp_bound" => amqp(),
                     // The same RabbitMQ, with quorum work queues.
                     "amqp_quorum" => {
                         let url = amqp();
                         let separator = if url.contains('?') { '&' } else { '?' };
                         format!("{url}{separator}queue_type=quorum")
                     }
-                    "nats" => std::env::var("WHARF_TEST_NATS_URL")
+                    "nats" | "nats_bound" => std::env::var("WHARF_TEST_NATS_URL")
                         .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
                     _ => panic!("unknown transport {other}"),
                 };
@@ -71,6 +71,16 @@ impl Harness {
                     return None;
                 }
                 match Broker::connect(&url).await {
+                    Ok(broker) if other.ends_with("_bound") => {
+                        #[cfg(feature = "nats")]
+                        if other == "nats_bound" {
+                            crate::bound::nats_event_stream(&url)
+                                .await
+                                .unwrap_or_else(|e| panic!("the bound variant's event stream: {e}"));
+                        }
+                        let bound = crate::bound::Bound::new(broker.transport().clone());
+                        Broker::from_transport(bound, &url)
+                    }
                     Ok(broker) => broker,
                     Err(error) => {
                         crate::test_support::skip(

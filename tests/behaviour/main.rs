@@ -2,9 +2,11 @@
 //! every transport. A transport is correct when this whole suite passes on it.
 //!
 //! `cargo test --all-features` runs it on `memory` and on each broker
-//! transport compiled in. Broker cases skip loudly when their broker is not
+//! transport compiled in, and on each broker again with every route bound
+//! to an exchange or subscribed to an event subject (`bound.rs`). Broker cases skip loudly when their broker is not
 //! reachable, and fail instead when `CI=true`.
 
+mod bound;
 mod cases;
 mod faults;
 mod harness;
@@ -168,3 +170,9 @@ transport_suite!(
 );
 #[cfg(feature = "nats")]
 for_every_case!(nats);
+// Every case again with routes bound to an exchange or subscribed to an
+// event subject (bound.rs).
+#[cfg(feature = "amqp")]
+for_every_case!(amqp_bound);
+#[cfg(feature = "nats")]
+for_every_case!(nats_bound);
