@@ -472,3 +472,106 @@ async fn sessions_and_idempotency_hold_for_events_on_subjects() {
     app.shutdown().await;
     clean_up(&broker, &[&queue], &[&stream]).await;
 }
+
+/// Core NATS services (`persistent(false)`) take events live with
+/// `Subscription::core`: each service gets every event once, its workers
+/// share them; a durable route cannot subscribe that way, nor a core
+/// service through a stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_services_each_get_every_live_event() {
+    let test = "core_services_each_get_every_live_event";
+    let Some(broker) = broker(test).await else {
+        return;
+    };
+    let (stream, prefix) = unique_events("core");
+    let (pricing, search) = (unique_queue("pricing"), unique_queue("search"));
+    let pricing_seen = Seen::default();
+    let search_seen = [Seen::default(), Seen::default()];
+    let live = |pattern: String| {
+        RouteOptions::new()
+            .persistent(false)
+            .subscribe(Subscription::core(pattern))
+    };
+    let apps = [
+        start(
+            &broker,
+            &pricing,
+            live(format!("{prefix}.products.*")),
+            &pricing_seen,
+        )
+        .await,
+        start(
+            &broker,
+            &search,
+            live(format!("{prefix}.products.>")),
+            &search_seen[0],
+        )
+        .await,
+        start(
+            &broker,
+            &search,
+            live(format!("{prefix}.products.>")),
+            &search_seen[1],
+        )
+        .await,
+    ];
+    // Subscriptions are made when the routes start; give them a moment to
+    // reach the server before publishing live events.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let raw = async_nats::connect(URL).await.unwrap();
+    for id in 1..=30u64 {
+        let body = serde_json::to_vec(&Order { id }).unwrap();
+        raw.publish(format!("{prefix}.products.changed"), body.into())
+            .await
+            .unwrap();
+    }
+    raw.flush().await.unwrap();
+    let searched = || {
+        let mut ids = sorted(&search_seen[0]);
+        ids.extend(sorted(&search_seen[1]));
+        ids.sort_unstable();
+        ids
+    };
+    wait_for("both services handled every live event", PATIENCE, || {
+        pricing_seen.lock().unwrap().len() >= 30 && searched().len() >= 30
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sorted(&pricing_seen),
+        (1..=30).collect::<Vec<_>>(),
+        "pricing: each event once"
+    );
+    assert_eq!(
+        searched(),
+        (1..=30).collect::<Vec<_>>(),
+        "search: each event once, across its workers"
+    );
+    for app in apps {
+        app.shutdown().await;
+    }
+
+    let refused = async |options: RouteOptions| {
+        let error = App::new(broker.clone())
+            .route_with(&unique_queue("never-core"), |_: Order| async {}, options)
+            .start()
+            .await
+            .err()
+            .expect("the start is refused");
+        assert_eq!(error.kind(), BrokerErrorKind::Config, "{}", chain(&error));
+        chain(&error)
+    };
+    let message = refused(RouteOptions::new().subscribe(Subscription::core(format!("{prefix}.x")))).await;
+    assert!(
+        message.contains("a core subscription takes events live"),
+        "{message}"
+    );
+    let message = refused(
+        RouteOptions::new()
+            .persistent(false)
+            .subscribe(Subscription::new(&stream, format!("{prefix}.x"))),
+    )
+    .await;
+    assert!(message.contains("Subscription::core"), "{message}");
+    clean_up(&broker, &[&pricing, &search], &[&stream]).await;
+}

@@ -35,10 +35,12 @@ pub const DEFAULT_EVENT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Subscription {
+    /// Empty for a core subscription.
     stream: String,
     subject: String,
     existing: bool,
     max_age: Duration,
+    core: bool,
 }
 
 impl Subscription {
@@ -50,7 +52,27 @@ impl Subscription {
             subject: subject.into(),
             existing: false,
             max_age: DEFAULT_EVENT_MAX_AGE,
+            core: false,
         }
+    }
+
+    /// Events on `subject` taken live from core NATS, with no stream, by a
+    /// core NATS service ([`persistent(false)`](crate::RouteOptions::persistent)):
+    /// each subscribed service gets every event published while one of its
+    /// workers runs, and its workers share them; nothing is stored, so
+    /// what is published while none runs is lost, as for any core NATS
+    /// subscriber.
+    pub fn core(subject: impl Into<String>) -> Self {
+        Subscription {
+            core: true,
+            ..Subscription::new(String::new(), subject)
+        }
+    }
+
+    /// Whether the events are taken live from core NATS
+    /// ([`core`](Subscription::core)), not through a stream.
+    pub fn is_core(&self) -> bool {
+        self.core
     }
 
     /// Requires the stream to exist instead of declaring it: for a stream
@@ -67,7 +89,7 @@ impl Subscription {
         self
     }
 
-    /// The stream's name.
+    /// The stream's name (empty for a [`core`](Subscription::core) one).
     pub fn stream(&self) -> &str {
         &self.stream
     }
@@ -99,11 +121,12 @@ impl Subscription {
                 ),
             ))
         };
-        let stream_ok = !self.stream.is_empty()
-            && self
-                .stream
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let stream_ok = self.core
+            || !self.stream.is_empty()
+                && self
+                    .stream
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !stream_ok {
             return refuse("a stream name is ASCII letters, digits, '_' and '-'".into());
         }
@@ -127,15 +150,26 @@ pub(crate) fn check_route(
     let refused = |why: String| BrokerError::new(BrokerErrorKind::Config, format!("queue {queue:?}: {why}"));
     for (i, subscription) in subscriptions.iter().enumerate() {
         subscription.check().map_err(|e| refused(e.to_string()))?;
+        if subscription.core {
+            if persistent {
+                return Err(refused(format!(
+                    "{subscription}: a core subscription takes events live, for a core NATS service \
+                     (persistent(false)); a JetStream route subscribes through a stream \
+                     (Subscription::new(stream, subject))"
+                )));
+            }
+            continue;
+        }
         if priority || !persistent {
             return Err(refused(format!(
-                "{subscription}: a route with subscriptions takes events through its own stream, so \
-                 it cannot have priority lanes or be a core NATS service (persistent(false))"
+                "{subscription}: a route subscribed through a stream takes events through its own \
+                 stream, so it cannot have priority lanes or be a core NATS service \
+                 (persistent(false): subscribe it with Subscription::core)"
             )));
         }
         if let Some(other) = subscriptions[..i]
             .iter()
-            .find(|o| o.stream == subscription.stream)
+            .find(|o| !o.core && o.stream == subscription.stream)
         {
             return Err(refused(format!(
                 "{other} and {subscription}: a route subscribes once per stream (nats-server before \
@@ -148,7 +182,10 @@ pub(crate) fn check_route(
 
 impl fmt::Display for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "subject {:?} in stream {:?}", self.subject, self.stream)
+        match self.core {
+            true => write!(f, "core NATS subject {:?}", self.subject),
+            false => write!(f, "subject {:?} in stream {:?}", self.subject, self.stream),
+        }
     }
 }
 

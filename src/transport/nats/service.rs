@@ -1,6 +1,8 @@
 //! A route with `persistent(false)`: a core NATS service. It listens on
 //! every lane of its queue (`wharf.*.<queue>`) in the queue group `wharf`,
-//! so each request goes to one worker, with no stream in between. Nothing
+//! so each request goes to one worker, with no stream in between; and on
+//! the subjects of its core subscriptions (`Subscription::core`) in a group
+//! of its own, so each service gets every event. Nothing
 //! is stored: failed attempts and deferrals wait in the worker's memory, a
 //! stopping worker passes what it did not start back to the subject (another
 //! worker may take it), and dead letters go to the queue's dead-letter
@@ -31,14 +33,27 @@ pub(crate) async fn consume(
     _prefetch: usize,
 ) -> Result<DeliveryStream, BrokerError> {
     topology::declare(&shared, &spec).await?;
-    let mut subscription = shared
-        .consumer
-        .client
-        .queue_subscribe(any_lane(&spec.name), GROUP.to_owned())
-        .await
-        .map_err(|e| {
-            BrokerError::new(BrokerErrorKind::Consume, "cannot subscribe the service").with_source(e)
-        })?;
+    let subscribe = async |subject: String, group: String| {
+        shared
+            .consumer
+            .client
+            .queue_subscribe(subject.clone(), group)
+            .await
+            .map_err(|e| {
+                BrokerError::new(
+                    BrokerErrorKind::Consume,
+                    format!("cannot subscribe the service to {subject}"),
+                )
+                .with_source(e)
+            })
+    };
+    let mut subscribers = vec![subscribe(any_lane(&spec.name), GROUP.to_owned()).await?];
+    // Events on the team's subjects: one group per route (per service),
+    // so each service gets every event and its workers share them.
+    for events in spec.subscriptions.iter().filter(|s| s.is_core()) {
+        subscribers.push(subscribe(events.subject().to_owned(), format!("wharf.{}", spec.name)).await?);
+    }
+    let mut subscription = futures_util::stream::select_all(subscribers);
     let (again, mut retries) = mpsc::unbounded_channel::<Delivery>();
     let route = Arc::new(Route {
         shared,
@@ -147,15 +162,16 @@ impl ServiceAcker {
         let failed =
             |e| BrokerError::new(BrokerErrorKind::Publish, "passing the request on failed").with_source(e);
         let body = self.message.body.clone();
-        core_publish(
-            &self.route.shared,
-            self.subject.clone(),
-            self.reply.clone(),
-            headers,
-            body,
-        )
-        .await
-        .map_err(failed)
+        // An event from the team's subjects goes to this route's own lane
+        // 0, for its workers only: on the event subject the other services
+        // would get it again.
+        let subject = match naming::lane_of(self.subject.as_str()) {
+            Some(_) => self.subject.clone(),
+            None => Subject::from(naming::subject(&self.route.queue, 0)),
+        };
+        core_publish(&self.route.shared, subject, self.reply.clone(), headers, body)
+            .await
+            .map_err(failed)
     }
 }
 
