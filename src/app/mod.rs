@@ -296,6 +296,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
                 topology: route.options.topology.or(self.topology),
                 bindings: route.options.bindings.clone(),
                 subscriptions: route.options.subscriptions.clone(),
+                existing: route.options.existing_queue,
             };
             transport.declare(&spec).await?;
             let shared = RouteShared {

@@ -61,6 +61,7 @@ pub struct RouteOptions {
     pub(crate) topology: Topology,
     pub(crate) bindings: Vec<Binding>,
     pub(crate) subscriptions: Vec<Subscription>,
+    pub(crate) existing_queue: bool,
     pub(crate) middleware: Layers,
 }
 
@@ -87,6 +88,7 @@ impl Default for RouteOptions {
             topology: Topology::default(),
             bindings: Vec::new(),
             subscriptions: Vec::new(),
+            existing_queue: false,
             middleware: Layers::default(),
         }
     }
@@ -329,6 +331,21 @@ impl RouteOptions {
     /// the start fails. Other brokers refuse a route with subscriptions.
     pub fn subscribe(mut self, subscription: Subscription) -> Self {
         self.subscriptions.push(subscription);
+        self
+    }
+
+    /// Takes the route's work queue as it is instead of declaring it: for a
+    /// queue another team created, perhaps with settings wharf would not
+    /// choose (not durable, a TTL, a length limit, another queue type),
+    /// which a declaration would refuse as different. The start fails with
+    /// a [`Config`](crate::BrokerErrorKind::Config) error when it does not
+    /// exist. RabbitMQ: a passive declare (AMQP does not tell how a queue
+    /// was declared, so its settings are not compared; `docs/amqp.md` says
+    /// which ones work against wharf). NATS: the stream `WHARF_<queue>`
+    /// must exist, its replicas and storage are not compared. The
+    /// dead-letter and delay queues are still wharf's and declared.
+    pub fn existing_queue(mut self) -> Self {
+        self.existing_queue = true;
         self
     }
 

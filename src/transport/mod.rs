@@ -86,6 +86,10 @@ pub struct QueueSpec {
     /// [`subscribe`](crate::RouteOptions::subscribe)); other brokers
     /// refuse any.
     pub subscriptions: Vec<Subscription>,
+    /// Take the work queue (RabbitMQ) or stream (NATS) as it is: checked
+    /// to exist, never declared or compared (the route's
+    /// [`existing_queue`](crate::RouteOptions::existing_queue)).
+    pub existing: bool,
 }
 
 impl QueueSpec {
@@ -100,6 +104,7 @@ impl QueueSpec {
             topology: Topology::default(),
             bindings: Vec::new(),
             subscriptions: Vec::new(),
+            existing: false,
         }
     }
 

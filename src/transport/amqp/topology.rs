@@ -88,6 +88,24 @@ fn declare_error(queue: &str, error: lapin::Error) -> BrokerError {
     .with_source(error)
 }
 
+/// A failed passive declaration of a queue the route takes as it is.
+fn existing_error(queue: &str, error: lapin::Error) -> BrokerError {
+    let missing = matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp)
+        if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)));
+    match missing {
+        true => BrokerError::new(
+            BrokerErrorKind::Config,
+            format!(
+                "queue {queue:?} does not exist, and the route takes it as it is \
+                 (RouteOptions::existing_queue): create it first, or drop existing_queue() and wharf \
+                 declares it"
+            ),
+        ),
+        false => BrokerError::new(BrokerErrorKind::Declare, format!("cannot check queue {queue:?}")),
+    }
+    .with_source(error)
+}
+
 /// What RabbitMQ's "inequivalent arg" refusal of `queue` means, and the
 /// way out; `None` for another refusal. RabbitMQ says, for example,
 /// `PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q' in
@@ -152,14 +170,25 @@ pub(crate) async fn declare_route(
             ),
         ));
     }
-    channel
-        .queue_declare(
-            spec.name.as_str().into(),
-            durable(),
-            work_arguments(spec, queue_type),
-        )
-        .await
-        .map_err(|e| declare_error(&spec.name, e))?;
+    if spec.existing {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(spec.name.as_str().into(), passive, FieldTable::default())
+            .await
+            .map_err(|e| existing_error(&spec.name, e))?;
+    } else {
+        channel
+            .queue_declare(
+                spec.name.as_str().into(),
+                durable(),
+                work_arguments(spec, queue_type),
+            )
+            .await
+            .map_err(|e| declare_error(&spec.name, e))?;
+    }
     let dead_letters = spec.dead_letter_queue();
     channel
         .queue_declare(dead_letters.as_str().into(), durable(), FieldTable::default())

@@ -349,7 +349,7 @@ async fn open(
     keep: Option<Arc<Keep>>,
 ) -> Result<Opened, BrokerError> {
     topology::declare(&shared, &spec).await?;
-    let stream = topology::work_stream(&shared, &spec.name, &spec.topology).await?;
+    let stream = topology::route_stream(&shared, &spec).await?;
     // Highest lane first, so its pull request is the first served.
     let names: Vec<String> = if spec.priority {
         (0..=MAX_PRIORITY as u8)

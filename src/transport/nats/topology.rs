@@ -50,7 +50,7 @@ pub(crate) async fn declare(shared: &Shared, spec: &QueueSpec) -> Result<(), Bro
         consumer(&dead, CONSUMER, String::new(), &[], INTERNAL_ACK_WAIT).await?;
         return Ok(());
     }
-    let work = work_stream(shared, &spec.name, topology).await?;
+    let work = route_stream(shared, spec).await?;
     if !spec.subscriptions.is_empty() {
         super::events::subscribe(shared, &work, &spec.subscriptions, topology).await?;
     }
@@ -86,6 +86,33 @@ pub(crate) async fn work_stream(
     let name = naming::stream(queue);
     let what = format!("stream {name} (queue {queue:?})");
     create_stream(shared, name, what, naming::subjects(queue), topology).await
+}
+
+/// The stream holding `spec`'s queue: taken as it is
+/// ([`existing`](QueueSpec::existing)), else created when missing as its
+/// topology asks.
+pub(crate) async fn route_stream(shared: &Shared, spec: &QueueSpec) -> Result<stream::Stream, BrokerError> {
+    match spec.existing {
+        true => existing_work_stream(shared, &spec.name).await,
+        false => work_stream(shared, &spec.name, &spec.topology).await,
+    }
+}
+
+/// The stream holding `queue`, taken as it is: it must exist.
+async fn existing_work_stream(shared: &Shared, queue: &str) -> Result<stream::Stream, BrokerError> {
+    let name = naming::stream(queue);
+    match shared.jetstream.get_stream(&name).await {
+        Ok(stream) => Ok(stream),
+        Err(e) if e.to_string().contains("not found") => Err(BrokerError::new(
+            BrokerErrorKind::Config,
+            format!(
+                "stream {name} (queue {queue:?}) does not exist, and the route takes it as it is \
+                 (RouteOptions::existing_queue): create it with the subjects wharf.p0.{queue} … \
+                 wharf.p9.{queue} (docs/wire-format.md), or drop existing_queue() and wharf declares it"
+            ),
+        )),
+        Err(e) => Err(declare_error(&format!("stream {name} (queue {queue:?})"), e)),
+    }
 }
 
 /// The delay stream of `queue`, created when missing, as `topology` asks.

@@ -1,0 +1,158 @@
+//! Routes that take their queue as it is (`RouteOptions::existing_queue`):
+//! a queue another team declared with settings wharf would not choose is
+//! used instead of refused, and a missing one is a clear error.
+
+#![cfg(any(feature = "amqp", feature = "nats"))]
+
+mod support;
+
+#[allow(unused_imports)]
+use support::{chain, skip, unique_queue, wait_for};
+#[allow(unused_imports)]
+use wharf::{App, Broker, BrokerErrorKind, RouteOptions};
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Order {
+    id: u64,
+}
+
+#[cfg(feature = "amqp")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_a_queue_declared_otherwise_is_used_as_it_is() {
+    use lapin::options::QueueDeclareOptions;
+    use lapin::types::{AMQPValue, FieldTable};
+    use std::sync::{Arc, Mutex};
+    const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+    let test = "rabbitmq_a_queue_declared_otherwise_is_used_as_it_is";
+    if let Err(why) = support::broker_reachable(URL) {
+        return skip(test, &format!("RabbitMQ is not reachable: {why}"));
+    }
+    let broker = Broker::connect(URL).await.unwrap();
+    let (queue, missing) = (unique_queue("theirs"), unique_queue("missing"));
+    // Another team's queue: not durable, with a message TTL.
+    let connection = lapin::Connection::connect(URL, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-message-ttl".into(), AMQPValue::LongInt(600_000));
+    channel
+        .queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), arguments)
+        .await
+        .unwrap();
+
+    let start = async |queue: &str, options: RouteOptions, seen: Arc<Mutex<Vec<u64>>>| {
+        App::new(broker.clone())
+            .route_with(
+                queue,
+                move |order: Order| {
+                    seen.lock().unwrap().push(order.id);
+                    std::future::ready(())
+                },
+                options,
+            )
+            .start()
+            .await
+    };
+    let error = start(&queue, RouteOptions::new(), Arc::default())
+        .await
+        .err()
+        .expect("declaring it is refused");
+    assert_eq!(error.kind(), BrokerErrorKind::Config, "{}", chain(&error));
+
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let running = start(&queue, RouteOptions::new().existing_queue(), seen.clone())
+        .await
+        .unwrap_or_else(|e| panic!("taken as it is: {}", chain(&e)));
+    broker.client().publish(&queue, &Order { id: 1 }).await.unwrap();
+    wait_for("the order handled", std::time::Duration::from_secs(15), || {
+        seen.lock().unwrap().as_slice() == [1]
+    })
+    .await;
+    running.shutdown().await;
+
+    let error = start(&missing, RouteOptions::new().existing_queue(), Arc::default())
+        .await
+        .err()
+        .expect("a missing queue is refused");
+    assert_eq!(error.kind(), BrokerErrorKind::Config);
+    assert!(
+        chain(&error).contains(&format!("queue {missing:?} does not exist")),
+        "{}",
+        chain(&error)
+    );
+    broker.delete_queue(&queue).await.unwrap();
+    broker.delete_queue(&missing).await.unwrap();
+}
+
+#[cfg(feature = "nats")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_a_stream_created_otherwise_is_used_as_it_is() {
+    use std::sync::{Arc, Mutex};
+    const URL: &str = "nats://127.0.0.1:4222";
+    let test = "nats_a_stream_created_otherwise_is_used_as_it_is";
+    if let Err(why) = support::broker_reachable(URL) {
+        return skip(test, &format!("NATS is not reachable: {why}"));
+    }
+    let broker = Broker::connect(URL).await.unwrap();
+    let (queue, missing) = (unique_queue("theirs"), unique_queue("missing"));
+    // The stream as the wire format names it, made by someone else in
+    // memory storage.
+    let encoded: String = queue
+        .bytes()
+        .map(|b| match b.is_ascii_alphanumeric() || b == b'-' {
+            true => (b as char).to_string(),
+            false => format!("_{b:02X}"),
+        })
+        .collect();
+    let jetstream = async_nats::jetstream::new(async_nats::connect(URL).await.unwrap());
+    jetstream
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: format!("WHARF_{encoded}"),
+            subjects: (0..=9).map(|p| format!("wharf.p{p}.{queue}")).collect(),
+            retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+            storage: async_nats::jetstream::stream::StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let file = || RouteOptions::new().stream_storage(wharf::StreamStorage::File);
+    let start = async |queue: &str, options: RouteOptions, seen: Arc<Mutex<Vec<u64>>>| {
+        App::new(broker.clone())
+            .route_with(
+                queue,
+                move |order: Order| {
+                    seen.lock().unwrap().push(order.id);
+                    std::future::ready(())
+                },
+                options,
+            )
+            .start()
+            .await
+    };
+    let error = start(&queue, file(), Arc::default())
+        .await
+        .err()
+        .expect("a different stream is refused");
+    assert_eq!(error.kind(), BrokerErrorKind::Config, "{}", chain(&error));
+
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let running = start(&queue, file().existing_queue(), seen.clone())
+        .await
+        .unwrap_or_else(|e| panic!("taken as it is: {}", chain(&e)));
+    broker.client().publish(&queue, &Order { id: 1 }).await.unwrap();
+    wait_for("the order handled", std::time::Duration::from_secs(15), || {
+        seen.lock().unwrap().as_slice() == [1]
+    })
+    .await;
+    running.shutdown().await;
+
+    let error = start(&missing, RouteOptions::new().existing_queue(), Arc::default())
+        .await
+        .err()
+        .expect("a missing stream is refused");
+    assert_eq!(error.kind(), BrokerErrorKind::Config);
+    assert!(chain(&error).contains("does not exist"), "{}", chain(&error));
+    broker.delete_queue(&queue).await.unwrap();
+    broker.delete_queue(&missing).await.unwrap();
+}
