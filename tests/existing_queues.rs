@@ -16,11 +16,34 @@ struct Order {
     id: u64,
 }
 
+/// Runs `tests/interop/declare_existing.py` for `broker` and `queue`;
+/// `false` after saying why when there is no Python environment.
+fn declare_from_python(test: &str, broker: &str, queue: &str, url: &str) -> bool {
+    let python = match support::provision::python() {
+        Ok(python) => python,
+        Err(why) => {
+            skip(test, &format!("no Python environment: {why}"));
+            return false;
+        }
+    };
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/declare_existing.py");
+    let output = std::process::Command::new(python)
+        .arg(script)
+        .args([broker, queue, url])
+        .output()
+        .expect("the Python program runs");
+    assert!(
+        output.status.success(),
+        "declaring from Python failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    true
+}
+
 #[cfg(feature = "amqp")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_a_queue_declared_otherwise_is_used_as_it_is() {
-    use lapin::options::QueueDeclareOptions;
-    use lapin::types::{AMQPValue, FieldTable};
     use std::sync::{Arc, Mutex};
     const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
     let test = "rabbitmq_a_queue_declared_otherwise_is_used_as_it_is";
@@ -29,17 +52,11 @@ async fn rabbitmq_a_queue_declared_otherwise_is_used_as_it_is() {
     }
     let broker = Broker::connect(URL).await.unwrap();
     let (queue, missing) = (unique_queue("theirs"), unique_queue("missing"));
-    // Another team's queue: not durable, with a message TTL.
-    let connection = lapin::Connection::connect(URL, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    let mut arguments = FieldTable::default();
-    arguments.insert("x-message-ttl".into(), AMQPValue::LongInt(600_000));
-    channel
-        .queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), arguments)
-        .await
-        .unwrap();
+    // Another team's queue, declared from Python (pika): not durable, with
+    // a message TTL.
+    if !declare_from_python(test, "amqp", &queue, URL) {
+        return;
+    }
 
     let start = async |queue: &str, options: RouteOptions, seen: Arc<Mutex<Vec<u64>>>| {
         App::new(broker.clone())
@@ -96,26 +113,11 @@ async fn nats_a_stream_created_otherwise_is_used_as_it_is() {
     }
     let broker = Broker::connect(URL).await.unwrap();
     let (queue, missing) = (unique_queue("theirs"), unique_queue("missing"));
-    // The stream as the wire format names it, made by someone else in
-    // memory storage.
-    let encoded: String = queue
-        .bytes()
-        .map(|b| match b.is_ascii_alphanumeric() || b == b'-' {
-            true => (b as char).to_string(),
-            false => format!("_{b:02X}"),
-        })
-        .collect();
-    let jetstream = async_nats::jetstream::new(async_nats::connect(URL).await.unwrap());
-    jetstream
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: format!("WHARF_{encoded}"),
-            subjects: (0..=9).map(|p| format!("wharf.p{p}.{queue}")).collect(),
-            retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
-            storage: async_nats::jetstream::stream::StorageType::Memory,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    // The stream as the wire format names it, made from Python (nats-py)
+    // in memory storage.
+    if !declare_from_python(test, "nats", &queue, URL) {
+        return;
+    }
     let file = || RouteOptions::new().stream_storage(wharf::StreamStorage::File);
     let start = async |queue: &str, options: RouteOptions, seen: Arc<Mutex<Vec<u64>>>| {
         App::new(broker.clone())
