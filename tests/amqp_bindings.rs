@@ -11,64 +11,15 @@ mod support;
 
 use lapin::options::ExchangeDeleteOptions;
 use lapin::{Connection, ConnectionProperties};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{chain, skip, unique_queue, wait_for, wait_for_async};
-use wharf::{
-    App, Backoff, Binding, Broker, BrokerErrorKind, Error, HeadersMatch, Message, Meta, RouteOptions, Running,
-};
+use support::events::{self, Order, PATIENCE, Seen, sorted, start};
+use support::{chain, skip, unique_queue, wait_for};
+use wharf::{App, Binding, Broker, BrokerErrorKind, HeadersMatch, Message, RouteOptions};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-const PATIENCE: Duration = Duration::from_secs(20);
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Order {
-    id: u64,
-}
-
-/// The broker, or `None` after saying loudly why the test is skipped (a
-/// failure under `CI=true`).
 async fn broker(test: &str) -> Option<Broker> {
-    if let Err(why) = support::broker_reachable(URL) {
-        skip(test, &format!("RabbitMQ is not reachable: {why}"));
-        return None;
-    }
-    match Broker::connect(URL).await {
-        Ok(broker) => Some(broker),
-        Err(error) => {
-            skip(test, &format!("RabbitMQ is not reachable: {error}"));
-            None
-        }
-    }
-}
-
-/// Order ids a route handled, in the order it handled them.
-type Seen = Arc<Mutex<Vec<u64>>>;
-
-/// A handler that records each order's id.
-fn recorder(seen: &Seen) -> impl Fn(Order) -> std::future::Ready<()> + Clone + Send + Sync + 'static {
-    let seen = seen.clone();
-    move |order: Order| {
-        seen.lock().unwrap().push(order.id);
-        std::future::ready(())
-    }
-}
-
-fn sorted(seen: &Seen) -> Vec<u64> {
-    let mut ids = seen.lock().unwrap().clone();
-    ids.sort_unstable();
-    ids
-}
-
-/// Starts one app with one route on `queue`, bound as `options` says,
-/// recording into `seen`.
-async fn start(broker: &Broker, queue: &str, options: RouteOptions, seen: &Seen) -> Running {
-    App::new(broker.clone())
-        .route_with(queue, recorder(seen), options)
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("app on {queue} starts: {}", chain(&e)))
+    events::connect(test, URL, "RabbitMQ").await
 }
 
 /// Deletes the test's queues and exchanges.
@@ -134,28 +85,11 @@ async fn two_services_bound_to_a_topic_exchange_each_get_every_matching_event() 
         .await
         .unwrap();
 
-    let shipped = || {
-        let mut ids = sorted(&shipping_seen[0]);
-        ids.extend(sorted(&shipping_seen[1]));
-        ids.sort_unstable();
-        ids
-    };
-    wait_for("both services handled their events", PATIENCE, || {
-        billing_seen.lock().unwrap().len() >= 40 && shipped().len() >= 41
-    })
+    events::assert_each_once(&[
+        ("billing", &[billing_seen], (1..=40).collect()),
+        ("shipping", &shipping_seen, (1..=41).collect()),
+    ])
     .await;
-    // Anything more (a copy, the unmatched event) would arrive meanwhile.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        sorted(&billing_seen),
-        (1..=40).collect::<Vec<_>>(),
-        "billing: each created order once"
-    );
-    assert_eq!(
-        shipped(),
-        (1..=41).collect::<Vec<_>>(),
-        "shipping: every order event once, across its workers"
-    );
     billing_app.shutdown().await;
     for app in shipping_apps {
         app.shutdown().await;
@@ -171,87 +105,20 @@ async fn a_bound_route_retries_dead_letters_and_replays_on_its_own_queue() {
     };
     let exchange = unique_queue("fanout-events");
     let (flaky, steady) = (unique_queue("flaky"), unique_queue("steady"));
-    // Order 1 fails its first attempt; order 2 fails for good until fixed.
-    let broken = Arc::new(AtomicBool::new(true));
-    let flaky_runs: Arc<Mutex<Vec<(u64, u32)>>> = Arc::default();
-    let handler = {
-        let (broken, runs) = (broken.clone(), flaky_runs.clone());
-        move |meta: Meta, order: Order| {
-            let (broken, runs) = (broken.clone(), runs.clone());
-            async move {
-                runs.lock().unwrap().push((order.id, meta.attempt()));
-                match order.id {
-                    1 if meta.attempt() == 1 => Err(Error::new("not yet")),
-                    2 if broken.load(Ordering::SeqCst) => Err(Error::permanent("broken")),
-                    _ => Ok(()),
-                }
-            }
-        }
-    };
-    let fanout = Binding::fanout(&exchange);
-    let flaky_app = App::new(broker.clone())
-        .route_with(
-            &flaky,
-            handler,
-            RouteOptions::new()
-                .bind(fanout.clone())
-                .backoff(Backoff::fixed(Duration::from_millis(100))),
-        )
-        .start()
-        .await
-        .unwrap();
-    let steady_seen = Seen::default();
-    let steady_app = start(&broker, &steady, RouteOptions::new().bind(fanout), &steady_seen).await;
-
+    let options = RouteOptions::new().bind(Binding::fanout(&exchange));
     let client = broker.client();
-    for id in [1, 2] {
-        client
-            .publish_to_exchange(&exchange, "ignored-by-fanout", &Order { id })
-            .await
-            .unwrap();
-    }
-    let dead_letters = broker.dead_letters(&flaky);
-    wait_for_async("order 2 dead-lettered", PATIENCE, async || {
-        dead_letters
-            .list(10)
-            .await
-            .is_ok_and(|letters| letters.len() == 1)
-    })
+    events::retries_dead_letters_and_replays_stay_on_the_route(
+        &broker,
+        (&flaky, &steady),
+        options,
+        async |id| {
+            client
+                .publish_to_exchange(&exchange, "ignored-by-fanout", &Order { id })
+                .await
+                .unwrap();
+        },
+    )
     .await;
-    wait_for("order 1 retried and handled", PATIENCE, || {
-        flaky_runs.lock().unwrap().contains(&(1, 2))
-    })
-    .await;
-
-    broken.store(false, Ordering::SeqCst);
-    let replayed = dead_letters.replay(10).await.unwrap();
-    assert_eq!(replayed, 1);
-    wait_for("order 2 replayed and handled", PATIENCE, || {
-        flaky_runs
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(id, _)| *id == 2)
-            .count()
-            == 2
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut runs = flaky_runs.lock().unwrap().clone();
-    runs.sort_unstable();
-    assert_eq!(
-        runs,
-        vec![(1, 1), (1, 2), (2, 1), (2, 1)],
-        "retry and replay came back to the flaky route"
-    );
-    assert_eq!(
-        sorted(&steady_seen),
-        vec![1, 2],
-        "the other service saw each event once: no retry or replay went through the exchange"
-    );
-
-    flaky_app.shutdown().await;
-    steady_app.shutdown().await;
     clean_up(&broker, &[&flaky, &steady], &[&exchange]).await;
 }
 

@@ -7,14 +7,11 @@
 mod support;
 
 #[allow(unused_imports)]
+use support::events::{Order, Seen, try_start};
+#[allow(unused_imports)]
 use support::{chain, skip, unique_queue, wait_for};
 #[allow(unused_imports)]
-use wharf::{App, Broker, BrokerErrorKind, RouteOptions};
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Order {
-    id: u64,
-}
+use wharf::{Broker, BrokerErrorKind, RouteOptions};
 
 /// Runs `tests/interop/declare_existing.py` for `broker` and `queue`;
 /// `false` after saying why when there is no Python environment.
@@ -44,7 +41,6 @@ fn declare_from_python(test: &str, broker: &str, queue: &str, url: &str) -> bool
 #[cfg(feature = "amqp")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_a_queue_declared_otherwise_is_used_as_it_is() {
-    use std::sync::{Arc, Mutex};
     const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
     let test = "rabbitmq_a_queue_declared_otherwise_is_used_as_it_is";
     if let Err(why) = support::broker_reachable(URL) {
@@ -58,27 +54,17 @@ async fn rabbitmq_a_queue_declared_otherwise_is_used_as_it_is() {
         return;
     }
 
-    let start = async |queue: &str, options: RouteOptions, seen: Arc<Mutex<Vec<u64>>>| {
-        App::new(broker.clone())
-            .route_with(
-                queue,
-                move |order: Order| {
-                    seen.lock().unwrap().push(order.id);
-                    std::future::ready(())
-                },
-                options,
-            )
-            .start()
-            .await
+    let start = async |queue: &str, options: RouteOptions, seen: &Seen| {
+        try_start(&broker, queue, options, seen).await
     };
-    let error = start(&queue, RouteOptions::new(), Arc::default())
+    let error = start(&queue, RouteOptions::new(), &Seen::default())
         .await
         .err()
         .expect("declaring it is refused");
     assert_eq!(error.kind(), BrokerErrorKind::Config, "{}", chain(&error));
 
-    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let running = start(&queue, RouteOptions::new().existing_queue(), seen.clone())
+    let seen = Seen::default();
+    let running = start(&queue, RouteOptions::new().existing_queue(), &seen)
         .await
         .unwrap_or_else(|e| panic!("taken as it is: {}", chain(&e)));
     broker.client().publish(&queue, &Order { id: 1 }).await.unwrap();
@@ -88,7 +74,7 @@ async fn rabbitmq_a_queue_declared_otherwise_is_used_as_it_is() {
     .await;
     running.shutdown().await;
 
-    let error = start(&missing, RouteOptions::new().existing_queue(), Arc::default())
+    let error = start(&missing, RouteOptions::new().existing_queue(), &Seen::default())
         .await
         .err()
         .expect("a missing queue is refused");
@@ -105,7 +91,6 @@ async fn rabbitmq_a_queue_declared_otherwise_is_used_as_it_is() {
 #[cfg(feature = "nats")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_a_stream_created_otherwise_is_used_as_it_is() {
-    use std::sync::{Arc, Mutex};
     const URL: &str = "nats://127.0.0.1:4222";
     let test = "nats_a_stream_created_otherwise_is_used_as_it_is";
     if let Err(why) = support::broker_reachable(URL) {
@@ -119,27 +104,17 @@ async fn nats_a_stream_created_otherwise_is_used_as_it_is() {
         return;
     }
     let file = || RouteOptions::new().stream_storage(wharf::StreamStorage::File);
-    let start = async |queue: &str, options: RouteOptions, seen: Arc<Mutex<Vec<u64>>>| {
-        App::new(broker.clone())
-            .route_with(
-                queue,
-                move |order: Order| {
-                    seen.lock().unwrap().push(order.id);
-                    std::future::ready(())
-                },
-                options,
-            )
-            .start()
-            .await
+    let start = async |queue: &str, options: RouteOptions, seen: &Seen| {
+        try_start(&broker, queue, options, seen).await
     };
-    let error = start(&queue, file(), Arc::default())
+    let error = start(&queue, file(), &Seen::default())
         .await
         .err()
         .expect("a different stream is refused");
     assert_eq!(error.kind(), BrokerErrorKind::Config, "{}", chain(&error));
 
-    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let running = start(&queue, file().existing_queue(), seen.clone())
+    let seen = Seen::default();
+    let running = start(&queue, file().existing_queue(), &seen)
         .await
         .unwrap_or_else(|e| panic!("taken as it is: {}", chain(&e)));
     broker.client().publish(&queue, &Order { id: 1 }).await.unwrap();
@@ -149,7 +124,7 @@ async fn nats_a_stream_created_otherwise_is_used_as_it_is() {
     .await;
     running.shutdown().await;
 
-    let error = start(&missing, RouteOptions::new().existing_queue(), Arc::default())
+    let error = start(&missing, RouteOptions::new().existing_queue(), &Seen::default())
         .await
         .err()
         .expect("a missing stream is refused");

@@ -10,32 +10,15 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::{chain, skip, unique_queue, wait_for, wait_for_async};
-use wharf::{App, Backoff, Broker, BrokerErrorKind, Error, Meta, RouteOptions, Running, Subscription};
+use support::events::{self, Order, PATIENCE, Seen, sorted, start};
+use support::{chain, skip, unique_queue, wait_for};
+use wharf::{App, Broker, BrokerErrorKind, RouteOptions, Subscription};
 
 const URL: &str = "nats://127.0.0.1:4222";
-const PATIENCE: Duration = Duration::from_secs(20);
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Order {
-    id: u64,
-}
 
 async fn broker(test: &str) -> Option<Broker> {
-    if let Err(why) = support::broker_reachable(URL) {
-        skip(test, &format!("NATS is not reachable: {why}"));
-        return None;
-    }
-    match Broker::connect(URL).await {
-        Ok(broker) => Some(broker),
-        Err(error) => {
-            skip(test, &format!("NATS is not reachable: {error}"));
-            None
-        }
-    }
+    events::connect(test, URL, "NATS").await
 }
 
 /// A stream name and a subject prefix no earlier run used.
@@ -43,30 +26,6 @@ fn unique_events(what: &str) -> (String, String) {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
     let id = format!("{}_{nanos:x}", std::process::id());
     (format!("WHARFTEST_{what}_{id}"), format!("wharftest-{what}-{id}"))
-}
-
-type Seen = Arc<Mutex<Vec<u64>>>;
-
-fn sorted(seen: &Seen) -> Vec<u64> {
-    let mut ids = seen.lock().unwrap().clone();
-    ids.sort_unstable();
-    ids
-}
-
-async fn start(broker: &Broker, queue: &str, options: RouteOptions, seen: &Seen) -> Running {
-    let seen = seen.clone();
-    App::new(broker.clone())
-        .route_with(
-            queue,
-            move |order: Order| {
-                seen.lock().unwrap().push(order.id);
-                std::future::ready(())
-            },
-            options,
-        )
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("app on {queue} starts: {}", chain(&e)))
 }
 
 async fn clean_up(broker: &Broker, queues: &[&str], streams: &[&str]) {
@@ -125,27 +84,11 @@ async fn two_services_subscribed_to_a_subject_each_get_every_event() {
         .await
         .unwrap();
 
-    let audited = || {
-        let mut ids = sorted(&audit_seen[0]);
-        ids.extend(sorted(&audit_seen[1]));
-        ids.sort_unstable();
-        ids
-    };
-    wait_for("both services handled their events", PATIENCE, || {
-        billing_seen.lock().unwrap().len() >= 40 && audited().len() >= 41
-    })
+    events::assert_each_once(&[
+        ("billing", &[billing_seen], (1..=40).collect()),
+        ("audit", &audit_seen, (1..=41).collect()),
+    ])
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        sorted(&billing_seen),
-        (1..=40).collect::<Vec<_>>(),
-        "billing: each created order once"
-    );
-    assert_eq!(
-        audited(),
-        (1..=41).collect::<Vec<_>>(),
-        "audit: every order event once, across its workers"
-    );
 
     billing_app.shutdown().await;
     for app in audit_apps {
@@ -162,84 +105,20 @@ async fn a_subscribed_route_retries_dead_letters_and_replays_on_its_own_subjects
     };
     let (stream, prefix) = unique_events("retries");
     let (flaky, steady) = (unique_queue("flaky"), unique_queue("steady"));
-    let subscription = Subscription::new(&stream, format!("{prefix}.>"));
-    let broken = Arc::new(AtomicBool::new(true));
-    let runs: Arc<Mutex<Vec<(u64, u32)>>> = Arc::default();
-    let handler = {
-        let (broken, runs) = (broken.clone(), runs.clone());
-        move |meta: Meta, order: Order| {
-            let (broken, runs) = (broken.clone(), runs.clone());
-            async move {
-                runs.lock().unwrap().push((order.id, meta.attempt()));
-                match order.id {
-                    1 if meta.attempt() == 1 => Err(Error::new("not yet")),
-                    2 if broken.load(Ordering::SeqCst) => Err(Error::permanent("broken")),
-                    _ => Ok(()),
-                }
-            }
-        }
-    };
-    let flaky_app = App::new(broker.clone())
-        .route_with(
-            &flaky,
-            handler,
-            RouteOptions::new()
-                .subscribe(subscription.clone())
-                .backoff(Backoff::fixed(Duration::from_millis(100))),
-        )
-        .start()
-        .await
-        .unwrap();
-    let steady_seen = Seen::default();
-    let steady_app = start(
+    let options = RouteOptions::new().subscribe(Subscription::new(&stream, format!("{prefix}.>")));
+    let client = broker.client();
+    events::retries_dead_letters_and_replays_stay_on_the_route(
         &broker,
-        &steady,
-        RouteOptions::new().subscribe(subscription),
-        &steady_seen,
+        (&flaky, &steady),
+        options,
+        async |id| {
+            client
+                .publish_to_subject(&format!("{prefix}.order"), &Order { id })
+                .await
+                .unwrap();
+        },
     )
     .await;
-
-    let client = broker.client();
-    for id in [1, 2] {
-        client
-            .publish_to_subject(&format!("{prefix}.order"), &Order { id })
-            .await
-            .unwrap();
-    }
-    let dead_letters = broker.dead_letters(&flaky);
-    wait_for_async("order 2 dead-lettered", PATIENCE, async || {
-        dead_letters
-            .list(10)
-            .await
-            .is_ok_and(|letters| letters.len() == 1)
-    })
-    .await;
-    wait_for("order 1 retried and handled", PATIENCE, || {
-        runs.lock().unwrap().contains(&(1, 2))
-    })
-    .await;
-    broken.store(false, Ordering::SeqCst);
-    assert_eq!(dead_letters.replay(10).await.unwrap(), 1);
-    wait_for("order 2 replayed and handled", PATIENCE, || {
-        runs.lock().unwrap().iter().filter(|(id, _)| *id == 2).count() == 2
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut all = runs.lock().unwrap().clone();
-    all.sort_unstable();
-    assert_eq!(
-        all,
-        vec![(1, 1), (1, 2), (2, 1), (2, 1)],
-        "retry and replay came back to the flaky route"
-    );
-    assert_eq!(
-        sorted(&steady_seen),
-        vec![1, 2],
-        "the other service saw each event once: no retry or replay went through the event stream"
-    );
-
-    flaky_app.shutdown().await;
-    steady_app.shutdown().await;
     clean_up(&broker, &[&flaky, &steady], &[&stream]).await;
 }
 
@@ -526,27 +405,11 @@ async fn core_services_each_get_every_live_event() {
             .unwrap();
     }
     raw.flush().await.unwrap();
-    let searched = || {
-        let mut ids = sorted(&search_seen[0]);
-        ids.extend(sorted(&search_seen[1]));
-        ids.sort_unstable();
-        ids
-    };
-    wait_for("both services handled every live event", PATIENCE, || {
-        pricing_seen.lock().unwrap().len() >= 30 && searched().len() >= 30
-    })
+    events::assert_each_once(&[
+        ("pricing", &[pricing_seen], (1..=30).collect()),
+        ("search", &search_seen, (1..=30).collect()),
+    ])
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        sorted(&pricing_seen),
-        (1..=30).collect::<Vec<_>>(),
-        "pricing: each event once"
-    );
-    assert_eq!(
-        searched(),
-        (1..=30).collect::<Vec<_>>(),
-        "search: each event once, across its workers"
-    );
     for app in apps {
         app.shutdown().await;
     }

@@ -2,6 +2,7 @@
 //! binary includes this module and uses part of it.
 #![allow(dead_code)]
 
+pub mod events;
 pub mod local_cluster;
 pub mod local_server;
 pub mod provision;
