@@ -110,7 +110,7 @@ async fn a_bound_route_retries_dead_letters_and_replays_on_its_own_queue() {
     events::retries_dead_letters_and_replays_stay_on_the_route(
         &broker,
         (&flaky, &steady),
-        options,
+        |_| options.clone(),
         async |id| {
             client
                 .publish_to_exchange(&exchange, "ignored-by-fanout", &Order { id })
@@ -435,40 +435,14 @@ async fn sessions_and_idempotency_hold_for_events_through_an_exchange() {
     };
     let exchange = unique_queue("session-events");
     let queue = unique_queue("ledger");
-    let seen = Seen::default();
-    let app = start(
-        &broker,
-        &queue,
-        RouteOptions::new().bind(Binding::direct(&exchange, "ledger")),
-        &seen,
-    )
-    .await;
     let client = broker.client();
-    // Sequence 3, 1, 2 of one session, then order 2's key again.
-    for (id, sequence, key) in [(3, 3, "k3"), (1, 1, "k1"), (2, 2, "k2"), (4, 4, "k2")] {
-        let message = Message::json(&Order { id })
-            .unwrap()
-            .with_session("account-1", sequence)
-            .with_idempotency_key(format!("{exchange}/{key}"));
+    let options = RouteOptions::new().bind(Binding::direct(&exchange, "ledger"));
+    events::sessions_and_idempotency_hold(&broker, &queue, options, &exchange, async |message| {
         client
             .send_to_exchange(&exchange, "ledger", message)
             .await
             .unwrap();
-    }
-    wait_for("the session's three orders handled", PATIENCE, || {
-        seen.lock().unwrap().len() >= 3
     })
     .await;
-    wait_for("the duplicate key settled", PATIENCE, || {
-        app.stats(&queue).duplicates >= 1
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        seen.lock().unwrap().clone(),
-        vec![1, 2, 3],
-        "in sequence order; the repeated key (order 4) did not run"
-    );
-    app.shutdown().await;
     clean_up(&broker, &[&queue], &[&exchange]).await;
 }

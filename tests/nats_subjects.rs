@@ -10,8 +10,8 @@
 
 mod support;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::events::{self, Order, PATIENCE, Seen, sorted, start};
+use std::time::Duration;
+use support::events::{self, Order, PATIENCE, Seen, sorted, start, unique_events};
 use support::{chain, skip, unique_queue, wait_for};
 use wharf::{App, Broker, BrokerErrorKind, RouteOptions, Subscription};
 
@@ -21,21 +21,8 @@ async fn broker(test: &str) -> Option<Broker> {
     events::connect(test, URL, "NATS").await
 }
 
-/// A stream name and a subject prefix no earlier run used.
-fn unique_events(what: &str) -> (String, String) {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    let id = format!("{}_{nanos:x}", std::process::id());
-    (format!("WHARFTEST_{what}_{id}"), format!("wharftest-{what}-{id}"))
-}
-
 async fn clean_up(broker: &Broker, queues: &[&str], streams: &[&str]) {
-    for queue in queues {
-        broker.delete_queue(queue).await.unwrap();
-    }
-    let jetstream = async_nats::jetstream::new(async_nats::connect(URL).await.unwrap());
-    for stream in streams {
-        let _ = jetstream.delete_stream(stream).await;
-    }
+    events::clean_up_nats(broker, URL, queues, streams).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +97,7 @@ async fn a_subscribed_route_retries_dead_letters_and_replays_on_its_own_subjects
     events::retries_dead_letters_and_replays_stay_on_the_route(
         &broker,
         (&flaky, &steady),
-        options,
+        |_| options.clone(),
         async |id| {
             client
                 .publish_to_subject(&format!("{prefix}.order"), &Order { id })
@@ -314,41 +301,15 @@ async fn sessions_and_idempotency_hold_for_events_on_subjects() {
     };
     let (stream, prefix) = unique_events("session");
     let queue = unique_queue("ledger");
-    let seen = Seen::default();
-    let app = start(
-        &broker,
-        &queue,
-        RouteOptions::new().subscribe(Subscription::new(&stream, format!("{prefix}.ledger"))),
-        &seen,
-    )
-    .await;
     let client = broker.client();
-    // Sequence 3, 1, 2 of one session, then order 2's key again.
-    for (id, sequence, key) in [(3, 3, "k3"), (1, 1, "k1"), (2, 2, "k2"), (4, 4, "k2")] {
-        let message = wharf::Message::json(&Order { id })
-            .unwrap()
-            .with_session("account-1", sequence)
-            .with_idempotency_key(format!("{prefix}/{key}"));
+    let options = RouteOptions::new().subscribe(Subscription::new(&stream, format!("{prefix}.ledger")));
+    events::sessions_and_idempotency_hold(&broker, &queue, options, &prefix, async |message| {
         client
             .send_to_subject(&format!("{prefix}.ledger"), message)
             .await
             .unwrap();
-    }
-    wait_for("the session's three orders handled", PATIENCE, || {
-        seen.lock().unwrap().len() >= 3
     })
     .await;
-    wait_for("the duplicate key settled", PATIENCE, || {
-        app.stats(&queue).duplicates >= 1
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        seen.lock().unwrap().clone(),
-        vec![1, 2, 3],
-        "in sequence order; the repeated key (order 4) did not run"
-    );
-    app.shutdown().await;
     clean_up(&broker, &[&queue], &[&stream]).await;
 }
 

@@ -3,10 +3,11 @@
 //!
 //! A JetStream stream of the team's (or one wharf declares) captures the
 //! subjects; each subscribed route's own stream *sources* the matching
-//! messages from it. So each route (each service) gets every matching
-//! event, the workers of one route compete on its stream as before, and
-//! retries, dead letters and replays stay on the route's own subjects,
-//! never going back through the event stream.
+//! messages from it, or the route reads the stream through a durable
+//! consumer the team names ([`Subscription::consumer`]). So each route
+//! (each service) gets every matching event, the workers of one route
+//! compete as before, and retries, dead letters and replays stay on the
+//! route's own subjects, never going back through the event stream.
 
 use crate::error::{BrokerError, BrokerErrorKind};
 use std::fmt;
@@ -27,11 +28,17 @@ pub const DEFAULT_EVENT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// reader (not a work queue); otherwise the start fails with a
 /// [`Config`](BrokerErrorKind::Config) error saying what it captures.
 ///
+/// Instead of sourcing the events into its own stream, a route can read
+/// the event stream through a durable pull consumer named for the service
+/// ([`consumer`](Subscription::consumer)): the team's own, or one wharf
+/// creates.
+///
 /// ```
 /// use wharf::Subscription;
 /// let created = Subscription::new("ORDERS", "orders.*.created");
 /// let everything = Subscription::new("ORDERS", "orders.>").existing();
-/// # let _ = (created, everything);
+/// let theirs = Subscription::new("ORDERS", "orders.>").consumer("billing").existing();
+/// # let _ = (created, everything, theirs);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Subscription {
@@ -41,6 +48,8 @@ pub struct Subscription {
     existing: bool,
     max_age: Duration,
     core: bool,
+    /// The durable consumer the route reads the stream through, if any.
+    consumer: Option<String>,
 }
 
 impl Subscription {
@@ -53,6 +62,7 @@ impl Subscription {
             existing: false,
             max_age: DEFAULT_EVENT_MAX_AGE,
             core: false,
+            consumer: None,
         }
     }
 
@@ -75,8 +85,36 @@ impl Subscription {
         self.core
     }
 
-    /// Requires the stream to exist instead of declaring it: for a stream
-    /// another team owns.
+    /// Reads the stream through the durable pull consumer `name` (one per
+    /// consuming service: `billing`, `shipping`) instead of sourcing the
+    /// events into the route's own stream. The workers of the route share
+    /// the consumer; each service naming its own gets every event.
+    ///
+    /// wharf creates the consumer when it is missing (filtered by the
+    /// pattern, explicit acks, the route's lease as ack wait, unlimited
+    /// deliveries, events from then on); with
+    /// [`existing`](Subscription::existing) the stream and the consumer
+    /// must both exist. Either way a consumer that exists must meet what
+    /// wharf needs (a pull consumer, explicit acks, unlimited deliveries,
+    /// an ack wait no shorter than the lease, delivering only what the
+    /// pattern matches); otherwise the start fails with a
+    /// [`Config`](BrokerErrorKind::Config) error listing each difference.
+    /// The stream may be a work queue here: its one consumer takes each
+    /// event once.
+    pub fn consumer(mut self, name: impl Into<String>) -> Self {
+        self.consumer = Some(name.into());
+        self
+    }
+
+    /// The durable consumer the route reads through
+    /// ([`consumer`](Subscription::consumer)), if any.
+    pub fn consumer_name(&self) -> Option<&str> {
+        self.consumer.as_deref()
+    }
+
+    /// Requires the stream (and the [`consumer`](Subscription::consumer),
+    /// if named) to exist instead of declaring it: for a stream another
+    /// team owns.
     pub fn existing(mut self) -> Self {
         self.existing = true;
         self
@@ -130,6 +168,20 @@ impl Subscription {
         if !stream_ok {
             return refuse("a stream name is ASCII letters, digits, '_' and '-'".into());
         }
+        if let Some(consumer) = &self.consumer {
+            if self.core {
+                return refuse("a core subscription has no stream, so no consumer to read through".into());
+            }
+            let name_ok = !consumer.is_empty()
+                && consumer
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !name_ok {
+                return refuse(format!(
+                    "consumer {consumer:?}: a consumer name is ASCII letters, digits, '_' and '-'"
+                ));
+            }
+        }
         match subject_problem(&self.subject, true) {
             Some(why) => refuse(why),
             None => Ok(()),
@@ -167,9 +219,20 @@ pub(crate) fn check_route(
                  (persistent(false): subscribe it with Subscription::core)"
             )));
         }
+        if subscription.consumer.is_some() {
+            if let Some(other) = subscriptions[..i]
+                .iter()
+                .find(|o| o.stream == subscription.stream && o.consumer == subscription.consumer)
+            {
+                return Err(refused(format!(
+                    "{other} and {subscription}: one consumer delivers to one subscription"
+                )));
+            }
+            continue;
+        }
         if let Some(other) = subscriptions[..i]
             .iter()
-            .find(|o| !o.core && o.stream == subscription.stream)
+            .find(|o| !o.core && o.consumer.is_none() && o.stream == subscription.stream)
         {
             return Err(refused(format!(
                 "{other} and {subscription}: a route subscribes once per stream (nats-server before \
@@ -183,8 +246,12 @@ pub(crate) fn check_route(
 impl fmt::Display for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.core {
-            true => write!(f, "core NATS subject {:?}", self.subject),
-            false => write!(f, "subject {:?} in stream {:?}", self.subject, self.stream),
+            true => write!(f, "core NATS subject {:?}", self.subject)?,
+            false => write!(f, "subject {:?} in stream {:?}", self.subject, self.stream)?,
+        }
+        match &self.consumer {
+            Some(consumer) => write!(f, " through consumer {consumer:?}"),
+            None => Ok(()),
         }
     }
 }
@@ -277,5 +344,32 @@ mod tests {
         assert!(refused(Subscription::new("ORDERS", "wharf.p0.q")).contains("wharf's"));
         assert!(refused(Subscription::new("ORDERS", ">")).contains("wildcard"));
         assert!(refused(Subscription::new("ORDERS", "*.p0.*")).contains("wildcard"));
+        assert!(
+            refused(Subscription::new("ORDERS", "orders.>").consumer("bill.ing")).contains("consumer name")
+        );
+        assert!(refused(Subscription::core("orders.>").consumer("billing")).contains("no stream"));
+        assert!(
+            Subscription::new("ORDERS", "orders.>")
+                .consumer("billing")
+                .check()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_route_reads_a_stream_through_several_consumers_but_sources_it_once() {
+        let check = |subscriptions: &[Subscription]| check_route("q", subscriptions, false, true);
+        let sourced = |pattern: &str| Subscription::new("ORDERS", pattern);
+        let through = |pattern: &str, consumer: &str| sourced(pattern).consumer(consumer);
+        assert!(check(&[sourced("orders.>"), through("orders.eu.>", "eu")]).is_ok());
+        assert!(check(&[through("orders.eu.>", "eu"), through("orders.us.>", "us")]).is_ok());
+        let twice = check(&[sourced("orders.eu.>"), sourced("orders.us.>")]).unwrap_err();
+        assert!(twice.to_string().contains("once per stream"), "{twice}");
+        let shared = check(&[through("orders.eu.>", "eu"), through("orders.us.>", "eu")]).unwrap_err();
+        assert!(shared.to_string().contains("one consumer delivers"), "{shared}");
+        assert_eq!(
+            through("orders.>", "billing").to_string(),
+            "subject \"orders.>\" in stream \"ORDERS\" through consumer \"billing\""
+        );
     }
 }

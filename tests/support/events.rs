@@ -8,6 +8,29 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wharf::{App, Backoff, Broker, BrokerError, Error, Meta, RouteOptions, Running};
 
+/// A stream name and a subject prefix no earlier run used (the sweep
+/// scripts remove streams named `WHARFTEST_…` a failed run left).
+pub fn unique_events(what: &str) -> (String, String) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let id = format!("{}_{nanos:x}", std::process::id());
+    (format!("WHARFTEST_{what}_{id}"), format!("wharftest-{what}-{id}"))
+}
+
+/// Deletes the test's queues, and the NATS streams at `url`.
+#[cfg(feature = "nats")]
+pub async fn clean_up_nats(broker: &Broker, url: &str, queues: &[&str], streams: &[&str]) {
+    for queue in queues {
+        broker.delete_queue(queue).await.unwrap();
+    }
+    let jetstream = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    for stream in streams {
+        let _ = jetstream.delete_stream(stream).await;
+    }
+}
+
 /// How long a test waits for events to be handled.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -106,12 +129,12 @@ pub async fn assert_each_once(services: &[(&str, &[Seen], Vec<u64>)]) {
 /// order 2 for good until fixed, `steady` handles both. Order 1 must be
 /// retried and order 2 dead-lettered and, once fixed, replayed, all on
 /// `flaky`'s own queue, while `steady` sees each event once: nothing went
-/// back through the exchange or event stream. `publish` publishes one
-/// order as an event.
+/// back through the exchange or event stream. `options` are each route's
+/// (given its queue); `publish` publishes one order as an event.
 pub async fn retries_dead_letters_and_replays_stay_on_the_route(
     broker: &Broker,
     (flaky, steady): (&str, &str),
-    options: RouteOptions,
+    options: impl Fn(&str) -> RouteOptions,
     publish: impl AsyncFn(u64),
 ) {
     let broken = Arc::new(AtomicBool::new(true));
@@ -134,15 +157,13 @@ pub async fn retries_dead_letters_and_replays_stay_on_the_route(
         .route_with(
             flaky,
             handler,
-            options
-                .clone()
-                .backoff(Backoff::fixed(Duration::from_millis(100))),
+            options(flaky).backoff(Backoff::fixed(Duration::from_millis(100))),
         )
         .start()
         .await
         .unwrap_or_else(|e| panic!("app on {flaky} starts: {}", chain(&e)));
     let steady_seen = Seen::default();
-    let steady_app = start(broker, steady, options, &steady_seen).await;
+    let steady_app = start(broker, steady, options(steady), &steady_seen).await;
 
     for id in [1, 2] {
         publish(id).await;
@@ -180,4 +201,41 @@ pub async fn retries_dead_letters_and_replays_stay_on_the_route(
     );
     flaky_app.shutdown().await;
     steady_app.shutdown().await;
+}
+
+/// Sessions and idempotency keys hold for events: sequence 3, 1, 2 of one
+/// session, then order 2's key again, sent as events by `send` (keys
+/// prefixed with `keys`), run in sequence order, and the repeated key
+/// does not run.
+pub async fn sessions_and_idempotency_hold(
+    broker: &Broker,
+    queue: &str,
+    options: RouteOptions,
+    keys: &str,
+    send: impl AsyncFn(wharf::Message),
+) {
+    let seen = Seen::default();
+    let app = start(broker, queue, options, &seen).await;
+    for (id, sequence, key) in [(3, 3, "k3"), (1, 1, "k1"), (2, 2, "k2"), (4, 4, "k2")] {
+        let message = wharf::Message::json(&Order { id })
+            .unwrap()
+            .with_session("account-1", sequence)
+            .with_idempotency_key(format!("{keys}/{key}"));
+        send(message).await;
+    }
+    wait_for("the session's three orders handled", PATIENCE, || {
+        seen.lock().unwrap().len() >= 3
+    })
+    .await;
+    wait_for("the duplicate key settled", PATIENCE, || {
+        app.stats(queue).duplicates >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        vec![1, 2, 3],
+        "in sequence order; the repeated key (order 4) did not run"
+    );
+    app.shutdown().await;
 }

@@ -15,7 +15,7 @@ use super::delivery::{AckPrefix, delivery};
 use super::keepalive::{self, Keep};
 use super::naming::{self, CONSUMER, DELAY_CONSUMER};
 use super::pull::{self, Pull};
-use super::{Shared, acker, convert, handback, publish_confirmed, quarantine, topology};
+use super::{Shared, acker, convert, events, handback, publish_confirmed, quarantine, topology};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::transport::lanes::{Lanes, MAX_PRIORITY};
 use crate::transport::topology::Topology;
@@ -42,8 +42,12 @@ struct ConsumerState {
     source: Arc<Source>,
     spec: QueueSpec,
     batch: usize,
-    /// Pull subscriptions, by lane (one without priority).
+    /// Pull subscriptions, by lane (without priority: the route's own, then
+    /// those of the consumers its subscriptions name).
     pulls: Vec<Pull>,
+    /// Without priority, the subscription polled first next time: each
+    /// gets its turn.
+    turn: usize,
     /// Received messages not handed out yet, at most one per lane.
     waiting: Lanes<Held>,
     /// At most `prefetch` deliveries out and unsettled.
@@ -118,6 +122,7 @@ pub(crate) fn consume(shared: Arc<Shared>, spec: QueueSpec, prefetch: usize) -> 
         spec,
         batch,
         pulls: Vec::new(),
+        turn: 0,
         window,
         awaited: Vec::new(),
         start_wait: None,
@@ -293,16 +298,27 @@ impl ConsumerState {
         }
     }
 
-    /// The next message of a route without priority: its one subscription.
+    /// The next message of a route without priority: from its one
+    /// subscription, or in turns from its own and its named consumers'.
     fn poll_single(&mut self, cx: &mut Context<'_>) -> Poll<Result<Delivery, BrokerError>> {
-        match ready!(self.pulls[0].poll_next_unpin(cx)) {
-            Some(Ok(message)) => Poll::Ready(Ok(self.delivery(message, None))),
-            Some(Err(error)) => Poll::Ready(Err(error)),
-            None => Poll::Ready(Err(BrokerError::new(
-                BrokerErrorKind::Consume,
-                "the pull subscription ended",
-            ))),
+        let count = self.pulls.len();
+        for offset in 0..count {
+            let at = (self.turn + offset) % count;
+            let next = match self.pulls[at].poll_next_unpin(cx) {
+                Poll::Ready(next) => next,
+                Poll::Pending => continue,
+            };
+            self.turn = (at + 1) % count;
+            return Poll::Ready(match next {
+                Some(Ok(message)) => Ok(self.delivery(message, None)),
+                Some(Err(error)) => Err(error),
+                None => Err(BrokerError::new(
+                    BrokerErrorKind::Consume,
+                    "the pull subscription ended",
+                )),
+            });
         }
+        Poll::Pending
     }
 
     /// Whether a lane known to hold messages, above every lane that has
@@ -371,6 +387,11 @@ async fn open(
     }
     pulls.reverse();
     awaited.reverse();
+    // The consumers its subscriptions name, read beside its own (a route
+    // with them has no priority lanes: `subscription::check_route`).
+    for consumer in events::named_consumers(&shared, &spec).await? {
+        pulls.push(pull::open(&shared, &consumer, batch, keep.as_deref()).await?);
+    }
     Ok(Opened { pulls, awaited })
 }
 

@@ -22,7 +22,7 @@ const INTERNAL_ACK_WAIT: Duration = Duration::from_secs(30);
 /// JetStream's de-duplication window for `Nats-Msg-Id`.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Unsettled messages a consumer may have across all workers.
-const MAX_ACK_PENDING: i64 = 100_000;
+pub(crate) const MAX_ACK_PENDING: i64 = 100_000;
 
 pub(crate) fn declare_error(what: &str, e: impl std::fmt::Display) -> BrokerError {
     BrokerError::new(BrokerErrorKind::Declare, format!("declaring {what} failed: {e}"))
@@ -52,7 +52,7 @@ pub(crate) async fn declare(shared: &Shared, spec: &QueueSpec) -> Result<(), Bro
     }
     let work = route_stream(shared, spec).await?;
     if !spec.subscriptions.is_empty() {
-        super::events::subscribe(shared, &work, &spec.subscriptions, topology).await?;
+        super::events::subscribe(shared, &work, spec).await?;
     }
     if spec.priority {
         for lane in 0..=MAX_PRIORITY as u8 {
