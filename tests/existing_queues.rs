@@ -84,6 +84,38 @@ async fn rabbitmq_a_queue_declared_otherwise_is_used_as_it_is() {
         "{}",
         chain(&error)
     );
+
+    // A queue exclusive to its owner's connection cannot be consumed by
+    // anyone else: said so, not a bare RESOURCE_LOCKED.
+    let owner = lapin::Connection::connect(URL, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let exclusive = unique_queue("exclusive");
+    owner
+        .create_channel()
+        .await
+        .unwrap()
+        .queue_declare(
+            exclusive.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let error = start(&exclusive, RouteOptions::new().existing_queue(), &Seen::default())
+        .await
+        .err()
+        .expect("an exclusive queue is refused");
+    assert_eq!(error.kind(), BrokerErrorKind::Config, "{}", chain(&error));
+    assert!(
+        chain(&error).contains("is exclusive to the connection"),
+        "{}",
+        chain(&error)
+    );
+    owner.close(200, "done".into()).await.unwrap();
     broker.delete_queue(&queue).await.unwrap();
     broker.delete_queue(&missing).await.unwrap();
 }
@@ -132,4 +164,74 @@ async fn nats_a_stream_created_otherwise_is_used_as_it_is() {
     assert!(chain(&error).contains("does not exist"), "{}", chain(&error));
     broker.delete_queue(&queue).await.unwrap();
     broker.delete_queue(&missing).await.unwrap();
+}
+
+/// A stream taken as it is that does not offer what wharf needs (lanes it
+/// does not capture, deletes denied), or a consumer on it that wharf
+/// cannot read through, is refused with each shortfall named, and left
+/// as it is.
+#[cfg(feature = "nats")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_an_adopted_stream_falling_short_is_refused_with_each_difference() {
+    use async_nats::jetstream::{self, consumer, stream};
+    const URL: &str = "nats://127.0.0.1:4222";
+    let test = "nats_an_adopted_stream_falling_short_is_refused_with_each_difference";
+    if let Err(why) = support::broker_reachable(URL) {
+        return skip(test, &format!("NATS is not reachable: {why}"));
+    }
+    let broker = Broker::connect(URL).await.unwrap();
+    let jetstream = jetstream::new(async_nats::connect(URL).await.unwrap());
+    // The stream name as docs/wire-format.md encodes it: '.' is _2E.
+    let name_of = |queue: &str| format!("WHARF_{}", queue.replace('.', "_2E"));
+    let refused = async |queue: &str| {
+        let options = RouteOptions::new().existing_queue();
+        let error = try_start(&broker, queue, options, &Seen::default())
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(error.kind(), BrokerErrorKind::Config, "{}", chain(&error));
+        chain(&error)
+    };
+
+    let short = unique_queue("short");
+    jetstream
+        .create_stream(stream::Config {
+            name: name_of(&short),
+            subjects: vec![format!("wharf.p0.{short}")],
+            deny_delete: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let message = refused(&short).await;
+    assert!(
+        message.contains(&format!("not [\"wharf.p1.{short}\"")),
+        "{message}"
+    );
+    assert!(message.contains("deny_delete"), "{message}");
+    let kept = jetstream.get_stream(name_of(&short)).await.unwrap();
+    assert_eq!(kept.cached_info().config.subjects.len(), 1, "left as it is");
+
+    let foreign = unique_queue("foreign-consumer");
+    let stream = jetstream
+        .create_stream(stream::Config {
+            name: name_of(&foreign),
+            subjects: vec![format!("wharf.*.{foreign}")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("wharf".into()),
+            ack_policy: consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let message = refused(&foreign).await;
+    assert!(message.contains("consumer \"wharf\""), "{message}");
+    assert!(message.contains("ack policy is none"), "{message}");
+    broker.delete_queue(&short).await.unwrap();
+    broker.delete_queue(&foreign).await.unwrap();
 }

@@ -90,10 +90,15 @@ fn declare_error(queue: &str, error: lapin::Error) -> BrokerError {
 
 /// A failed passive declaration of a queue the route takes as it is.
 fn existing_error(queue: &str, error: lapin::Error) -> BrokerError {
-    let missing = matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp)
-        if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)));
-    match missing {
-        true => BrokerError::new(
+    let refusal = match error.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => match amqp.kind() {
+            AMQPErrorKind::Soft(refusal) => Some(refusal.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    match refusal {
+        Some(AMQPSoftError::NOTFOUND) => BrokerError::new(
             BrokerErrorKind::Config,
             format!(
                 "queue {queue:?} does not exist, and the route takes it as it is \
@@ -101,7 +106,14 @@ fn existing_error(queue: &str, error: lapin::Error) -> BrokerError {
                  declares it"
             ),
         ),
-        false => BrokerError::new(BrokerErrorKind::Declare, format!("cannot check queue {queue:?}")),
+        Some(AMQPSoftError::RESOURCELOCKED) => BrokerError::new(
+            BrokerErrorKind::Config,
+            format!(
+                "queue {queue:?} is exclusive to the connection that declared it, so no worker of wharf's \
+                 can consume it: its owner must declare it without `exclusive`"
+            ),
+        ),
+        _ => BrokerError::new(BrokerErrorKind::Declare, format!("cannot check queue {queue:?}")),
     }
     .with_source(error)
 }

@@ -180,7 +180,7 @@ async fn named_consumer(
 /// read `pattern` through it on a route with `lease`, one entry per
 /// difference (empty when it does not). `captured` are its stream's
 /// subjects: what a consumer without a filter delivers.
-fn consumer_differences(
+pub(crate) fn consumer_differences(
     config: &consumer::Config,
     pattern: &str,
     captured: &[String],

@@ -9,6 +9,7 @@
 //! carrying the attempts so far. Dead letters are a stream per queue.
 
 mod acker;
+mod adopted;
 pub(crate) mod connect_options;
 mod connection;
 mod consumer;

@@ -54,6 +54,11 @@ pub(crate) async fn declare(shared: &Shared, spec: &QueueSpec) -> Result<(), Bro
     if !spec.subscriptions.is_empty() {
         super::events::subscribe(shared, &work, spec).await?;
     }
+    if spec.existing {
+        let mut names = vec![CONSUMER.to_owned()];
+        names.extend((0..=MAX_PRIORITY as u8).map(naming::lane_consumer));
+        super::adopted::check_consumers(&spec.name, &work, &names).await?;
+    }
     if spec.priority {
         for lane in 0..=MAX_PRIORITY as u8 {
             consumer(
@@ -93,25 +98,8 @@ pub(crate) async fn work_stream(
 /// topology asks.
 pub(crate) async fn route_stream(shared: &Shared, spec: &QueueSpec) -> Result<stream::Stream, BrokerError> {
     match spec.existing {
-        true => existing_work_stream(shared, &spec.name).await,
+        true => super::adopted::work_stream(shared, &spec.name).await,
         false => work_stream(shared, &spec.name, &spec.topology).await,
-    }
-}
-
-/// The stream holding `queue`, taken as it is: it must exist.
-async fn existing_work_stream(shared: &Shared, queue: &str) -> Result<stream::Stream, BrokerError> {
-    let name = naming::stream(queue);
-    match shared.jetstream.get_stream(&name).await {
-        Ok(stream) => Ok(stream),
-        Err(e) if e.to_string().contains("not found") => Err(BrokerError::new(
-            BrokerErrorKind::Config,
-            format!(
-                "stream {name} (queue {queue:?}) does not exist, and the route takes it as it is \
-                 (RouteOptions::existing_queue): create it with the subjects wharf.p0.{queue} … \
-                 wharf.p9.{queue} (docs/wire-format.md), or drop existing_queue() and wharf declares it"
-            ),
-        )),
-        Err(e) => Err(declare_error(&format!("stream {name} (queue {queue:?})"), e)),
     }
 }
 
