@@ -399,3 +399,72 @@ async fn core_services_each_get_every_live_event() {
     assert!(message.contains("Subscription::core"), "{message}");
     clean_up(&broker, &[&pricing, &search], &[&stream]).await;
 }
+
+/// A worker of a core NATS service that stops hands the events it
+/// received and did not start (its pipeline's and what its subscriptions
+/// still buffered) to the service's other workers, on its own subjects:
+/// not back on the event subject, where the other services would get
+/// them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_core_worker_hands_its_events_to_its_own_service_only() {
+    let test = "a_stopping_core_worker_hands_its_events_to_its_own_service_only";
+    let Some(broker) = broker(test).await else {
+        return;
+    };
+    let (_, prefix) = unique_events("core-handback");
+    let (pricing, search) = (unique_queue("hb-pricing"), unique_queue("hb-search"));
+    let live = RouteOptions::new()
+        .persistent(false)
+        .subscribe(Subscription::core(format!("{prefix}.products.>")));
+    let (pricing_seen, stopping_seen, staying_seen) = (Seen::default(), Seen::default(), Seen::default());
+    let slow = {
+        let seen = stopping_seen.clone();
+        move |order: Order| {
+            let seen = seen.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                seen.lock().unwrap().push(order.id);
+            }
+        }
+    };
+    let stopping = App::new(broker.clone())
+        .route_with(&search, slow, live.clone().concurrency(1))
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("{}", chain(&e)));
+    let staying = start(&broker, &search, live.clone(), &staying_seen).await;
+    let pricing_app = start(&broker, &pricing, live, &pricing_seen).await;
+    // Subscriptions are made when the routes start; give them a moment to
+    // reach the server before publishing live events.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let raw = async_nats::connect(URL).await.unwrap();
+    for id in 1..=20u64 {
+        let body = serde_json::to_vec(&Order { id }).unwrap();
+        raw.publish(format!("{prefix}.products.changed"), body.into())
+            .await
+            .unwrap();
+    }
+    raw.flush().await.unwrap();
+    wait_for("the stopping worker started on its events", PATIENCE, || {
+        !stopping_seen.lock().unwrap().is_empty()
+    })
+    .await;
+    stopping.shutdown().await;
+    let handled_before = stopping_seen.lock().unwrap().len();
+    events::assert_each_once(&[
+        ("pricing", &[pricing_seen], (1..=20).collect()),
+        (
+            "search",
+            &[stopping_seen, staying_seen.clone()],
+            (1..=20).collect(),
+        ),
+    ])
+    .await;
+    eprintln!(
+        "{test}: the stopping worker handled {handled_before}, the staying one {}",
+        staying_seen.lock().unwrap().len()
+    );
+    staying.shutdown().await;
+    pricing_app.shutdown().await;
+    clean_up(&broker, &[&pricing, &search], &[]).await;
+}

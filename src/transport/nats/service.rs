@@ -7,6 +7,12 @@
 //! stopping worker passes what it did not start back to the subject (another
 //! worker may take it), and dead letters go to the queue's dead-letter
 //! stream like any other.
+//!
+//! What a stopping worker did not start includes what its subscriptions
+//! still buffer: when the delivery stream is dropped, each subscription is
+//! drained (unsubscribed, then read up to the server's answer to a ping,
+//! so nothing the server routed to it before is dropped) and every message
+//! it held is passed on as well.
 
 use super::naming::{self, any_lane};
 use super::{Shared, convert, core_publish, publish_confirmed, topology};
@@ -17,14 +23,20 @@ use crate::transport::{
 use crate::wire::attempt_header;
 use crate::wire::headers::names;
 use crate::wire::message::Message;
+use async_nats::Subscriber;
 use async_nats::{HeaderMap, Subject};
 use futures_util::StreamExt;
+use futures_util::stream::SelectAll;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// The queue group every worker of a service joins.
 const GROUP: &str = "wharf";
+/// How long a stopping worker waits for the server to confirm that its
+/// subscriptions ended (a lost connection never does).
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 /// Subscribes to `spec`'s subjects in the service's queue group.
 pub(crate) async fn consume(
@@ -53,13 +65,16 @@ pub(crate) async fn consume(
     for events in spec.subscriptions.iter().filter(|s| s.is_core()) {
         subscribers.push(subscribe(events.subject().to_owned(), format!("wharf.{}", spec.name)).await?);
     }
-    let mut subscription = futures_util::stream::select_all(subscribers);
     let (again, mut retries) = mpsc::unbounded_channel::<Delivery>();
     let route = Arc::new(Route {
         shared,
         queue: spec.name.as_str().into(),
         again,
     });
+    let mut subscriptions = Subscriptions {
+        route: route.clone(),
+        all: futures_util::stream::select_all(subscribers),
+    };
     let stream = futures_util::stream::poll_fn(move |cx| {
         // Retries first, without registering this task with their channel
         // (two atomic read-modify-writes per request, and most polls find
@@ -67,34 +82,8 @@ pub(crate) async fn consume(
         if let Ok(delivery) = retries.try_recv() {
             return Poll::Ready(Some(delivery));
         }
-        match subscription.poll_next_unpin(cx) {
-            Poll::Ready(Some(raw)) => {
-                let message = convert::to_message(
-                    raw.subject.as_str(),
-                    raw.headers.as_ref(),
-                    raw.payload,
-                    raw.reply.as_ref().map(|r| r.as_str()),
-                );
-                // A malformed count is not a count; the pipeline rejects it.
-                let (attempts, malformed) = match attempt_header::carried(message.header(names::ATTEMPT)) {
-                    Ok(attempts) => (attempts, None),
-                    Err(why) => (0, Some(why)),
-                };
-                let acker = ServiceAcker {
-                    route: route.clone(),
-                    subject: raw.subject,
-                    reply: raw.reply,
-                    headers: raw.headers,
-                    message: Arc::new(message),
-                    count: attempts.saturating_add(1),
-                    settled: false,
-                };
-                let delivery = acker.delivery();
-                Poll::Ready(Some(match malformed {
-                    Some(why) => delivery.with_malformed(why),
-                    None => delivery,
-                }))
-            }
+        match subscriptions.all.poll_next_unpin(cx) {
+            Poll::Ready(Some(raw)) => Poll::Ready(Some(received(&route, raw))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => match retries.poll_recv(cx) {
                 Poll::Ready(Some(delivery)) => Poll::Ready(Some(delivery)),
@@ -104,6 +93,84 @@ pub(crate) async fn consume(
         }
     });
     Ok(Box::pin(stream))
+}
+
+/// A received message as a delivery of `route`.
+fn received(route: &Arc<Route>, raw: async_nats::Message) -> Delivery {
+    let message = convert::to_message(
+        raw.subject.as_str(),
+        raw.headers.as_ref(),
+        raw.payload,
+        raw.reply.as_ref().map(|r| r.as_str()),
+    );
+    // A malformed count is not a count; the pipeline rejects it.
+    let (attempts, malformed) = match attempt_header::carried(message.header(names::ATTEMPT)) {
+        Ok(attempts) => (attempts, None),
+        Err(why) => (0, Some(why)),
+    };
+    let acker = ServiceAcker {
+        route: route.clone(),
+        subject: raw.subject,
+        reply: raw.reply,
+        headers: raw.headers,
+        message: Arc::new(message),
+        count: attempts.saturating_add(1),
+        settled: false,
+    };
+    let delivery = acker.delivery();
+    match malformed {
+        Some(why) => delivery.with_malformed(why),
+        None => delivery,
+    }
+}
+
+/// A service's subscriptions. Dropped with the delivery stream, they give
+/// back what they still hold ([`hand_back`]).
+struct Subscriptions {
+    route: Arc<Route>,
+    all: SelectAll<Subscriber>,
+}
+
+impl Drop for Subscriptions {
+    fn drop(&mut self) {
+        let subscribers: Vec<Subscriber> = std::mem::take(&mut self.all).into_iter().collect();
+        let shared = self.route.shared.clone();
+        shared
+            .handbacks
+            .spawn(&shared, hand_back(self.route.clone(), subscribers));
+    }
+}
+
+/// Drains `subscribers` and passes on every message they still held, as
+/// one never attempted here: an event to the service's own lane 0, a
+/// request back to its subject, for the service's other workers.
+async fn hand_back(route: Arc<Route>, mut subscribers: Vec<Subscriber>) {
+    for subscriber in &mut subscribers {
+        if let Err(error) = subscriber.drain().await {
+            tracing::warn!(queue = %route.queue, %error, "cannot end a subscription of the stopping service");
+        }
+    }
+    let mut passed = 0;
+    for mut subscriber in subscribers {
+        loop {
+            let raw = match tokio::time::timeout(DRAIN_LIMIT, subscriber.next()).await {
+                Ok(Some(raw)) => raw,
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(queue = %route.queue, "the server did not confirm the end of a subscription; what it still sends is lost");
+                    break;
+                }
+            };
+            let settled = received(&route, raw).settle(Settlement::Return).await;
+            match settled {
+                Ok(()) => passed += 1,
+                Err(error) => {
+                    tracing::warn!(queue = %route.queue, error = %crate::error::Chain(&error), "passing on a message of the stopping service failed");
+                }
+            }
+        }
+    }
+    tracing::debug!(queue = %route.queue, passed, "passed on what the stopping service's subscriptions held");
 }
 
 /// What every request of one service shares, behind one reference count
