@@ -242,3 +242,107 @@ async fn an_unreachable_broker_is_a_clear_error_not_a_hang() {
         started.elapsed()
     );
 }
+
+/// After a reconnect a bound route's bindings are made again: one removed
+/// while the worker was connected (by an operator, say) is back once the
+/// connection was cut, and the events it routes reach the handler again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bindings_are_made_again_after_a_reconnect() {
+    use lapin::options::ExchangeDeleteOptions;
+    if Command::new("rabbitmqctl").arg("--help").output().is_err() {
+        return skip("amqp_restart", "rabbitmqctl is not installed");
+    }
+    let _one_at_a_time = DISRUPTING.lock().await;
+    if let Err(why) = support::broker_reachable(URL) {
+        return skip("amqp_restart", &format!("RabbitMQ is not reachable: {why}"));
+    }
+    let broker = match Broker::connect(URL).await {
+        Ok(broker) => broker,
+        Err(error) => return skip("amqp_restart", &format!("RabbitMQ is not reachable: {error}")),
+    };
+    let (exchange, queue) = (unique_queue("rebind-events"), unique_queue("rebind"));
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let handler = {
+        let seen = seen.clone();
+        move |order: Order| {
+            seen.lock().unwrap().push(order.id);
+            std::future::ready(())
+        }
+    };
+    let running = App::new(broker.clone())
+        .route_with(
+            &queue,
+            handler,
+            RouteOptions::new().bind(wharf::Binding::topic(&exchange, "orders.#")),
+        )
+        .start()
+        .await
+        .unwrap();
+    let health = running.health();
+    let client = broker.client();
+    let publish = async |id: u64| {
+        while client
+            .publish_to_exchange(&exchange, "orders.created", &Order { id })
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    publish(1).await;
+    wait_for("the first event handled", Duration::from_secs(15), || {
+        seen.lock().unwrap().as_slice() == [1]
+    })
+    .await;
+
+    // An operator removes the binding: event 2 is routed nowhere.
+    let raw = lapin::Connection::connect(URL, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = raw.create_channel().await.unwrap();
+    channel
+        .queue_unbind(
+            queue.as_str().into(),
+            exchange.as_str().into(),
+            "orders.#".into(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    publish(2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [1],
+        "unbound: event 2 was dropped"
+    );
+
+    tokio::task::spawn_blocking(|| rabbitmqctl(&["close_all_connections", "wharf rebind test"]))
+        .await
+        .unwrap();
+    wait_for("readiness lost", Duration::from_secs(30), || !health.is_ready()).await;
+    wait_for("readiness back", Duration::from_secs(60), || health.is_ready()).await;
+    publish(3).await;
+    wait_for(
+        "the event after the reconnect handled",
+        Duration::from_secs(15),
+        || seen.lock().unwrap().contains(&3),
+    )
+    .await;
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [1, 3],
+        "bound again after the reconnect"
+    );
+
+    running.shutdown().await;
+    broker.delete_queue(&queue).await.unwrap();
+    let raw = lapin::Connection::connect(URL, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = raw.create_channel().await.unwrap();
+    let _ = channel
+        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await;
+    broker.close().await;
+}
