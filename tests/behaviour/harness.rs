@@ -58,7 +58,7 @@ impl Harness {
                         let separator = if url.contains('?') { '&' } else { '?' };
                         format!("{url}{separator}queue_type=quorum")
                     }
-                    "nats" | "nats_bound" => std::env::var("WHARF_TEST_NATS_URL")
+                    "nats" | "nats_bound" | "nats_consumed" => std::env::var("WHARF_TEST_NATS_URL")
                         .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
                     _ => panic!("unknown transport {other}"),
                 };
@@ -71,12 +71,20 @@ impl Harness {
                     return None;
                 }
                 match Broker::connect(&url).await {
-                    Ok(broker) if other.ends_with("_bound") => {
+                    Ok(broker) if other.ends_with("_bound") || other == "nats_consumed" => {
                         #[cfg(feature = "nats")]
-                        if other == "nats_bound" {
-                            crate::bound::nats_event_stream(&url)
+                        if other.starts_with("nats") {
+                            let jetstream = crate::bound::nats_event_stream(&url, other == "nats_consumed")
                                 .await
                                 .unwrap_or_else(|e| panic!("the bound variant's event stream: {e}"));
+                            let transport = broker.transport().clone();
+                            let bound = match other {
+                                "nats_consumed" => {
+                                    crate::bound::Bound::through_consumers(transport, jetstream)
+                                }
+                                _ => crate::bound::Bound::new(transport),
+                            };
+                            return Some(Harness::over(Broker::from_transport(bound, &url)));
                         }
                         let bound = crate::bound::Bound::new(broker.transport().clone());
                         Broker::from_transport(bound, &url)
@@ -92,12 +100,17 @@ impl Harness {
                 }
             }
         };
+        Some(Harness::over(broker))
+    }
+
+    /// A harness over `broker`, with a queue prefix no earlier run used.
+    fn over(broker: Broker) -> Harness {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-        Some(Harness {
+        Harness {
             broker,
             prefix: format!("wharf-test.{}.{:x}", std::process::id(), nanos),
             queues: Arc::default(),
-        })
+        }
     }
 
     /// What deletes this case's queues once it is over.

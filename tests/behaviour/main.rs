@@ -176,3 +176,6 @@ for_every_case!(nats);
 for_every_case!(amqp_bound);
 #[cfg(feature = "nats")]
 for_every_case!(nats_bound);
+// And on NATS read through a durable consumer named for each route.
+#[cfg(feature = "nats")]
+for_every_case!(nats_consumed);
