@@ -9,6 +9,10 @@
 //!   behind an unreadable one come back after the lease), and what it
 //!   publishes meanwhile goes out (its sending connection stays up: only
 //!   the connection it receives on is dropped by async-nats, once);
+//! - the same for events on the team's own subjects, whether the route
+//!   sources them into its stream or reads the team's stream through a
+//!   consumer it names; there the unreadable event is acknowledged on that
+//!   consumer, not deleted from the team's stream;
 //! - an ordinary message whose header block starts with a status line
 //!   (`NATS/1.0 503`, `100 Idle Heartbeat`, `404`, `408`) is handled like
 //!   any other.
@@ -27,7 +31,7 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::{dead_letters, skip, unique_queue, wait_for};
-use wharf::{App, Broker, DeadLetterReason, Meta, Raw, RouteOptions};
+use wharf::{App, Broker, DeadLetterReason, Meta, Raw, RouteOptions, Subscription};
 
 /// The route's lease: how long a message sent to a connection that was
 /// lost stays with it before JetStream hands it out again.
@@ -219,6 +223,117 @@ async fn unreadable_header_blocks_are_dead_lettered_and_disturb_nothing_else() {
     assert_eq!(broker.queue_depth(&queue).await.unwrap(), 0);
     running.shutdown().await;
     broker.delete_queue(&queue).await.unwrap();
+}
+
+/// An unreadable event reaches neither a route sourcing the team's stream
+/// nor one reading it through a consumer it names: each dead-letters it
+/// once, counted as rejected, and handles every other event once. The
+/// team's stream keeps it (other services read it too); the named consumer
+/// has it acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_events_are_dead_lettered_by_every_subscribed_route() {
+    let test = "unreadable_events_are_dead_lettered_by_every_subscribed_route";
+    let Some(broker) = connect(test).await else {
+        return;
+    };
+    let (stream, prefix) = support::events::unique_events("hostile");
+    let jetstream = async_nats::jetstream::new(async_nats::connect(url()).await.unwrap());
+    jetstream
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: stream.clone(),
+            subjects: vec![format!("{prefix}.>")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (sourcing, consuming) = (
+        unique_queue("hostile-sourcing"),
+        unique_queue("hostile-consuming"),
+    );
+    let consumer = consuming.replace('.', "_");
+    let options = |subscription: Subscription| {
+        RouteOptions::new()
+            .subscribe(subscription)
+            .concurrency(4)
+            .lease(LEASE)
+    };
+    let handled = [Handled::default(), Handled::default()];
+    let mut apps = Vec::new();
+    for (queue, subscription, handled) in [
+        (
+            &sourcing,
+            Subscription::new(&stream, format!("{prefix}.>")),
+            &handled[0],
+        ),
+        (
+            &consuming,
+            Subscription::new(&stream, format!("{prefix}.>")).consumer(&consumer),
+            &handled[1],
+        ),
+    ] {
+        let app = App::with_state(broker.clone(), handled.clone())
+            .route_with(queue, record, options(subscription))
+            .start()
+            .await
+            .unwrap();
+        apps.push(app);
+    }
+    let client = broker.client();
+    let subject = format!("{prefix}.orders.created");
+    for i in 0..10 {
+        client
+            .publish_to_subject(&subject, &format!("before-{i}"))
+            .await
+            .unwrap();
+    }
+    raw_publish(
+        &subject,
+        b"NATS/1.0\r\nx-junk: \xff\xfe\r\n\r\n",
+        b"\"poison event\"",
+    );
+    for i in 0..10 {
+        client
+            .publish_to_subject(&subject, &format!("after-{i}"))
+            .await
+            .unwrap();
+    }
+
+    for (queue, handled) in [(&sourcing, &handled[0]), (&consuming, &handled[1])] {
+        let letters = dead_letters(&broker, queue, 1, LEASE + Duration::from_secs(15)).await;
+        assert_eq!(letters.len(), 1, "{queue}: the unreadable event dead-lettered");
+        assert_eq!(letters[0].reason(), Some(DeadLetterReason::InvalidHeader));
+        assert_eq!(letters[0].message.body.as_ref(), b"\"poison event\"");
+        assert_eq!(letters[0].origin_queue(), Some(queue.as_str()));
+        wait_for(
+            &format!("{queue}: every valid event"),
+            LEASE + Duration::from_secs(15),
+            || handled.count() == 20,
+        )
+        .await;
+        assert_eq!(handled.repeated(), Vec::<String>::new(), "{queue}: none twice");
+        assert_eq!(handled.times(b"\"poison event\""), 0);
+    }
+    for (app, queue) in apps.iter().zip([&sourcing, &consuming]) {
+        assert_eq!(app.stats(queue).rejected, 1, "{queue}: counted as rejected");
+    }
+    let mut team = jetstream.get_stream(&stream).await.unwrap();
+    assert_eq!(
+        team.info().await.unwrap().state.messages,
+        21,
+        "the team's stream keeps every event"
+    );
+    let named = team.consumer_info(&consumer).await.unwrap();
+    assert_eq!(
+        (named.num_ack_pending, named.num_pending),
+        (0, 0),
+        "the consumer has every event acknowledged, the unreadable one too"
+    );
+    for app in apps {
+        app.shutdown().await;
+    }
+    broker.delete_queue(&sourcing).await.unwrap();
+    broker.delete_queue(&consuming).await.unwrap();
+    let _ = jetstream.delete_stream(&stream).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -244,9 +244,8 @@ impl ConsumerState {
             self.rescan = true;
         } else {
             let shared = self.source.shared.clone();
-            let queue = self.source.queue.clone();
-            let priority = self.spec.priority;
-            let scan = async move { quarantine::scan(&shared, &queue, priority).await };
+            let spec = self.spec.clone();
+            let scan = async move { quarantine::scan(&shared, &spec).await };
             self.scanning = Some(Box::pin(scan));
         }
     }

@@ -20,13 +20,22 @@
 //! body byte for byte, the headers that could be read, and the whole stored
 //! header block in `wharf-raw-headers` (base64); the original is then
 //! deleted from the stream, so it is never delivered again.
+//!
+//! The route's stream is read whole when it sources events (they keep their
+//! own subjects there). A stream the route reads through a consumer it
+//! names ([`Subscription::consumer`](crate::Subscription::consumer)) is the
+//! team's: it is read from the consumer's ack floor up to what it
+//! delivered, within its filter, and an unreadable message found there is
+//! acknowledged on that consumer (an ack subject made from its stream
+//! sequence, which is what the server looks it up by) instead of deleted:
+//! the other services reading the stream still get it.
 
 use super::Shared;
 use super::naming::{self, CONSUMER};
 use super::{convert, publish_confirmed};
 use crate::error::{BrokerError, BrokerErrorKind};
 use crate::transport::lanes::MAX_PRIORITY;
-use crate::transport::{Acker, BoxFuture, Delivery, Settlement, dead_letter_queue, succeeded};
+use crate::transport::{Acker, BoxFuture, Delivery, QueueSpec, Settlement, dead_letter_queue, succeeded};
 use crate::wire::message::Message;
 use async_nats::HeaderMap;
 use async_nats::header::HeaderName;
@@ -123,27 +132,53 @@ fn readable_part(block: &[u8]) -> HeaderMap {
     headers
 }
 
-/// The unreadable messages of `queue`'s stream among those delivered at
-/// least once, each as a delivery to reject.
-pub(crate) async fn scan(
-    shared: &Arc<Shared>,
-    queue: &Arc<str>,
-    priority: bool,
-) -> Result<Vec<Delivery>, BrokerError> {
-    let failed = |e: &dyn std::fmt::Display| {
-        BrokerError::new(
-            BrokerErrorKind::Consume,
-            format!("reading the stored messages of {queue} failed: {e}"),
-        )
-    };
-    let name = naming::stream(queue);
-    let Ok(stream) = shared.jetstream.get_stream(&name).await else {
-        return Ok(Vec::new());
-    };
-    // The highest stream sequence any consumer of the queue delivered:
-    // what lies above it was never delivered and may still be read.
+/// How an unreadable message leaves where it was found once its dead
+/// letter is stored.
+#[derive(Clone)]
+enum Removal {
+    /// Deleted from the route's own stream.
+    Delete,
+    /// Acknowledged on the named consumer of another's stream.
+    Ack { consumer: String },
+}
+
+/// Where to look for unreadable messages: the stored messages of `stream`
+/// from `from` up to `upto` (delivered at least once) on `subjects`.
+struct Scope {
+    stream: String,
+    subjects: String,
+    from: u64,
+    upto: u64,
+    removal: Removal,
+}
+
+/// The unreadable messages among those delivered at least once, in
+/// `spec`'s stream and in the streams it reads through named consumers,
+/// each as a delivery to reject.
+pub(crate) async fn scan(shared: &Arc<Shared>, spec: &QueueSpec) -> Result<Vec<Delivery>, BrokerError> {
+    let queue: Arc<str> = spec.name.as_str().into();
+    let mut found = Vec::new();
+    if let Some(scope) = own_scope(shared, spec).await {
+        found.extend(scan_scope(shared, &queue, scope).await?);
+    }
+    for subscription in &spec.subscriptions {
+        if let Some(consumer) = subscription.consumer_name()
+            && let Some(scope) = consumer_scope(shared, subscription.stream(), consumer).await
+        {
+            found.extend(scan_scope(shared, &queue, scope).await?);
+        }
+    }
+    Ok(found)
+}
+
+/// The route's own stream, up to the highest stream sequence any consumer
+/// of the queue delivered: what lies above it was never delivered and may
+/// still be read.
+async fn own_scope(shared: &Arc<Shared>, spec: &QueueSpec) -> Option<Scope> {
+    let name = naming::stream(&spec.name);
+    let stream = shared.jetstream.get_stream(&name).await.ok()?;
     let mut delivered = 0;
-    let consumers: Vec<String> = if priority {
+    let consumers: Vec<String> = if spec.priority {
         (0..=MAX_PRIORITY as u8).map(naming::lane_consumer).collect()
     } else {
         vec![CONSUMER.to_owned()]
@@ -153,16 +188,71 @@ pub(crate) async fn scan(
             delivered = delivered.max(info.delivered.stream_sequence);
         }
     }
+    // Sourced events keep their subjects in the route's stream.
+    let sources = spec
+        .subscriptions
+        .iter()
+        .any(|s| !s.is_core() && s.consumer_name().is_none());
+    Some(Scope {
+        stream: name,
+        subjects: if sources {
+            ">".to_owned()
+        } else {
+            naming::any_lane(&spec.name)
+        },
+        from: 1,
+        upto: delivered,
+        removal: Removal::Delete,
+    })
+}
+
+/// What the consumer `consumer` of `stream` delivered and was not
+/// acknowledged below its ack floor.
+async fn consumer_scope(shared: &Arc<Shared>, stream: &str, consumer: &str) -> Option<Scope> {
+    let info = shared
+        .jetstream
+        .get_stream_no_info(stream)
+        .await
+        .ok()?
+        .consumer_info(consumer)
+        .await
+        .ok()?;
+    let subjects = match info.config.filter_subject.as_str() {
+        "" => ">".to_owned(),
+        filter => filter.to_owned(),
+    };
+    Some(Scope {
+        stream: stream.to_owned(),
+        subjects,
+        from: info.ack_floor.stream_sequence + 1,
+        upto: info.delivered.stream_sequence,
+        removal: Removal::Ack {
+            consumer: consumer.to_owned(),
+        },
+    })
+}
+
+/// The unreadable messages in `scope`, as deliveries of `queue` to reject.
+async fn scan_scope(
+    shared: &Arc<Shared>,
+    queue: &Arc<str>,
+    scope: Scope,
+) -> Result<Vec<Delivery>, BrokerError> {
+    let failed = |e: &dyn std::fmt::Display| {
+        BrokerError::new(
+            BrokerErrorKind::Consume,
+            format!("reading the stored messages of {} failed: {e}", scope.stream),
+        )
+    };
     // The context puts the API prefix (`$JS.API.`) in front.
-    let subject = format!("STREAM.MSG.GET.{name}");
-    let lanes = naming::any_lane(queue);
+    let subject = format!("STREAM.MSG.GET.{}", scope.stream);
     let mut found = Vec::new();
-    let mut next = 1;
+    let mut next = scope.from;
     for _ in 0..MAX_SCAN {
-        if next > delivered {
+        if next > scope.upto {
             break;
         }
-        let request = serde_json::json!({ "seq": next, "next_by_subj": lanes });
+        let request = serde_json::json!({ "seq": next, "next_by_subj": scope.subjects });
         let response: Response<Got> = shared
             .jetstream
             .request(subject.clone(), &request)
@@ -174,7 +264,7 @@ pub(crate) async fn scan(
             Response::Err { error } => return Err(failed(&error)),
         };
         next = stored.seq + 1;
-        if stored.seq > delivered {
+        if stored.seq > scope.upto {
             break;
         }
         let Some(block) = stored.hdrs.as_deref().map(|h| BASE64.decode(h)) else {
@@ -184,11 +274,12 @@ pub(crate) async fn scan(
         if let Some(why) = unreadable(&block) {
             tracing::warn!(
                 %queue,
+                stream = %scope.stream,
                 sequence = stored.seq,
                 %why,
                 "a stored message async-nats cannot read: dead-lettering it"
             );
-            found.push(quarantined(shared, queue, &name, stored, block, why)?);
+            found.push(quarantined(shared, queue, &scope, stored, block, why)?);
         }
     }
     Ok(found)
@@ -197,7 +288,7 @@ pub(crate) async fn scan(
 fn quarantined(
     shared: &Arc<Shared>,
     queue: &Arc<str>,
-    stream: &str,
+    scope: &Scope,
     stored: Stored,
     block: Vec<u8>,
     why: String,
@@ -220,7 +311,8 @@ fn quarantined(
     let acker = QuarantineAcker {
         shared: shared.clone(),
         queue: queue.clone(),
-        stream: stream.to_owned(),
+        stream: scope.stream.clone(),
+        removal: scope.removal.clone(),
         sequence: stored.seq,
         raw: BASE64.encode(&block),
         headers,
@@ -235,12 +327,13 @@ fn quarantined(
 }
 
 /// Settles a quarantined message: its dead letter, then the original's
-/// deletion from the stream. Anything else leaves it where it is, to be
+/// removal (see [`Removal`]). Anything else leaves it where it is, to be
 /// found again by the next scan.
 struct QuarantineAcker {
     shared: Arc<Shared>,
     queue: Arc<str>,
     stream: String,
+    removal: Removal,
     sequence: u64,
     /// The stored header block, base64.
     raw: String,
@@ -261,6 +354,14 @@ impl QuarantineAcker {
         let lane = self.message.priority.unwrap_or(0);
         let subject = naming::subject(&dead_letter_queue(&self.queue), lane);
         publish_confirmed(&self.shared, subject, headers, self.message.body.clone()).await?;
+        if let Removal::Ack { consumer } = &self.removal {
+            // The server finds a pending message by the stream sequence in
+            // its ack subject (`$JS.ACK.<stream>.<consumer>.<delivered>.
+            // <stream seq>.<consumer seq>.<time>.<pending>`); the consumer
+            // sequence it takes from its own record.
+            let ack = format!("$JS.ACK.{}.{consumer}.1.{}.0.0.0", self.stream, self.sequence);
+            return super::acker::ack(&self.shared, ack.into()).await;
+        }
         let deleted = self
             .shared
             .jetstream
