@@ -8,8 +8,10 @@
 //! On RabbitMQ (`WHARF_BROKER_URL=amqp://…`) and in memory (the default)
 //! the routes' queues are bound to the topic exchange `events-example`; on
 //! NATS (`WHARF_BROKER_URL=nats://…`) they subscribe to the subjects,
-//! captured by the stream `EVENTS_EXAMPLE` (docs/amqp.md, "Exchanges and
-//! routing keys"; docs/nats.md, "Events on your own subjects").
+//! captured by the stream `EVENTS_EXAMPLE`: audit's stream sources them,
+//! billing reads the stream through its own durable consumer
+//! `events-example-billing` (docs/amqp.md, "Exchanges and routing keys";
+//! docs/nats.md, "Events on your own subjects").
 
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -44,10 +46,16 @@ async fn audit(State(counts): State<Counts>, event: OrderEvent) {
 }
 
 /// A route taking the events on `pattern`: bound to the exchange, or
-/// subscribed to the subjects on NATS.
-fn events(broker: &Broker, pattern: &str) -> RouteOptions {
+/// subscribed to the subjects on NATS (through `consumer` if named).
+fn events(broker: &Broker, pattern: &str, consumer: Option<&str>) -> RouteOptions {
     match broker.kind() {
-        "nats" => RouteOptions::new().subscribe(Subscription::new(STREAM, pattern.replace('#', ">"))),
+        "nats" => {
+            let subscription = Subscription::new(STREAM, pattern.replace('#', ">"));
+            RouteOptions::new().subscribe(match consumer {
+                Some(consumer) => subscription.consumer(consumer),
+                None => subscription,
+            })
+        }
         _ => RouteOptions::new().bind(Binding::topic(EXCHANGE, pattern)),
     }
 }
@@ -67,7 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route_with(
             "events-example.audit",
             audit,
-            events(&broker, "events-example.orders.#"),
+            events(&broker, "events-example.orders.#", None),
         )
         .start()
         .await?;
@@ -75,7 +83,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route_with(
             "events-example.billing",
             bill,
-            events(&broker, "events-example.orders.*.created"),
+            events(
+                &broker,
+                "events-example.orders.*.created",
+                Some("events-example-billing"),
+            ),
         )
         .start()
         .await?;
