@@ -50,27 +50,8 @@ async fn two_services_subscribed_to_a_subject_each_get_every_event() {
     )
     .await;
 
-    // 1–20 from a core NATS publisher (no JetStream, no wharf), 21–40 from
-    // wharf's client; 41 is paid, for audit only.
-    let raw = async_nats::connect(URL).await.unwrap();
-    for id in 1..=20u64 {
-        let subject = format!("{prefix}.orders.eu.created");
-        let body = serde_json::to_vec(&Order { id }).unwrap();
-        raw.publish(subject, body.into()).await.unwrap();
-    }
-    raw.flush().await.unwrap();
-    let client = broker.client();
-    for id in 21..=40u64 {
-        client
-            .publish_to_subject(&format!("{prefix}.orders.us.created"), &Order { id })
-            .await
-            .unwrap();
-    }
-    client
-        .publish_to_subject(&format!("{prefix}.orders.eu.paid"), &Order { id: 41 })
-        .await
-        .unwrap();
-
+    // 41 is paid: for audit only.
+    events::publish_order_events(&broker, URL, &prefix).await;
     events::assert_each_once(&[
         ("billing", &[billing_seen], (1..=40).collect()),
         ("audit", &audit_seen, (1..=41).collect()),

@@ -31,6 +31,33 @@ pub async fn clean_up_nats(broker: &Broker, url: &str, queues: &[&str], streams:
     }
 }
 
+/// Publishes the order events of the NATS fan-out tests under `prefix`:
+/// 1–20 `orders.eu.created` from a core NATS publisher (no JetStream, no
+/// wharf), 21–40 `orders.us.created` from wharf's client, 41
+/// `orders.eu.paid`.
+#[cfg(feature = "nats")]
+pub async fn publish_order_events(broker: &Broker, url: &str, prefix: &str) {
+    let raw = async_nats::connect(url).await.unwrap();
+    for id in 1..=20u64 {
+        let body = serde_json::to_vec(&Order { id }).unwrap();
+        raw.publish(format!("{prefix}.orders.eu.created"), body.into())
+            .await
+            .unwrap();
+    }
+    raw.flush().await.unwrap();
+    let client = broker.client();
+    for id in 21..=40u64 {
+        client
+            .publish_to_subject(&format!("{prefix}.orders.us.created"), &Order { id })
+            .await
+            .unwrap();
+    }
+    client
+        .publish_to_subject(&format!("{prefix}.orders.eu.paid"), &Order { id: 41 })
+        .await
+        .unwrap();
+}
+
 /// How long a test waits for events to be handled.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
