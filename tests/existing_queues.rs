@@ -232,6 +232,36 @@ async fn nats_an_adopted_stream_falling_short_is_refused_with_each_difference() 
     let message = refused(&foreign).await;
     assert!(message.contains("consumer \"wharf\""), "{message}");
     assert!(message.contains("ack policy is none"), "{message}");
+
+    // A 'wharf' consumer reading one lane only would leave the others
+    // unread.
+    let narrow = unique_queue("narrow-consumer");
+    let stream = jetstream
+        .create_stream(stream::Config {
+            name: name_of(&narrow),
+            subjects: vec![format!("wharf.*.{narrow}")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("wharf".into()),
+            filter_subject: format!("wharf.p0.{narrow}"),
+            ack_policy: consumer::AckPolicy::Explicit,
+            max_deliver: -1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let message = refused(&narrow).await;
+    assert!(
+        message.contains(&format!(
+            "it delivers \"wharf.p0.{narrow}\", and wharf reads the whole stream"
+        )),
+        "{message}"
+    );
+    broker.delete_queue(&narrow).await.unwrap();
     broker.delete_queue(&short).await.unwrap();
     broker.delete_queue(&foreign).await.unwrap();
 }

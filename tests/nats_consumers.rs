@@ -319,6 +319,39 @@ async fn a_consumer_missing_or_otherwise_than_wharf_needs_is_a_clear_error() {
     let sloppy = team.consumer_info("sloppy").await.unwrap();
     assert_eq!(sloppy.config.max_deliver, 3, "the team's consumer is left alone");
 
+    // A team's consumer that works as wharf needs is used, and not changed,
+    // even where wharf would have made it otherwise (another ack wait, a
+    // smaller max_ack_pending), and even without .existing().
+    team.create_consumer(pull::Config {
+        max_ack_pending: 7,
+        // As wharf's, so that nothing but what wharf would choose differs.
+        deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::New,
+        ..team_consumer("patient", format!("{prefix}.>"))
+    })
+    .await
+    .unwrap();
+    let seen = Seen::default();
+    let patient =
+        RouteOptions::new().subscribe(Subscription::new(&stream, format!("{prefix}.>")).consumer("patient"));
+    let running = start(&broker, &queue, patient, &seen).await;
+    broker
+        .client()
+        .publish_to_subject(&format!("{prefix}.job"), &Order { id: 8 })
+        .await
+        .unwrap();
+    wait_for("the event read through the team's consumer", PATIENCE, || {
+        seen.lock().unwrap().as_slice() == [8]
+    })
+    .await;
+    running.shutdown().await;
+    let patient = team.consumer_info("patient").await.unwrap();
+    assert_eq!(
+        (patient.config.ack_wait, patient.config.max_ack_pending),
+        (Duration::from_secs(60), 7),
+        "the team's consumer is as the team made it"
+    );
+    broker.delete_queue(&queue).await.unwrap();
+
     // A work-queue stream, refused for sourcing, can be read through one
     // consumer.
     let (work_queue, work_prefix) = unique_events("c-workqueue");

@@ -17,9 +17,10 @@
 
 use super::Shared;
 use super::events::consumer_differences;
-use super::naming;
+use super::naming::{self, CONSUMER};
 use super::topology::declare_error;
 use crate::error::{BrokerError, BrokerErrorKind};
+use crate::transport::lanes::MAX_PRIORITY;
 use crate::transport::subscription::covers;
 use async_nats::jetstream::stream;
 use std::time::Duration;
@@ -57,20 +58,34 @@ pub(crate) async fn work_stream(shared: &Shared, queue: &str) -> Result<stream::
     ))
 }
 
-/// Checks the consumers `names` that wharf reads `queue` through, where
-/// they are on the adopted `stream` already (made by anyone): each must
-/// work as wharf needs. Their ack wait is not checked: wharf brings it to
-/// the route's lease.
-pub(crate) async fn check_consumers(
-    queue: &str,
-    stream: &stream::Stream,
-    names: &[String],
-) -> Result<(), BrokerError> {
-    for name in names {
-        let Ok(info) = stream.consumer_info(name).await else {
-            continue;
+/// Checks the consumers wharf reads `queue` through (`wharf` and
+/// `wharf-p<P>`), where they are on the adopted `stream` already (made by
+/// anyone): each must work as wharf needs, with the filter wharf gives it
+/// (none, or its lane's subject). Their ack wait is not checked: wharf
+/// brings it to the route's lease.
+pub(crate) async fn check_consumers(queue: &str, stream: &stream::Stream) -> Result<(), BrokerError> {
+    let mut expected = vec![(CONSUMER.to_owned(), String::new())];
+    expected.extend(
+        (0..=MAX_PRIORITY as u8).map(|lane| (naming::lane_consumer(lane), naming::subject(queue, lane))),
+    );
+    for (name, filter) in expected {
+        let info = match stream.consumer_info(&name).await {
+            Ok(info) => info,
+            Err(e) if e.to_string().contains("not found") => continue,
+            Err(e) => return Err(declare_error(&format!("consumer {name} (queue {queue:?})"), e)),
         };
-        let differences = consumer_differences(&info.config, ">", &[], Duration::ZERO);
+        let mut differences = consumer_differences(&info.config, ">", &[], Duration::ZERO);
+        if info.config.filter_subject != filter {
+            differences.push(format!(
+                "it delivers {:?}, and wharf reads {} through it",
+                info.config.filter_subject,
+                if filter.is_empty() {
+                    "the whole stream".to_owned()
+                } else {
+                    format!("{filter:?}")
+                }
+            ));
+        }
         if !differences.is_empty() {
             let stream = &info.stream_name;
             return Err(BrokerError::new(

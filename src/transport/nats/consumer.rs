@@ -77,9 +77,10 @@ struct ConsumerState {
     reconnected: BoxFuture<'static, u64>,
     /// A scan for unreadable messages under way ([`quarantine::scan`]).
     scanning: Option<BoxFuture<'static, Result<Vec<Delivery>, BrokerError>>>,
-    /// The connection came back while a scan was under way: scan again
-    /// when it is done (what was delivered since may not have been read).
-    rescan: bool,
+    /// Another scan was asked for while one was under way (the connection
+    /// came back, say): scan again when it is done (what was delivered
+    /// since may not have been read); `true` after a reconnect.
+    rescan: Option<bool>,
     /// Unreadable messages found, to hand out (the pipeline rejects them).
     unreadable: Vec<Delivery>,
 }
@@ -133,7 +134,7 @@ pub(crate) fn consume(shared: Arc<Shared>, spec: QueueSpec, prefetch: usize) -> 
         ack_prefix: AckPrefix::default(),
         reconnected: pull::reconnection(shared.consumer.reconnects.clone()),
         scanning: None,
-        rescan: false,
+        rescan: None,
         unreadable: Vec::new(),
     };
     // Polled in place: an async loop (or `unfold`) would move the state in
@@ -214,7 +215,7 @@ impl ConsumerState {
         if self.reconnected.as_mut().poll(cx).is_ready() {
             let reconnects = self.source.shared.consumer.reconnects.clone();
             self.reconnected = pull::reconnection(reconnects);
-            self.scan();
+            self.scan(true);
         }
         let Some(scanning) = self.scanning.as_mut() else {
             return;
@@ -231,27 +232,28 @@ impl ConsumerState {
                 tracing::warn!(queue = %self.source.queue, error = %crate::error::Chain(&error), "scanning for unreadable messages failed");
             }
         }
-        if std::mem::take(&mut self.rescan) {
-            self.scan();
+        if let Some(reconnected) = self.rescan.take() {
+            self.scan(reconnected);
             cx.waker().wake_by_ref();
         }
     }
 
     /// Starts a scan for unreadable messages, or another one after the one
-    /// under way.
-    fn scan(&mut self) {
+    /// under way; `reconnected` when the receiving connection came back
+    /// (see [`quarantine::scan`]).
+    fn scan(&mut self, reconnected: bool) {
         if self.scanning.is_some() {
-            self.rescan = true;
+            self.rescan = Some(self.rescan.unwrap_or(false) || reconnected);
         } else {
             let shared = self.source.shared.clone();
             let spec = self.spec.clone();
-            let scan = async move { quarantine::scan(&shared, &spec).await };
+            let scan = async move { quarantine::scan(&shared, &spec, reconnected).await };
             self.scanning = Some(Box::pin(scan));
         }
     }
 
     fn opened(&mut self, opened: Opened) {
-        self.scan();
+        self.scan(false);
         self.start_wait = (self.spec.priority && opened.awaited.contains(&true))
             .then(|| Box::pin(tokio::time::sleep(START_WAIT)));
         self.pulls = opened.pulls;
@@ -365,6 +367,11 @@ async fn open(
 ) -> Result<Opened, BrokerError> {
     topology::declare(&shared, &spec).await?;
     let stream = topology::route_stream(&shared, &spec).await?;
+    // The consumers its subscriptions name, read beside its own (a route
+    // with them has no priority lanes: `subscription::check_route`). The
+    // prefetch is shared among them: one worker must not hold each one's.
+    let named = events::named_consumers(&shared, &spec).await?;
+    let batch = batch.div_ceil(1 + named.len()).max(1);
     // Highest lane first, so its pull request is the first served.
     let names: Vec<String> = if spec.priority {
         (0..=MAX_PRIORITY as u8)
@@ -386,9 +393,7 @@ async fn open(
     }
     pulls.reverse();
     awaited.reverse();
-    // The consumers its subscriptions name, read beside its own (a route
-    // with them has no priority lanes: `subscription::check_route`).
-    for consumer in events::named_consumers(&shared, &spec).await? {
+    for consumer in named {
         pulls.push(pull::open(&shared, &consumer, batch, keep.as_deref()).await?);
     }
     Ok(Opened { pulls, awaited })

@@ -28,6 +28,9 @@ use std::time::Duration;
 /// JetStream's de-duplication window for `Nats-Msg-Id` on event streams
 /// wharf declares.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// The description of a consumer wharf made for a subscription: only such
+/// a consumer is ever changed by wharf (its ack wait, to the lease).
+const MADE_BY_WHARF: &str = "made by wharf for a subscription";
 
 /// Declares or checks each subscription's event stream, and its named
 /// consumer if it has one; then adds the sources `work` lacks for the
@@ -119,6 +122,7 @@ async fn named_consumer(
     let what = format!("consumer {name:?} of stream {:?}", subscription.stream());
     let wanted = pull::Config {
         durable_name: Some(name.to_owned()),
+        description: Some(MADE_BY_WHARF.to_owned()),
         filter_subject: subscription.subject().to_owned(),
         ack_policy: AckPolicy::Explicit,
         ack_wait: lease,
@@ -156,12 +160,14 @@ async fn named_consumer(
         }
         Err(e) => return Err(declare_error(&what, e)),
     };
-    if !subscription.takes_existing() && info.config.ack_wait != lease {
-        // One wharf made for another lease: the server updates a durable
+    if info.config.description.as_deref() == Some(MADE_BY_WHARF) && info.config.ack_wait != lease {
+        // One wharf made, for another lease: the server updates a durable
         // consumer's ack wait in place. Anyone else's is only checked.
-        if let Ok(updated) = stream.create_consumer(wanted).await {
-            info = updated.cached_info().clone();
-        }
+        let updated = stream
+            .create_consumer(wanted)
+            .await
+            .map_err(|e| declare_error(&format!("{what} (bringing its ack wait to the lease)"), e))?;
+        info = updated.cached_info().clone();
     }
     let captured = &stream.cached_info().config.subjects;
     let differences = consumer_differences(&info.config, subscription.subject(), captured, lease);
@@ -209,6 +215,34 @@ pub(crate) fn consumer_differences(
              route's max_attempts decides when a message is dead-lettered; past the limit JetStream \
              would drop it silently",
             config.max_deliver
+        ));
+    }
+    if config.headers_only {
+        differences.push(
+            "it delivers headers only (headers_only), and handlers need the bodies: each event \
+             would be handled empty and acknowledged"
+                .into(),
+        );
+    }
+    if !config.backoff.is_empty() {
+        differences.push(format!(
+            "it redelivers by its backoff list {:?}, not by its ack wait, and wharf keeps a message \
+             being handled by the ack wait (and retries by its own backoff)",
+            config.backoff
+        ));
+    }
+    if config.max_batch > 0 || config.max_bytes > 0 || !config.max_expires.is_zero() {
+        differences.push(format!(
+            "it limits pull requests (max_batch {}, max_bytes {}, max_expires {:?}), and wharf \
+             pulls up to its prefetch, waiting up to 30 s: the server would refuse its requests",
+            config.max_batch, config.max_bytes, config.max_expires
+        ));
+    }
+    if !config.inactive_threshold.is_zero() {
+        differences.push(format!(
+            "the server deletes it after {:?} without readers (inactive_threshold), and the events \
+             published while no worker runs would be lost with it",
+            config.inactive_threshold
         ));
     }
     if config.ack_wait < lease {

@@ -58,6 +58,9 @@ pub(crate) struct Shared {
     /// Stopped consumers giving back what they held; waited for before
     /// the connection is flushed or closed.
     pub(crate) handbacks: handback::Handbacks,
+    /// Unreadable messages this process dead-lettered from streams it reads
+    /// through a named consumer, which keep them ([`quarantine`]).
+    pub(crate) quarantined: quarantine::Quarantined,
 }
 
 /// A NATS connection; async-nats reconnects it by itself.
@@ -82,6 +85,7 @@ impl NatsTransport {
                 ready,
                 runtime: tokio::runtime::Handle::current(),
                 handbacks: handback::Handbacks::default(),
+                quarantined: quarantine::Quarantined::default(),
             }),
         })
     }

@@ -295,7 +295,9 @@ impl Pull {
 /// Returns once the server has read everything sent on `client` before
 /// the call: a message of its own, sent to itself on the same connection,
 /// has come back (the server reads a connection's operations in order).
-async fn round_trip(client: &async_nats::Client) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+pub(crate) async fn round_trip(
+    client: &async_nats::Client,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let probe = Subject::from(client.new_inbox());
     let mut echo = client.subscribe(probe.clone()).await?;
     client.publish(probe, bytes::Bytes::new()).await?;

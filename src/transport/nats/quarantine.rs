@@ -28,7 +28,12 @@
 //! delivered, within its filter, and an unreadable message found there is
 //! acknowledged on that consumer (an ack subject made from its stream
 //! sequence, which is what the server looks it up by) instead of deleted:
-//! the other services reading the stream still get it.
+//! the other services reading the stream still get it. As it stays in the
+//! stream, possibly above the consumer's ack floor for a while, the named
+//! consumers' streams are scanned only when the receiving connection came
+//! back (when such a message took it down), not when a consumer opens, and
+//! each process remembers what it dead-lettered there, so that it does
+//! not do it twice.
 
 use super::Shared;
 use super::naming::{self, CONSUMER};
@@ -132,6 +137,29 @@ fn readable_part(block: &[u8]) -> HeaderMap {
     headers
 }
 
+/// The unreadable messages of streams read through named consumers that
+/// this process dead-lettered and acknowledged: (stream, consumer, stream
+/// sequence). Bounded: forgotten all at once past [`REMEMBERED`].
+#[derive(Default)]
+pub(crate) struct Quarantined(std::sync::Mutex<std::collections::HashSet<(String, String, u64)>>);
+
+/// How many dead-lettered messages [`Quarantined`] remembers at most.
+const REMEMBERED: usize = 10_000;
+
+impl Quarantined {
+    fn contains(&self, key: &(String, String, u64)) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).contains(key)
+    }
+
+    fn insert(&self, key: (String, String, u64)) {
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if set.len() >= REMEMBERED {
+            set.clear();
+        }
+        set.insert(key);
+    }
+}
+
 /// How an unreadable message leaves where it was found once its dead
 /// letter is stored.
 #[derive(Clone)]
@@ -153,13 +181,21 @@ struct Scope {
 }
 
 /// The unreadable messages among those delivered at least once, in
-/// `spec`'s stream and in the streams it reads through named consumers,
-/// each as a delivery to reject.
-pub(crate) async fn scan(shared: &Arc<Shared>, spec: &QueueSpec) -> Result<Vec<Delivery>, BrokerError> {
+/// `spec`'s stream and, after the receiving connection came back
+/// (`reconnected`), in the streams it reads through named consumers, each
+/// as a delivery to reject.
+pub(crate) async fn scan(
+    shared: &Arc<Shared>,
+    spec: &QueueSpec,
+    reconnected: bool,
+) -> Result<Vec<Delivery>, BrokerError> {
     let queue: Arc<str> = spec.name.as_str().into();
     let mut found = Vec::new();
     if let Some(scope) = own_scope(shared, spec).await {
         found.extend(scan_scope(shared, &queue, scope).await?);
+    }
+    if !reconnected {
+        return Ok(found);
     }
     for subscription in &spec.subscriptions {
         if let Some(consumer) = subscription.consumer_name()
@@ -271,6 +307,13 @@ async fn scan_scope(
             continue;
         };
         let block = block.map_err(|e| failed(&e))?;
+        if let Removal::Ack { consumer } = &scope.removal
+            && shared
+                .quarantined
+                .contains(&(scope.stream.clone(), consumer.clone(), stored.seq))
+        {
+            continue;
+        }
         if let Some(why) = unreadable(&block) {
             tracing::warn!(
                 %queue,
@@ -360,7 +403,10 @@ impl QuarantineAcker {
             // <stream seq>.<consumer seq>.<time>.<pending>`); the consumer
             // sequence it takes from its own record.
             let ack = format!("$JS.ACK.{}.{consumer}.1.{}.0.0.0", self.stream, self.sequence);
-            return super::acker::ack(&self.shared, ack.into()).await;
+            super::acker::ack(&self.shared, ack.into()).await?;
+            let key = (self.stream.clone(), consumer.clone(), self.sequence);
+            self.shared.quarantined.insert(key);
+            return Ok(());
         }
         let deleted = self
             .shared

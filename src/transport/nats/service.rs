@@ -10,9 +10,12 @@
 //!
 //! What a stopping worker did not start includes what its subscriptions
 //! still buffer: when the delivery stream is dropped, each subscription is
-//! drained (unsubscribed, then read up to the server's answer to a ping,
-//! so nothing the server routed to it before is dropped) and every message
-//! it held is passed on as well.
+//! drained (unsubscribed, and read to its end) and every message it held is
+//! passed on as well, once a round trip on the receiving connection has
+//! shown that the server read the unsubscribes (so that no copy passed on
+//! can come back to this worker). async-nats ends a drained subscription
+//! without waiting for the server: a message the server was routing to it
+//! in that moment is dropped, as core NATS delivers at most once.
 
 use super::naming::{self, any_lane};
 use super::{Shared, convert, core_publish, publish_confirmed, topology};
@@ -150,27 +153,35 @@ async fn hand_back(route: Arc<Route>, mut subscribers: Vec<Subscriber>) {
             tracing::warn!(queue = %route.queue, %error, "cannot end a subscription of the stopping service");
         }
     }
-    let mut passed = 0;
-    for mut subscriber in subscribers {
-        loop {
-            let raw = match tokio::time::timeout(DRAIN_LIMIT, subscriber.next()).await {
-                Ok(Some(raw)) => raw,
-                Ok(None) => break,
-                Err(_) => {
-                    tracing::warn!(queue = %route.queue, "the server did not confirm the end of a subscription; what it still sends is lost");
-                    break;
-                }
-            };
-            let settled = received(&route, raw).settle(Settlement::Return).await;
-            match settled {
-                Ok(()) => passed += 1,
-                Err(error) => {
-                    tracing::warn!(queue = %route.queue, error = %crate::error::Chain(&error), "passing on a message of the stopping service failed");
-                }
+    let mut held = Vec::new();
+    let reading = async {
+        for mut subscriber in subscribers {
+            while let Some(raw) = subscriber.next().await {
+                held.push(raw);
             }
         }
+        // The server has read the unsubscribes once this returns: a copy
+        // passed on from now on goes to another worker.
+        super::pull::round_trip(&route.shared.consumer.client).await
+    };
+    match tokio::time::timeout(DRAIN_LIMIT, reading).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(queue = %route.queue, %error, "no round trip after ending the stopping service's subscriptions");
+        }
+        Err(_) => {
+            tracing::warn!(queue = %route.queue, "ending the stopping service's subscriptions timed out");
+        }
     }
-    tracing::debug!(queue = %route.queue, passed, "passed on what the stopping service's subscriptions held");
+    let count = held.len();
+    let mut failed = 0;
+    for raw in held {
+        if let Err(error) = received(&route, raw).settle(Settlement::Return).await {
+            failed += 1;
+            tracing::warn!(queue = %route.queue, error = %crate::error::Chain(&error), "passing on a message of the stopping service failed");
+        }
+    }
+    tracing::debug!(queue = %route.queue, count, failed, "passed on what the stopping service's subscriptions held");
 }
 
 /// What every request of one service shares, behind one reference count

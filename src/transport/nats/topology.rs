@@ -55,9 +55,7 @@ pub(crate) async fn declare(shared: &Shared, spec: &QueueSpec) -> Result<(), Bro
         super::events::subscribe(shared, &work, spec).await?;
     }
     if spec.existing {
-        let mut names = vec![CONSUMER.to_owned()];
-        names.extend((0..=MAX_PRIORITY as u8).map(naming::lane_consumer));
-        super::adopted::check_consumers(&spec.name, &work, &names).await?;
+        super::adopted::check_consumers(&spec.name, &work).await?;
     }
     if spec.priority {
         for lane in 0..=MAX_PRIORITY as u8 {
