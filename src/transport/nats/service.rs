@@ -150,7 +150,7 @@ impl Drop for Subscriptions {
 async fn hand_back(route: Arc<Route>, mut subscribers: Vec<Subscriber>) {
     for subscriber in &mut subscribers {
         if let Err(error) = subscriber.drain().await {
-            tracing::warn!(queue = %route.queue, %error, "cannot end a subscription of the stopping service");
+            tracing::warn!(queue = %route.queue, error = %crate::error::Chain(&error), "cannot end a subscription of the stopping service");
         }
     }
     let mut held = Vec::new();
@@ -167,7 +167,7 @@ async fn hand_back(route: Arc<Route>, mut subscribers: Vec<Subscriber>) {
     match tokio::time::timeout(DRAIN_LIMIT, reading).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => {
-            tracing::warn!(queue = %route.queue, %error, "no round trip after ending the stopping service's subscriptions");
+            tracing::warn!(queue = %route.queue, error = %crate::error::Chain(&*error), "no round trip after ending the stopping service's subscriptions");
         }
         Err(_) => {
             tracing::warn!(queue = %route.queue, "ending the stopping service's subscriptions timed out");
