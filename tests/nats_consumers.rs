@@ -387,3 +387,72 @@ async fn a_consumer_missing_or_otherwise_than_wharf_needs_is_a_clear_error() {
     running.shutdown().await;
     events::clean_up_nats(&broker, URL, &[&queue], &[&stream, &work_queue]).await;
 }
+
+/// The route's queue depth (`Broker::queue_depth`, `wharf_queue_depth`)
+/// counts the events waiting in the consumer it reads through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_depth_counts_the_events_waiting_in_the_consumer() {
+    let test = "the_queue_depth_counts_the_events_waiting_in_the_consumer";
+    let Some(broker) = broker(test).await else {
+        return;
+    };
+    let (stream, prefix) = unique_events("c-depth");
+    team_stream(&stream, &prefix, RetentionPolicy::Limits).await;
+    let queue = unique_queue("c-depth");
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = Seen::default();
+    let gated = {
+        let (open, seen) = (open.clone(), seen.clone());
+        move |order: Order| {
+            let (open, seen) = (open.clone(), seen.clone());
+            async move {
+                seen.lock().unwrap().push(order.id);
+                while !open.load(std::sync::atomic::Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    };
+    let options = RouteOptions::new()
+        .subscribe(Subscription::new(&stream, format!("{prefix}.>")).consumer(consumer_for(&queue)))
+        .concurrency(1)
+        .prefetch(1);
+    let running = App::new(broker.clone())
+        .route_with(&queue, gated, options)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("{}", chain(&e)));
+    let client = broker.client();
+    for id in 1..=10u64 {
+        client
+            .publish_to_subject(&format!("{prefix}.order"), &Order { id })
+            .await
+            .unwrap();
+    }
+    wait_for("the first event started", PATIENCE, || {
+        !seen.lock().unwrap().is_empty()
+    })
+    .await;
+    let waiting = broker.queue_depth(&queue).await.unwrap();
+    assert!(
+        (5..=9).contains(&waiting),
+        "the events not yet delivered from the consumer count: {waiting}"
+    );
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_for("every event handled", PATIENCE, || {
+        seen.lock().unwrap().len() == 10
+    })
+    .await;
+    let mut depth = u64::MAX;
+    for _ in 0..50 {
+        depth = broker.queue_depth(&queue).await.unwrap();
+        if depth == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(depth, 0, "nothing waits once all are handled");
+    running.shutdown().await;
+    eprintln!("{test}: {waiting} of 10 events counted as waiting while the first ran");
+    events::clean_up_nats(&broker, URL, &[&queue], &[&stream]).await;
+}

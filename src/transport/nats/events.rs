@@ -44,7 +44,12 @@ pub(crate) async fn subscribe(
     for subscription in &spec.subscriptions {
         let stream = event_stream(shared, subscription, &spec.topology).await?;
         match subscription.consumer_name() {
-            Some(name) => named_consumer(&stream, subscription, name, spec.lease).await?,
+            Some(name) => {
+                named_consumer(&stream, subscription, name, spec.lease).await?;
+                shared
+                    .named_consumers
+                    .record(&spec.name, subscription.stream(), name);
+            }
             None => sourced.push((
                 subscription,
                 stream.cached_info().state.last_sequence.saturating_add(1),
@@ -83,6 +88,41 @@ pub(crate) async fn subscribe(
         })?;
     }
     Ok(())
+}
+
+/// The consumers the routes declared in this process read through, by
+/// queue: (stream, consumer).
+#[derive(Default)]
+pub(crate) struct NamedConsumers(std::sync::Mutex<std::collections::HashMap<String, Vec<(String, String)>>>);
+
+impl NamedConsumers {
+    fn record(&self, queue: &str, stream: &str, consumer: &str) {
+        let mut named = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let consumers = named.entry(queue.to_owned()).or_default();
+        let entry = (stream.to_owned(), consumer.to_owned());
+        if !consumers.contains(&entry) {
+            consumers.push(entry);
+        }
+    }
+
+    fn of(&self, queue: &str) -> Vec<(String, String)> {
+        let named = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        named.get(queue).cloned().unwrap_or_default()
+    }
+}
+
+/// The events waiting for `queue` in the consumers it reads through (not
+/// yet delivered), as far as this process declared them.
+pub(crate) async fn waiting_in_named(shared: &Shared, queue: &str) -> u64 {
+    let mut waiting = 0;
+    for (stream, consumer) in shared.named_consumers.of(queue) {
+        if let Ok(stream) = shared.jetstream.get_stream_no_info(&stream).await
+            && let Ok(info) = stream.consumer_info(&consumer).await
+        {
+            waiting += info.num_pending;
+        }
+    }
+    waiting
 }
 
 /// The consumers `spec`'s subscriptions name, declared already

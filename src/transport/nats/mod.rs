@@ -61,6 +61,9 @@ pub(crate) struct Shared {
     /// Unreadable messages this process dead-lettered from streams it reads
     /// through a named consumer, which keep them ([`quarantine`]).
     pub(crate) quarantined: quarantine::Quarantined,
+    /// The consumers each route declared here reads through, counted in
+    /// its depth ([`events::NamedConsumers`]).
+    pub(crate) named_consumers: events::NamedConsumers,
 }
 
 /// A NATS connection; async-nats reconnects it by itself.
@@ -86,6 +89,7 @@ impl NatsTransport {
                 runtime: tokio::runtime::Handle::current(),
                 handbacks: handback::Handbacks::default(),
                 quarantined: quarantine::Quarantined::default(),
+                named_consumers: events::NamedConsumers::default(),
             }),
         })
     }

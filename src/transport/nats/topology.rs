@@ -299,7 +299,9 @@ async fn consumer(
     }
 }
 
-/// Messages waiting in `queue`, not counting delivered, unsettled ones.
+/// Messages waiting in `queue`, not counting delivered, unsettled ones;
+/// with the events waiting in the consumers it reads through, where this
+/// process declared it.
 pub(crate) async fn depth(shared: &Shared, queue: &str) -> Result<u64, BrokerError> {
     naming::check_queue(queue)?;
     let Ok(stream) = shared.jetstream.get_stream(naming::stream(queue)).await else {
@@ -317,12 +319,13 @@ pub(crate) async fn depth(shared: &Shared, queue: &str) -> Result<u64, BrokerErr
             waiting += info.num_pending;
         }
     }
+    let named = super::events::waiting_in_named(shared, queue).await;
     if found {
-        Ok(waiting)
+        Ok(waiting + named)
     } else {
         let mut stream = stream;
         let info = stream.info().await.map_err(|e| declare_error(queue, e))?;
-        Ok(info.state.messages)
+        Ok(info.state.messages + named)
     }
 }
 
