@@ -446,3 +446,67 @@ async fn sessions_and_idempotency_hold_for_events_through_an_exchange() {
     .await;
     clean_up(&broker, &[&queue], &[&exchange]).await;
 }
+
+/// A bound route whose queue is deleted under its running worker (by an
+/// operator, a clean-up script) declares it again with its bindings, as
+/// after a reconnect: the events keep reaching the handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_deleted_under_a_running_worker_is_declared_again_with_its_bindings() {
+    let test = "a_queue_deleted_under_a_running_worker_is_declared_again_with_its_bindings";
+    let Some(broker) = broker(test).await else {
+        return;
+    };
+    let (exchange, queue) = (unique_queue("deleted-events"), unique_queue("deleted"));
+    let seen = Seen::default();
+    let running = start(
+        &broker,
+        &queue,
+        RouteOptions::new().bind(Binding::topic(&exchange, "orders.#")),
+        &seen,
+    )
+    .await;
+    let client = broker.client();
+    client
+        .publish_to_exchange(&exchange, "orders.created", &Order { id: 1 })
+        .await
+        .unwrap();
+    wait_for("the first event handled", PATIENCE, || {
+        seen.lock().unwrap().as_slice() == [1]
+    })
+    .await;
+
+    let raw = Connection::connect(URL, ConnectionProperties::default())
+        .await
+        .unwrap();
+    raw.create_channel()
+        .await
+        .unwrap()
+        .queue_delete(
+            queue.as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    // Events published while the queue is gone are routed nowhere: publish
+    // until one arrives.
+    let mut id = 1;
+    let took = std::time::Instant::now();
+    while !seen.lock().unwrap().iter().any(|&seen| seen > 1) {
+        assert!(
+            took.elapsed() < PATIENCE,
+            "no event reached the handler after its queue was deleted"
+        );
+        id += 1;
+        client
+            .publish_to_exchange(&exchange, "orders.created", &Order { id })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "{test}: events reach the handler again {:?} after the deletion",
+        took.elapsed()
+    );
+    running.shutdown().await;
+    clean_up(&broker, &[&queue], &[&exchange]).await;
+}
