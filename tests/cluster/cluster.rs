@@ -101,7 +101,23 @@ impl Cluster {
             topology: topology::topology(topology::lookup_in(&env)),
             ..QueueSpec::new(queue.clone())
         };
-        broker.declare(&spec).await.unwrap();
+        // A JetStream cluster that has just elected its meta leader may not
+        // have heard from every peer yet: replicated streams cannot be
+        // placed until it has ("no suitable peers for placement", 10005).
+        let placing = std::time::Instant::now();
+        loop {
+            match broker.declare(&spec).await {
+                Ok(()) => break,
+                Err(error)
+                    if error.to_string().contains("no suitable peers")
+                        && placing.elapsed() < Duration::from_secs(30) =>
+                {
+                    eprintln!("{what}: the cluster cannot place the streams yet ({error}); trying again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(error) => panic!("declaring {queue}: {error}"),
+            }
+        }
         let redis = redis::Client::open(REDIS_URL)
             .unwrap()
             .get_multiplexed_async_connection()
